@@ -1,0 +1,98 @@
+"""The FastAPI application. Everything shared is created in the lifespan, never at import.
+
+app = create_app(Settings(pool=Path("config/local.yaml")))
+# uvicorn.run(app): the lifespan starts the pool's experts, loads the router, and on
+# shutdown (SIGTERM, Ctrl-C) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import BodySizeLimit
+from api.routes import chat, health, models
+from api.routing import Embedder, RoutingService, build_routers
+from api.serving import ChatService
+from api.settings import Settings
+from experts.client import Timeouts
+from experts.live import LivePool
+from experts.pool import PoolConfig, load_pool
+from router.base import Router
+from router.policy import Policy
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("coe.api")
+
+
+def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
+    config: PoolConfig = pool.config
+    artifact_path = settings.router_artifact or config.router.artifact
+    artifact = Router.load(artifact_path) if artifact_path else None
+    routers = build_routers(pool.descriptors(), artifact)
+    default = settings.router or (artifact.name if artifact else config.router.name)
+    if default not in routers:
+        raise ValueError(
+            f"router {default!r} (setting COE_ROUTER or the pool's router.name) is not loaded; "
+            f"available: {sorted(routers)}; a trained router needs COE_ROUTER_ARTIFACT"
+        )
+    embedder: Embedder | None = None
+    if any(r.uses_embeddings for r in routers.values()):
+        from router.embedder import load_embedder  # torch is heavy: only when a router needs it
+
+        embedder = load_embedder(cache_dir=settings.work_dir / "embeddings")
+    cost_weight = (
+        settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
+    )
+    return RoutingService(
+        pool.descriptors(),
+        routers,
+        default,
+        Policy(cost_weight),
+        embedder,
+        settings.expected_completion_tokens,
+    )
+
+
+def create_app(
+    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The gateway app. `transport` replaces the network for tests (an `httpx.MockTransport`)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = load_pool(settings.pool)
+        timeouts = Timeouts(connect=settings.connect_timeout_s, read=settings.read_timeout_s)
+        pool = LivePool(
+            config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
+        )
+        await pool.start()
+        try:
+            routing = _load_routing(settings, pool)
+            app.state.settings = settings
+            app.state.pool = pool
+            app.state.routing = routing
+            app.state.chat = ChatService(pool, routing, settings)
+            log.info("coe ready: experts %s, router %s", pool.names, routing.default)
+            yield
+        finally:
+            await pool.stop()
+
+    app = FastAPI(
+        title="coe",
+        summary="Composition of Experts: one OpenAI-compatible endpoint over many LLMs",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for module in (chat, models, health):
+        app.include_router(module.router)
+    return app

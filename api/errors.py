@@ -1,0 +1,140 @@
+"""Every error the API returns, in OpenAI's envelope: `{"error": {message, type, param, code}}`.
+
+    APIError                      base: status code, type, code, param
+    ├── InvalidRequest     400    the body is malformed or a value is out of range
+    ├── ModelNotFound      404    `model` names no expert and no virtual model
+    ├── PayloadTooLarge    413    the body exceeds `max_body_bytes`
+    ├── NotImplementedYet  501    a documented model whose implementation has not landed
+    ├── NoExpertAvailable  503    every expert tried failed (lists them)
+    └── UpstreamTimeout    504    every expert tried timed out
+
+FastAPI's validation errors and Starlette's HTTP errors are converted to the same envelope, so a
+client never sees another shape, and a bad request never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = [
+    "APIError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "NoExpertAvailable",
+    "NotImplementedYet",
+    "PayloadTooLarge",
+    "UpstreamTimeout",
+    "error_body",
+    "install_error_handlers",
+]
+
+log = logging.getLogger("coe.api")
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
+
+
+class APIError(Exception):
+    status_code = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        body = error_body(self.message, self.type, self.param, self.code, **self.extra)
+        return JSONResponse(body, status_code=self.status_code)
+
+
+class InvalidRequest(APIError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class ModelNotFound(APIError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(APIError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NotImplementedYet(APIError):
+    status_code = 501
+    type = "not_implemented_error"
+    code = "not_implemented"
+
+
+class NoExpertAvailable(APIError):
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "no_expert_available"
+
+
+class UpstreamTimeout(APIError):
+    status_code = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = _loc_to_param(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        message = "the request body is not valid JSON"
+    elif first.get("type") == "missing" and param:
+        message = f"'{param}' is required"
+    else:
+        message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem(s))"
+    return InvalidRequest(message, param=param or None).response()
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    body = error_body(str(exc.detail), type_, code=str(exc.status_code))
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = error_body("internal error in the gateway; see its log", "server_error")
+    return JSONResponse(body, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)

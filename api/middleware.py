@@ -1,0 +1,78 @@
+"""ASGI middleware: reject bodies over the size limit before they are read into memory."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_body
+
+__all__ = ["BodySizeLimit"]
+
+
+class _TooLarge(HTTPException):
+    """Raised from `receive`; an HTTPException so FastAPI's body parsing re-raises it as is."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            413, f"request body exceeds {max_bytes} bytes (setting COE_MAX_BODY_BYTES)"
+        )
+
+
+class BodySizeLimit:
+    """413 in OpenAI's envelope when a request body exceeds `max_bytes`.
+
+    Checks `content-length` up front, and counts the bytes of chunked bodies as they arrive.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            error_body(
+                f"request body exceeds {self.max_bytes} bytes (setting COE_MAX_BODY_BYTES)",
+                "invalid_request_error",
+                code="request_too_large",
+            )
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(send)
+                return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)

@@ -1,0 +1,1 @@
+"""One thin route module per resource; the logic lives in `api.serving` and `api.routing`."""

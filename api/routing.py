@@ -1,0 +1,163 @@
+"""The routing step of a request: embed the query, score the experts, and rank them.
+
+This is where the router (which sees descriptors only) meets the live pool (health): the gateway
+passes the experts that are down as `unavailable`, and the policy ranks them last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+import router.baselines  # noqa: F401  (registers the baseline routers)
+from api.errors import InvalidRequest
+from router.base import ROUTERS, Router
+from router.descriptor import ExpertDescriptor
+from router.policy import Policy
+from router.query import estimate_tokens, routing_text
+
+__all__ = ["Embedder", "RouteDecision", "RoutingService", "build_routers"]
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """What the router decided for one request, reported to the client under `coe`."""
+
+    router: str
+    ranked: list[str]
+    scores: dict[str, float]
+    estimated_cost_usd: dict[str, float]
+    utility: dict[str, float] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    unavailable: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "router": self.router,
+            "chosen": self.ranked[0] if self.ranked else None,
+            "ranked": self.ranked,
+            "experts": [
+                {
+                    "name": name,
+                    "predicted_quality": round(self.scores[name], 6),
+                    "estimated_cost_usd": self.estimated_cost_usd[name],
+                    "utility": round(self.utility.get(name, 0.0), 6),
+                    "available": name not in self.unavailable,
+                    "excluded": self.excluded.get(name),
+                }
+                for name in self.scores
+            ],
+        }
+
+
+class Embedder(Protocol):
+    """The narrow shape the gateway needs of `router.embedder`."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class RoutingService:
+    """Ranks the pool's experts for a chat request.
+
+    `routers` holds every router a request may name (`"coe": {"router": ...}`); `default` is the
+    one `coe-auto` uses. Embedding runs in a worker thread so it never blocks the event loop.
+    """
+
+    def __init__(
+        self,
+        experts: Sequence[ExpertDescriptor],
+        routers: Mapping[str, Router],
+        default: str,
+        policy: Policy,
+        embedder: Embedder | None,
+        expected_completion_tokens: int,
+    ) -> None:
+        self.experts = {e.name: e for e in experts}
+        self.routers = dict(routers)
+        self.default = default
+        self.policy = policy
+        self.embedder = embedder
+        self.expected_completion_tokens = expected_completion_tokens
+
+    def router_names(self) -> list[str]:
+        return sorted(self.routers)
+
+    def _router(self, name: str | None) -> Router:
+        name = name or self.default
+        if name not in self.routers:
+            raise InvalidRequest(
+                f"unknown router {name!r}; this gateway has: {', '.join(self.router_names())}",
+                param="coe.router",
+            )
+        return self.routers[name]
+
+    def estimated_costs(
+        self, messages: Sequence[Mapping[str, Any]], completion_limit: int | None
+    ) -> dict[str, float]:
+        prompt = estimate_tokens(messages)
+        completion = min(
+            completion_limit or self.expected_completion_tokens, self.expected_completion_tokens
+        )
+        return {n: e.cost_usd(prompt, completion) for n, e in self.experts.items()}
+
+    async def decide(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        router: str | None = None,
+        cost_weight: float | None = None,
+        max_cost_usd: float | None = None,
+        completion_limit: int | None = None,
+        unavailable: set[str] | None = None,
+    ) -> RouteDecision:
+        chosen = self._router(router)
+        text = routing_text(messages)
+        if chosen.uses_embeddings:
+            if self.embedder is None:
+                raise InvalidRequest(
+                    f"router {chosen.name!r} needs the embedder, which is not loaded"
+                )
+            embedder = self.embedder
+            quality = await asyncio.to_thread(
+                lambda: chosen.score(embedder.embed([text]), [text])[0]
+            )
+        else:
+            quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
+        models = list(chosen.models_)
+        costs = self.estimated_costs(messages, completion_limit)
+        cost_vec = np.array([costs[m] for m in models])
+        down = unavailable or set()
+        decision = self.policy.decide(
+            models,
+            np.asarray(quality, dtype=float),
+            cost_vec,
+            cost_weight=cost_weight,
+            max_cost_usd=max_cost_usd,
+            unavailable=down,
+        )
+        return RouteDecision(
+            router=chosen.name,
+            ranked=decision.ranked,
+            scores={m: float(q) for m, q in zip(models, quality, strict=True)},
+            estimated_cost_usd={m: costs[m] for m in models},
+            utility=decision.utility,
+            excluded=decision.excluded,
+            unavailable=sorted(down & set(models)),
+        )
+
+
+def build_routers(
+    experts: Sequence[ExpertDescriptor], artifact: Router | None
+) -> dict[str, Router]:
+    """Every baseline that needs no training, fitted to the pool, plus the trained artifact."""
+    routers: dict[str, Router] = {}
+    for name in ("cheapest", "random"):
+        routers[name] = ROUTERS[name]().fit_pool(experts)
+    if artifact is not None:
+        artifact.check_pool(experts)
+        routers[artifact.name] = artifact
+    return routers

@@ -1,0 +1,81 @@
+"""Wire models of the OpenAI-compatible surface, and coe's own request options.
+
+Unknown OpenAI parameters (`top_p`, `stop`, `seed`, `tools`, ...) are accepted and passed to the
+expert unchanged; the ones coe reads are validated here so that bad values get a 400 naming them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ChatCompletionRequest", "ChatMessage", "CoeOptions", "StreamOptions"]
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _content_required(self) -> ChatMessage:
+        if self.role in ("system", "developer", "user") and self.content is None:
+            raise ValueError(f"a {self.role} message needs 'content'")
+        return self
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class CoeOptions(BaseModel):
+    """Routing options, sent under `"coe"` in the body (`extra_body` with the openai client)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    router: str | None = Field(default=None, description="router name for this request")
+    cost_weight: Annotated[float, Field(ge=0)] | None = None
+    max_cost_usd: Annotated[float, Field(ge=0)] | None = None
+    k: Annotated[int, Field(ge=1, le=16)] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=1, description="coe returns one choice")] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    coe: CoeOptions | None = None
+
+    def upstream_body(self, default_max_tokens: int) -> dict[str, Any]:
+        """The body to send an expert: coe's options removed, a token limit always set."""
+        body = self.model_dump(
+            exclude_none=True, exclude={"coe", "model", "stream", "stream_options"}
+        )
+        limit = self.max_completion_tokens or self.max_tokens or default_max_tokens
+        body.pop("max_completion_tokens", None)
+        body["max_tokens"] = limit
+        return body
+
+    @property
+    def completion_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)

@@ -1,0 +1,282 @@
+"""The chat-completions logic behind `POST /v1/chat/completions`.
+
+Resolve the model (an expert's own name, or `coe-auto`), rank experts, call them with fallback,
+and answer in OpenAI's shape plus what coe decided: under `coe` in the body (in the last chunk of a
+stream) and as `x-coe-*` headers. Streams are passed through event by event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.errors import (
+    APIError,
+    InvalidRequest,
+    ModelNotFound,
+    NoExpertAvailable,
+    NotImplementedYet,
+    UpstreamTimeout,
+    error_body,
+)
+from api.routing import RouteDecision, RoutingService
+from api.schemas import ChatCompletionRequest
+from api.settings import Settings
+from experts.client import ExpertStream
+from experts.errors import ExpertError
+from experts.fallback import AllExpertsFailed, Attempt, ExpertRejected, call_with_fallback
+from experts.live import LivePool
+from experts.pool import VIRTUAL_MODELS
+from router.query import estimate_tokens
+
+__all__ = ["ChatService", "CoeMeta"]
+
+Json = dict[str, Any]
+
+
+@dataclass
+class CoeMeta:
+    """The `coe` object of a response. Field names are an interface: extend, never rename."""
+
+    router: str | None
+    scores: dict[str, float]
+    experts: list[str]
+    tried: list[Attempt]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+    def as_json(self) -> Json:
+        return {
+            "experts": self.experts,
+            "tried": [a.as_json() for a in self.tried],
+            "router": self.router,
+            "scores": {k: round(v, 6) for k, v in self.scores.items()},
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "estimated": self.usage_estimated,
+            },
+            "cost_usd": self.cost_usd,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+    def headers(self, final: bool = True) -> dict[str, str]:
+        headers = {
+            "x-coe-experts": ",".join(self.experts),
+            "x-coe-tried": ",".join(a.expert for a in self.tried),
+            "x-coe-router": self.router or "",
+            "x-coe-scores": json.dumps({k: round(v, 4) for k, v in self.scores.items()}),
+        }
+        if final:
+            headers |= {
+                "x-coe-cost-usd": f"{self.cost_usd:.10f}",
+                "x-coe-latency-ms": f"{self.latency_ms:.1f}",
+                "x-coe-prompt-tokens": str(self.prompt_tokens),
+                "x-coe-completion-tokens": str(self.completion_tokens),
+            }
+        return headers
+
+
+def _sse(data: Json) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class ChatService:
+    def __init__(self, pool: LivePool, routing: RoutingService, settings: Settings) -> None:
+        self.pool = pool
+        self.routing = routing
+        self.settings = settings
+
+    def model_names(self) -> list[str]:
+        return [*self.pool.names, *VIRTUAL_MODELS]
+
+    async def plan(self, request: ChatCompletionRequest) -> tuple[list[str], RouteDecision | None]:
+        """Experts to try, in order, and the routing decision when a router made one."""
+        if request.model in self.pool.engines:
+            return [request.model], None
+        if request.model == "coe-compose":
+            raise NotImplementedYet(
+                "coe-compose (several experts and an aggregator) is not available in this "
+                "version; use coe-auto or an expert's name",
+                param="model",
+            )
+        if request.model != "coe-auto":
+            raise ModelNotFound(
+                f"model {request.model!r} does not exist; valid models: "
+                f"{', '.join(self.model_names())}",
+                param="model",
+            )
+        options = request.coe
+        decision = await self.routing.decide(
+            [m.model_dump() for m in request.messages],
+            router=options.router if options else None,
+            cost_weight=options.cost_weight if options else None,
+            max_cost_usd=options.max_cost_usd if options else None,
+            completion_limit=request.completion_limit,
+            unavailable=self.pool.health.down(),
+        )
+        if not decision.ranked:
+            raise InvalidRequest(
+                "no expert fits this request's limits: "
+                + "; ".join(f"{k}: {v}" for k, v in decision.excluded.items()),
+                param="coe.max_cost_usd",
+            )
+        return decision.ranked, decision
+
+    def _meta(
+        self, decision: RouteDecision | None, expert: str | None, attempts: list[Attempt]
+    ) -> CoeMeta:
+        return CoeMeta(
+            router=decision.router if decision else None,
+            scores=decision.scores if decision else {},
+            experts=[expert] if expert else [],
+            tried=attempts,
+        )
+
+    def _settle(
+        self,
+        meta: CoeMeta,
+        expert: str,
+        usage: Json | None,
+        started: float,
+        fallback_completion_tokens: int,
+        prompt_estimate: int,
+    ) -> None:
+        if usage and "prompt_tokens" in usage:
+            meta.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            meta.completion_tokens = int(usage.get("completion_tokens") or 0)
+        else:
+            meta.prompt_tokens, meta.completion_tokens = prompt_estimate, fallback_completion_tokens
+            meta.usage_estimated = True
+        descriptor = self.pool.config.expert(expert).descriptor_for_router()
+        meta.cost_usd = round(descriptor.cost_usd(meta.prompt_tokens, meta.completion_tokens), 12)
+        meta.latency_ms = (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def _failure(exc: AllExpertsFailed | ExpertRejected) -> APIError:
+        tried = [a.as_json() for a in exc.attempts]
+        if isinstance(exc, ExpertRejected):
+            status = getattr(exc.error, "status_code", 400)
+            error = InvalidRequest(f"the expert rejected the request: {exc.error}", tried=tried)
+            error.status_code = status if 400 <= status < 500 else 400
+            return error
+        if exc.timed_out:
+            return UpstreamTimeout(str(exc), tried=tried)
+        return NoExpertAvailable(str(exc), tried=tried)
+
+    async def complete(self, request: ChatCompletionRequest) -> JSONResponse:
+        started = time.perf_counter()
+        ranked, decision = await self.plan(request)
+        body = request.upstream_body(self.settings.default_max_tokens)
+        try:
+            expert, answer, attempts = await call_with_fallback(
+                ranked,
+                lambda e: self.pool.client.complete(e, body),
+                self.pool.health,
+                self.settings.max_attempts,
+            )
+        except (AllExpertsFailed, ExpertRejected) as exc:
+            raise self._failure(exc) from exc
+        meta = self._meta(decision, expert, attempts)
+        text = "".join(
+            str((c.get("message") or {}).get("content") or "") for c in answer.get("choices", [])
+        )
+        self._settle(
+            meta,
+            expert,
+            answer.get("usage"),
+            started,
+            max(1, len(text) // 4),
+            estimate_tokens(body["messages"]),
+        )
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        answer |= {"id": request_id, "model": expert, "coe": meta.as_json()}
+        headers = meta.headers() | {"x-request-id": request_id}
+        return JSONResponse(answer, headers=headers)
+
+    async def stream(self, request: ChatCompletionRequest) -> StreamingResponse:
+        started = time.perf_counter()
+        ranked, decision = await self.plan(request)
+        body = request.upstream_body(self.settings.default_max_tokens)
+        body["stream_options"] = {"include_usage": True}
+        try:
+            expert, upstream, attempts = await call_with_fallback(
+                ranked,
+                lambda e: self.pool.client.open_stream(e, body),
+                self.pool.health,
+                self.settings.max_attempts,
+            )
+        except (AllExpertsFailed, ExpertRejected) as exc:
+            raise self._failure(exc) from exc
+        meta = self._meta(decision, expert, attempts)
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        prompt_estimate = estimate_tokens(body["messages"])
+        events = self._relay(upstream, request, meta, request_id, started, prompt_estimate)
+        headers = meta.headers(final=False) | {
+            "x-request-id": request_id,
+            "cache-control": "no-cache",
+        }
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def _relay(
+        self,
+        upstream: ExpertStream,
+        request: ChatCompletionRequest,
+        meta: CoeMeta,
+        request_id: str,
+        started: float,
+        prompt_estimate: int,
+    ) -> AsyncIterator[bytes]:
+        expert = upstream.expert
+        usage: Json | None = None
+        chars = 0
+        created = int(time.time())
+        try:
+            async for chunk in upstream:
+                if "error" in chunk:
+                    raise ExpertError(expert, str(chunk["error"]))
+                usage = chunk.pop("usage", None) or usage
+                created = chunk.get("created", created)
+                if not chunk.get("choices"):
+                    continue  # upstream's usage-only chunk: folded into our final chunk
+                for choice in chunk["choices"]:
+                    chars += len((choice.get("delta") or {}).get("content") or "")
+                chunk |= {"id": request_id, "model": expert}
+                yield _sse(chunk)
+        except ExpertError as exc:
+            self.pool.health.mark_failed(expert, exc.message)
+            yield _sse(
+                error_body(
+                    f"the expert failed mid-answer: {exc}", "server_error", code="expert_failed"
+                )
+            )
+            yield b"data: [DONE]\n\n"
+            return
+        finally:
+            await upstream.aclose()
+        self._settle(meta, expert, usage, started, max(1, chars // 4), prompt_estimate)
+        final: Json = {
+            "id": request_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": expert,
+            "choices": [],
+            "coe": meta.as_json(),
+        }
+        if request.include_usage:
+            final["usage"] = {
+                "prompt_tokens": meta.prompt_tokens,
+                "completion_tokens": meta.completion_tokens,
+                "total_tokens": meta.prompt_tokens + meta.completion_tokens,
+            }
+        yield _sse(final)
+        yield b"data: [DONE]\n\n"

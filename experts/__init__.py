@@ -1,0 +1,1 @@
+"""Experts: the pool file, how each expert runs (engines), and the OpenAI-compatible client."""

