@@ -23,6 +23,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Composition of Experts: route each query to the LLM that answers it best for the money."""
+
+
 @app.command()
 def serve(
     pool: Annotated[Path | None, typer.Option(help="pool file (YAML); default COE_POOL")] = None,
@@ -54,6 +59,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per expert call is noise
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -76,3 +82,7 @@ def _mount_training() -> None:
 def main() -> None:
     _mount_training()
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -238,7 +238,7 @@ class ChatService:
     ) -> AsyncIterator[bytes]:
         expert = upstream.expert
         usage: Json | None = None
-        chars = 0
+        pieces = 0  # content-bearing chunks: one token each from llama.cpp and vLLM
         created = int(time.time())
         try:
             async for chunk in upstream:
@@ -248,8 +248,7 @@ class ChatService:
                 created = chunk.get("created", created)
                 if not chunk.get("choices"):
                     continue  # upstream's usage-only chunk: folded into our final chunk
-                for choice in chunk["choices"]:
-                    chars += len((choice.get("delta") or {}).get("content") or "")
+                pieces += any((c.get("delta") or {}).get("content") for c in chunk["choices"])
                 chunk |= {"id": request_id, "model": expert}
                 yield _sse(chunk)
         except ExpertError as exc:
@@ -263,7 +262,7 @@ class ChatService:
             return
         finally:
             await upstream.aclose()
-        self._settle(meta, expert, usage, started, max(1, chars // 4), prompt_estimate)
+        self._settle(meta, expert, usage, started, pieces, prompt_estimate)
         final: Json = {
             "id": request_id,
             "object": "chat.completion.chunk",

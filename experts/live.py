@@ -9,6 +9,9 @@ Created and closed by the gateway's lifespan (never at import)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -16,11 +19,14 @@ import httpx
 
 from experts.client import ExpertClient, Timeouts
 from experts.engines import Engine, make_engine
+from experts.errors import EngineStartError
 from experts.health import HealthBoard
 from experts.pool import PoolConfig
 from router.descriptor import ExpertDescriptor
 
 __all__ = ["LivePool"]
+
+log = logging.getLogger("coe.experts")
 
 
 class LivePool:
@@ -32,6 +38,7 @@ class LivePool:
         cooldown_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 512,
+        supervise_every_s: float = 2.0,
     ) -> None:
         self.config = config
         self.engines: dict[str, Engine] = {e.name: make_engine(e, work_dir) for e in config.experts}
@@ -41,6 +48,8 @@ class LivePool:
         )
         self.client = ExpertClient(self.http, self.engines, timeouts)
         self.health = HealthBoard(self.engines, cooldown_s)
+        self.supervise_every_s = supervise_every_s
+        self._supervisor: asyncio.Task[None] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -58,8 +67,41 @@ class LivePool:
         if errors:
             await self.stop()
             raise errors[0]
+        if any(e.restartable for e in self.engines.values()):
+            self._supervisor = asyncio.create_task(self._supervise(), name="coe-supervisor")
+
+    async def _supervise(self) -> None:
+        """Restart local expert processes that died, backing off while a restart keeps failing.
+
+        Requests are routed around a dead expert at once (its engine is not alive); this brings
+        it back so that one crash does not take an expert out until the gateway restarts.
+        """
+        backoff = dict.fromkeys(self.engines, self.supervise_every_s)
+        next_try = dict.fromkeys(self.engines, 0.0)
+        while True:
+            await asyncio.sleep(self.supervise_every_s)
+            for name, engine in self.engines.items():
+                if not engine.restartable or engine.alive() or time.monotonic() < next_try[name]:
+                    continue
+                log.warning("expert %s is not running; restarting it", name)
+                try:
+                    await engine.start()
+                except EngineStartError as exc:
+                    backoff[name] = min(backoff[name] * 2, 60.0)
+                    next_try[name] = time.monotonic() + backoff[name]
+                    log.error(
+                        "restart of %s failed (next try in %.0f s): %s", name, backoff[name], exc
+                    )
+                else:
+                    backoff[name] = self.supervise_every_s
+                    self.health.mark_ok(name)
 
     async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         await asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
         await self.http.aclose()
 

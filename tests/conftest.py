@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings
@@ -38,8 +39,25 @@ POOL = {
 }
 
 
+@pytest.fixture(autouse=True)
+def no_real_http(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests may not reach a real server: any real outbound HTTP call fails, unless the test
+    is marked `integration` or `vllm` (those talk to real servers on 127.0.0.1 on purpose)."""
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("vllm"):
+        return
+
+    async def refuse(self: object, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(
+            f"a unit test tried real HTTP to {request.url}; use httpx.MockTransport or "
+            "experts.testing.FakeNetwork, or mark the test integration"
+        )
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", refuse)
+
+
 @dataclass
 class Gateway:
+    app: FastAPI
     client: httpx.AsyncClient
     fakes: dict[str, FakeExpert]
     network: FakeNetwork
@@ -67,4 +85,4 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Gateway(client, fakes, network)
+            yield Gateway(app, client, fakes, network)

@@ -18,6 +18,8 @@ class Engine(ABC):
     """
 
     kind: str
+    #: True when coe runs the expert's process itself and can start it again after a crash.
+    restartable: bool = False
 
     def __init__(self, config: ExpertConfig, work_dir: Path) -> None:
         self.config = config

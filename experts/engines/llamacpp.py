@@ -50,6 +50,7 @@ class LlamaCppEngine(Engine):
     """Starts `python -m llama_cpp.server` for a GGUF file on a free loopback port."""
 
     kind = "llamacpp"
+    restartable = True
     start_timeout_s = 120.0
 
     def __init__(self, config: ExpertConfig, work_dir: Path) -> None:

@@ -177,3 +177,20 @@ async def test_compose_is_listed_but_says_it_is_not_available(gateway: Gateway) 
     )
     assert r.status_code == 501
     assert r.json()["error"]["param"] == "model"
+
+
+async def test_client_disconnect_closes_the_upstream_stream(gateway: Gateway) -> None:
+    from api.schemas import ChatCompletionRequest
+
+    gateway.fakes["alpha"].enqueue("a b c d e f g h")
+    chat = gateway.app.state.chat
+    request = ChatCompletionRequest.model_validate(
+        {"model": "alpha", "messages": HELLO, "stream": True}
+    )
+    response = await chat.stream(request)
+    assert chat.pool.client.in_flight("alpha") == 1
+    body = response.body_iterator
+    first = await anext(body)
+    assert b"chat.completion.chunk" in bytes(first)
+    await body.aclose()  # what Starlette does when the client goes away
+    assert chat.pool.client.in_flight("alpha") == 0
