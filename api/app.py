@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from api.embedding import BatchingEmbedder
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
 from api.routes import chat, health, models
-from api.routing import Embedder, RoutingService, build_routers
+from api.routing import RoutingService, build_routers
 from api.serving import ChatService
 from api.settings import Settings
 from experts.client import Timeouts
@@ -42,11 +43,11 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
             f"router {default!r} (setting COE_ROUTER or the pool's router.name) is not loaded; "
             f"available: {sorted(routers)}; a trained router needs COE_ROUTER_ARTIFACT"
         )
-    embedder: Embedder | None = None
+    embedder: BatchingEmbedder | None = None
     if any(r.uses_embeddings for r in routers.values()):
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
-        embedder = load_embedder(cache_dir=settings.work_dir / "embeddings")
+        embedder = BatchingEmbedder(load_embedder(cache_dir=None))
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
     )
@@ -74,8 +75,11 @@ def create_app(
             config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
         )
         await pool.start()
+        routing: RoutingService | None = None
         try:
             routing = _load_routing(settings, pool)
+            if routing.embedder is not None:  # load the model now, not on the first request
+                await routing.embedder.embed_one("warm-up")
             app.state.settings = settings
             app.state.pool = pool
             app.state.routing = routing
@@ -83,6 +87,8 @@ def create_app(
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
         finally:
+            if routing is not None and routing.embedder is not None:
+                await routing.embedder.aclose()
             await pool.stop()
 
     app = FastAPI(

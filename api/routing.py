@@ -6,21 +6,21 @@ passes the experts that are down as `unavailable`, and the policy ranks them las
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 import router.baselines  # noqa: F401  (registers the baseline routers)
+from api.embedding import BatchingEmbedder
 from api.errors import InvalidRequest
 from router.base import ROUTERS, Router
 from router.descriptor import ExpertDescriptor
 from router.policy import Policy
 from router.query import estimate_tokens, routing_text
 
-__all__ = ["Embedder", "RouteDecision", "RoutingService", "build_routers"]
+__all__ = ["RouteDecision", "RoutingService", "build_routers"]
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,6 @@ class RouteDecision:
         }
 
 
-class Embedder(Protocol):
-    """The narrow shape the gateway needs of `router.embedder`."""
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
 class RoutingService:
     """Ranks the pool's experts for a chat request.
 
@@ -73,7 +67,7 @@ class RoutingService:
         routers: Mapping[str, Router],
         default: str,
         policy: Policy,
-        embedder: Embedder | None,
+        embedder: BatchingEmbedder | None,
         expected_completion_tokens: int,
     ) -> None:
         self.experts = {e.name: e for e in experts}
@@ -121,10 +115,8 @@ class RoutingService:
                 raise InvalidRequest(
                     f"router {chosen.name!r} needs the embedder, which is not loaded"
                 )
-            embedder = self.embedder
-            quality = await asyncio.to_thread(
-                lambda: chosen.score(embedder.embed([text]), [text])[0]
-            )
+            vector = await self.embedder.embed_one(text)
+            quality = chosen.score(vector[None, :], [text])[0]
         else:
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
         models = list(chosen.models_)

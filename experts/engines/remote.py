@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from experts.engines.base import ENGINES, Engine
+from experts.errors import EngineStartError
 
 __all__ = ["OpenAIEngine", "VLLMEngine"]
 
@@ -19,6 +20,14 @@ class _RemoteEngine(Engine):
         if self.config.api_key_env and (key := os.environ.get(self.config.api_key_env)):
             return {"Authorization": f"Bearer {key}"}
         return {}
+
+    async def start(self) -> None:
+        """Nothing to start; but a key the pool names and the environment lacks is bad config."""
+        if self.config.api_key_env and not os.environ.get(self.config.api_key_env):
+            raise EngineStartError(
+                f"expert {self.config.name!r}: api_key_env names {self.config.api_key_env}, "
+                "which is not set in the environment"
+            )
 
 
 class VLLMEngine(_RemoteEngine):

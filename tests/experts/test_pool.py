@@ -12,7 +12,7 @@ from experts.pool import load_pool
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "vllm.yaml"])
+@pytest.mark.parametrize("name", ["local.yaml", "vllm.yaml", "nvidia.yaml"])
 def test_shipped_pools_are_valid(name: str) -> None:
     pool = load_pool(ROOT / "config" / name)
     assert len(pool.experts) >= 2
@@ -81,3 +81,23 @@ def test_served_model_defaults_to_the_name(tmp_path: Path) -> None:
     expert = load_pool(path).experts[0]
     assert expert.served_model == "a"
     assert expert.descriptor_for_router().cost_usd(1_000_000, 0) == 0.0
+
+
+async def test_a_missing_api_key_fails_at_start_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experts.engines import make_engine
+    from experts.errors import EngineStartError
+
+    monkeypatch.delenv("COE_TEST_ABSENT_KEY", raising=False)
+    path = write(
+        tmp_path,
+        "experts:\n  - {name: a, engine: openai, base_url: 'http://a/v1', "
+        "api_key_env: COE_TEST_ABSENT_KEY}",
+    )
+    engine = make_engine(load_pool(path).experts[0], tmp_path)
+    with pytest.raises(EngineStartError, match="COE_TEST_ABSENT_KEY"):
+        await engine.start()
+    monkeypatch.setenv("COE_TEST_ABSENT_KEY", "k")
+    await engine.start()
+    assert engine.headers() == {"Authorization": "Bearer k"}

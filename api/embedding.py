@@ -1,0 +1,77 @@
+"""Embedding on the request path: an LRU cache and micro-batching of concurrent queries.
+
+One embedding call costs ~13 ms on two CPU cores whether it holds one text or a few dozen, and
+parallel calls only fight over the cores. So queries that arrive while a batch is running wait
+for the next batch and are embedded together, one batch at a time, in a worker thread; repeated
+texts are answered from memory. (`router.embedder`'s disk cache is for training, where the same
+prompts come back run after run; a disk write per request would be waste here.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["BatchingEmbedder", "SyncEmbedder"]
+
+
+class SyncEmbedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class BatchingEmbedder:
+    """`await embed_one(text)` → the text's vector, batched with whatever else is waiting."""
+
+    def __init__(self, embedder: SyncEmbedder, max_batch: int = 64, cache_size: int = 4096) -> None:
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def embed_one(self, text: str) -> np.ndarray:
+        if (hit := self._cache.get(text)) is not None:
+            self._cache.move_to_end(text)
+            return hit
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="coe-embedder")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put((text, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < self.max_batch:
+                batch.append(self._queue.get_nowait())
+            texts = list(dict.fromkeys(text for text, _ in batch))
+            try:
+                vectors = await asyncio.to_thread(self.embedder.embed, texts)
+            except Exception as exc:  # hand the failure to every waiter, keep serving
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            by_text = dict(zip(texts, vectors, strict=True))
+            for text, future in batch:
+                if not future.done():
+                    future.set_result(by_text[text])
+            for text, vector in by_text.items():
+                self._cache[text] = vector
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
