@@ -108,16 +108,20 @@ class FakeNetwork(httpx.AsyncBaseTransport):
     """An `httpx` transport that delivers each request to the fake expert named by its host.
 
     A host with no fake refuses the connection, like a server that is down; `down` takes a
-    fake off the network without forgetting it.
+    fake off the network without forgetting it; `silent` hosts accept and never answer (the
+    client's read timeout fires at once).
     """
 
     def __init__(self, experts: dict[str, FakeExpert]) -> None:
         self.experts = experts
         self.down: set[str] = set()
+        self.silent: set[str] = set()
         self._transports = {h: httpx.ASGITransport(app=e.app) for h, e in experts.items()}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         if host in self.down or host not in self._transports:
             raise httpx.ConnectError(f"connection refused by {host}", request=request)
+        if host in self.silent:
+            raise httpx.ReadTimeout(f"{host} sent nothing", request=request)
         return await self._transports[host].handle_async_request(request)

@@ -194,3 +194,17 @@ async def test_client_disconnect_closes_the_upstream_stream(gateway: Gateway) ->
     assert b"chat.completion.chunk" in bytes(first)
     await body.aclose()  # what Starlette does when the client goes away
     assert chat.pool.client.in_flight("alpha") == 0
+
+
+async def test_every_expert_timing_out_is_a_504(gateway: Gateway) -> None:
+    gateway.network.silent.update({"alpha", "beta"})
+    r = await gateway.client.post(
+        "/v1/chat/completions", json={"model": "coe-auto", "messages": HELLO}
+    )
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "upstream_timeout"
+    gateway.network.silent.discard("beta")  # one timed out, one answered: a fallback, not an error
+    r = await gateway.client.post(
+        "/v1/chat/completions", json={"model": "coe-auto", "messages": HELLO}
+    )
+    assert r.status_code == 200 and r.json()["coe"]["experts"] == ["beta"]
