@@ -42,13 +42,21 @@ class ExpertTimeout(ExpertError):
 
 
 class ExpertHTTPError(ExpertError):
-    """The expert answered with an error status; 5xx may be retried elsewhere, 4xx may not."""
+    """The expert answered with an error status.
+
+    Only statuses that blame the request itself (400, 413, 422: a prompt over the context
+    length, an invalid parameter) are final; anything else (401/403 from a bad key in the pool,
+    404 for a model id the server does not serve, 429, 5xx) is the expert's problem, and another
+    expert may answer.
+    """
+
+    CLIENT_FAULTS = frozenset({400, 413, 422})
 
     def __init__(self, expert: str, status_code: int, message: str) -> None:
         super().__init__(expert, f"HTTP {status_code}: {message}")
         self.status_code = status_code
         self.upstream_message = message
-        self.retryable = status_code >= 500 or status_code == 429
+        self.retryable = status_code not in self.CLIENT_FAULTS
 
 
 class PoolConfigError(ValueError):

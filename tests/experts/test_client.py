@@ -58,7 +58,8 @@ async def test_complete_sends_the_served_model_and_auth(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize(
-    ("status", "retryable"), [(500, True), (503, True), (429, True), (400, False), (404, False)]
+    ("status", "retryable"),
+    [(500, True), (503, True), (429, True), (401, True), (404, True), (400, False), (422, False)],
 )
 async def test_http_errors_carry_status_and_message(status: int, retryable: bool) -> None:
     client = make_client(lambda r: httpx.Response(status, json={"error": {"message": "nope"}}))
