@@ -44,7 +44,9 @@ class LivePool:
         self.engines: dict[str, Engine] = {e.name: make_engine(e, work_dir) for e in config.experts}
         self.http = httpx.AsyncClient(
             transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         self.client = ExpertClient(self.http, self.engines, timeouts)
         self.health = HealthBoard(self.engines, cooldown_s)
