@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the shared objects the lifespan put on `app.state`."""
+"""FastAPI dependencies: the shared objects the lifespan put on `app.state`.
+
+They are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread, a
+thread hop per request for a dictionary lookup.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +18,22 @@ from experts.live import LivePool
 __all__ = ["ChatDep", "PoolDep", "RoutingDep", "SettingsDep"]
 
 
-def _chat(request: Request) -> ChatService:
+async def _chat(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat
     return service
 
 
-def _pool(request: Request) -> LivePool:
+async def _pool(request: Request) -> LivePool:
     pool: LivePool = request.app.state.pool
     return pool
 
 
-def _routing(request: Request) -> RoutingService:
+async def _routing(request: Request) -> RoutingService:
     routing: RoutingService = request.app.state.routing
     return routing
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
