@@ -1,0 +1,146 @@
+"""`coe data import`, `coe train`, `coe eval`, `coe calibrate`: the training command line.
+
+`app` is a `typer.Typer`; the root `coe` CLI mounts it. Importing this module is cheap: pandas,
+scikit-learn and torch load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Build routing datasets, train routers and evaluate them.", no_args_is_help=True
+)
+data_app = typer.Typer(help="Routing datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DEFAULT_ROUTERS = "knn,classifier,category,mf,skills,ensemble,random,cheapest"
+CacheOpt = Annotated[
+    Path, typer.Option("--embed-cache", help="Embedding cache folder (reused across runs).")
+]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _params(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--params must be a JSON object: {exc}") from exc
+    if not isinstance(value, dict):
+        raise typer.BadParameter("--params must be a JSON object, e.g. '{\"k\": 20}'")
+    return value
+
+
+@data_app.command("import")
+def data_import(
+    sources: Annotated[list[Path], typer.Argument(help="Source files or folders.")],
+    fmt: Annotated[str, typer.Option("--format", help="llmrouter | routellm | routerbench | long")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the canonical files.")],
+    test_fraction: Annotated[
+        float, typer.Option(help="Without a published split: hold out this share of queries.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
+    output_tokens: Annotated[
+        int, typer.Option(help="Completion tokens assumed where a source has no responses.")
+    ] = 256,
+    include_contaminated: Annotated[
+        bool, typer.Option(help="Keep RouteLLM's contaminated prompts.")
+    ] = False,
+) -> None:
+    """Convert benchmark files into canonical Parquet: DIR/train.parquet (+ DIR/test.parquet)."""
+    from training.errors import CoeTrainingError
+    from training.importing import import_dataset
+    from training.loaders import LoadOptions
+
+    opts = LoadOptions(output_tokens=output_tokens, include_contaminated=include_contaminated)
+    try:
+        written = import_dataset(fmt, sources, out, opts, test_fraction=test_fraction, seed=seed)
+    except CoeTrainingError as exc:
+        raise _fail(exc) from exc
+    for path, n_rows, n_queries in written:
+        typer.echo(f"wrote {path}: {n_rows} rows, {n_queries} queries")
+
+
+@app.command()
+def train(
+    train_file: Annotated[Path, typer.Option("--train", help="Canonical training file.")],
+    router: Annotated[str, typer.Option("--router", help="Router family (see `coe eval`).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the router artifact.")],
+    params: Annotated[str | None, typer.Option(help="Hyperparameters as JSON.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for routers that draw randomness.")] = 0,
+    embed_cache: CacheOpt = Path(".cache/coe/embeddings"),
+) -> None:
+    """Fit one router on a canonical dataset and save it (the gateway loads it)."""
+    from training.errors import CoeTrainingError
+    from training.fitting import train_router
+
+    try:
+        fitted = train_router(train_file, router, _params(params), seed, embed_cache)
+    except CoeTrainingError as exc:
+        raise _fail(exc) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fitted.save(out)
+    typer.echo(f"wrote {out}: {router} router for {len(fitted.models_)} experts {fitted.models_}")
+
+
+@app.command("eval")
+def eval_(
+    train_file: Annotated[Path, typer.Option("--train", help="Canonical training file.")],
+    test_file: Annotated[Path, typer.Option("--test", help="Canonical test file.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")],
+    routers: Annotated[
+        str, typer.Option(help="Comma-separated router families.")
+    ] = DEFAULT_ROUTERS,
+    seed: Annotated[int, typer.Option(help="Seed for routers that draw randomness.")] = 0,
+    embed_cache: CacheOpt = Path(".cache/coe/embeddings"),
+) -> None:
+    """Train each router on --train, sweep cost_weight on --test, write report.json + plots."""
+    from training.errors import CoeTrainingError
+    from training.fitting import run_eval
+    from training.report import markdown_table
+
+    names = [r.strip() for r in routers.split(",") if r.strip()]
+    try:
+        report, written = run_eval(train_file, test_file, names, out, seed, embed_cache)
+    except CoeTrainingError as exc:
+        raise _fail(exc) from exc
+    typer.echo(markdown_table(report))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def calibrate(
+    router_file: Annotated[Path, typer.Option("--router", help="A trained router artifact.")],
+    data: Annotated[Path, typer.Option("--data", help="Held-out canonical data.")],
+    cost_share: Annotated[
+        float | None, typer.Option(help="Target mean cost as a share of the strongest model's.")
+    ] = None,
+    quality_share: Annotated[
+        float | None, typer.Option(help="Target accuracy as a share of the strongest model's.")
+    ] = None,
+    embed_cache: CacheOpt = Path(".cache/coe/embeddings"),
+) -> None:
+    """Find the cost_weight that meets a cost or quality target on held-out data."""
+    from training.calibrate import calibrate_file
+    from training.errors import CoeTrainingError
+
+    if (cost_share is None) == (quality_share is None):
+        raise typer.BadParameter("give exactly one of --cost-share or --quality-share")
+    try:
+        result = calibrate_file(router_file, data, cost_share, quality_share, embed_cache)
+    except CoeTrainingError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(result, indent=2))

@@ -1,0 +1,42 @@
+"""Embedding a dataset's prompts the way the gateway embeds a live query."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from router.embedder import Embedder, load_embedder
+from router.query import MAX_ROUTING_CHARS
+
+__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts"]
+
+#: Where `coe train`/`coe eval` keep embeddings between runs unless told otherwise.
+DEFAULT_CACHE_DIR = Path(".cache/coe/embeddings")
+
+
+def embed_prompts(
+    prompts: Sequence[str],
+    embedder: Embedder | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    description: str = "embedding",
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Embed the routing text of each prompt (its tail, as `router.query.routing_text` keeps).
+
+    A rich progress bar shows when `show_progress` is set and there is something to embed.
+    """
+    embedder = embedder or load_embedder(cache_dir)
+    texts = [p.strip()[-MAX_ROUTING_CHARS:] for p in prompts]
+    if not show_progress:
+        return embedder.embed(texts)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=len(texts))
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return embedder.embed(texts, progress=update)

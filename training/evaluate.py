@@ -1,0 +1,152 @@
+"""`coe eval`: fit routers on a training set, sweep the cost knob on a test set, score curves.
+
+`report.json` (an interface read by the dashboard and outside tools)::
+
+    {
+      "dataset": {"train": "<path>", "test": "<path>", "name": str, "n_train": int,
+                  "n_test": int, "models": [str], "costs_estimated": bool,
+                  "cost_note": str},
+      "routers": {
+        "<name>": {"kind": "router" | "reference", "aiq": float, "apgr": float,
+                   "cpt50": float | null, "cpt80": float | null, "arena_score": float,
+                   "acc_at_best_single_cost": float | null,
+                   "cost_share_to_match_best_single": float | null,
+                   "curve": [[mean_cost_usd, accuracy, cost_weight], ...],
+                   "per_task": {"<task>": accuracy}}, ...},
+      "singles": {"<model>": {"accuracy": float, "mean_cost_usd": float}},
+      "best_single": str, "weakest_single": str, "cost_scale_usd": float
+    }
+
+`best_single` and `oracle` are references computed on the test set itself (the most accurate
+single model; the per-query best model, cheapest on ties, swept with the same knob); every other
+entry is a router fitted on the training set only. Per-task accuracy is taken at the router's
+operating point for `acc_at_best_single_cost` (or λ = 0 if it never gets that cheap). Metric
+definitions are in `training.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from router.base import ROUTERS
+from router.data import RoutingData
+from router.policy import choose
+from training import metrics
+from training.errors import UnknownRouterError
+
+__all__ = ["COST_WEIGHTS", "RouterResult", "build_router", "evaluate_scores", "sweep"]
+
+#: The λ sweep: 0, then log-spaced; λ is relative to the dataset's `cost_scale_usd`.
+COST_WEIGHTS: tuple[float, ...] = (0.0, *np.logspace(-3, 1.5, 91).tolist())
+
+
+def build_router(name: str, params: dict[str, Any] | None = None) -> Any:
+    """A fresh router of family `name` (an `UnknownRouterError` lists the known ones)."""
+    if name not in ROUTERS:
+        raise UnknownRouterError(f"unknown router {name!r}; choose from {sorted(ROUTERS)}")
+    return ROUTERS[name](**(params or {}))
+
+
+def sweep(
+    quality: np.ndarray,
+    data: RoutingData,
+    cost_scale: float,
+    weights: Sequence[float] = COST_WEIGHTS,
+) -> tuple[list[list[float]], list[np.ndarray]]:
+    """`[[mean_cost, accuracy, λ], ...]` and the chosen expert per query at each λ."""
+    rows = np.arange(len(data))
+    curve, picks = [], []
+    for w in weights:
+        chosen = choose(quality, data.costs, w, cost_scale)
+        curve.append(
+            [
+                float(data.costs[rows, chosen].mean()),
+                float(data.scores[rows, chosen].mean()),
+                float(w),
+            ]
+        )
+        picks.append(chosen)
+    return curve, picks
+
+
+@dataclass(frozen=True)
+class _Refs:
+    best: int
+    weak: int
+    acc: np.ndarray
+    cost: np.ndarray
+
+
+def _refs(data: RoutingData) -> _Refs:
+    acc = data.scores.mean(axis=0)
+    cost = data.costs.mean(axis=0)
+    best = int(np.lexsort((cost, -acc))[0])
+    weak = int(np.lexsort((cost, acc))[0])
+    return _Refs(best=best, weak=weak, acc=acc, cost=cost)
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    """One entry of `report["routers"]`, before JSON."""
+
+    kind: str
+    metrics: dict[str, Any]
+
+
+def _per_task(data: RoutingData, chosen: np.ndarray) -> dict[str, float]:
+    got = data.scores[np.arange(len(data)), chosen]
+    tasks = np.asarray([t or "(none)" for t in data.tasks])
+    return {t: float(got[tasks == t].mean()) for t in sorted(set(tasks.tolist()))}
+
+
+def evaluate_scores(
+    quality: np.ndarray,
+    data: RoutingData,
+    cost_scale: float,
+    kind: str = "router",
+    weights: Sequence[float] = COST_WEIGHTS,
+) -> RouterResult:
+    """Metrics of one router's predicted `quality` (n, m) on the test `data`."""
+    curve, picks = sweep(quality, data, cost_scale, weights)
+    refs = _refs(data)
+    points = [(c, a) for c, a, _ in curve]
+    best_acc, best_cost = float(refs.acc[refs.best]), float(refs.cost[refs.best])
+    weak_acc = float(refs.acc[refs.weak])
+    at_cost = metrics.acc_at_cost(points, best_cost)
+    operating = 0
+    if at_cost is not None:
+        operating = max(
+            (i for i, (c, a) in enumerate(points) if c <= best_cost * (1 + 1e-9) and a == at_cost),
+            key=lambda i: -points[i][0],
+        )
+    return RouterResult(
+        kind=kind,
+        metrics={
+            "aiq": metrics.aiq(points, float(refs.cost.min()), float(refs.cost.max())),
+            "apgr": metrics.apgr(points, weak_acc, best_acc, best_cost),
+            "cpt50": metrics.cpt(points, 0.5, weak_acc, best_acc, best_cost),
+            "cpt80": metrics.cpt(points, 0.8, weak_acc, best_acc, best_cost),
+            "arena_score": max(metrics.arena_score(a, c) for c, a in points),
+            "acc_at_best_single_cost": at_cost,
+            "cost_share_to_match_best_single": metrics.cost_share_to_match(
+                points, best_acc, best_cost
+            ),
+            "curve": curve,
+            "per_task": _per_task(data, picks[operating]),
+        },
+    )
+
+
+def reference_results(data: RoutingData, cost_scale: float) -> dict[str, RouterResult]:
+    """`best_single` (one point) and `oracle` (true scores swept), computed on `data`."""
+    refs = _refs(data)
+    single = np.zeros_like(data.scores)
+    single[:, refs.best] = 1.0
+    return {
+        "best_single": evaluate_scores(single, data, cost_scale, "reference", weights=(0.0,)),
+        "oracle": evaluate_scores(data.scores, data, cost_scale, kind="reference"),
+    }
