@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from api.settings import Settings
+from training.cli import app as training_app
 
 __all__ = ["app", "main"]
 
@@ -69,18 +70,10 @@ def serve(
     )
 
 
-def _mount_training() -> None:
-    try:
-        from training.cli import app as training_app
-    except ModuleNotFoundError as exc:  # only while training/cli.py does not exist yet
-        if exc.name != "training.cli":
-            raise
-        return
-    app.add_typer(training_app)
+app.add_typer(training_app)  # no name: `coe train`, `coe eval`, ... sit beside `coe serve`
 
 
 def main() -> None:
-    _mount_training()
     app()
 
 

@@ -19,7 +19,8 @@ def test_serve_refuses_a_bad_pool_before_binding_naming_file_and_field(tmp_path:
     assert "experts[0].input_price (expert 'gemma')" in result.output
 
 
-def test_help_lists_serve() -> None:
+def test_help_lists_serving_and_training_commands() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    assert "serve" in result.output
+    for command in ("serve", "train", "eval", "calibrate", "data"):
+        assert f" {command} " in result.output
