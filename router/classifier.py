@@ -7,6 +7,7 @@ scores (F1-style tasks) are kept as soft labels: each query appears once as a su
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -30,7 +31,13 @@ def fit_soft_binary(estimator: Any, x: np.ndarray, y: np.ndarray) -> Any:
     yy = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
     ww = np.concatenate([y, 1.0 - y])
     keep = ww > 0
-    estimator.fit(xx[keep], yy[keep], sample_weight=ww[keep])
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # An optimiser stopped at max_iter still predicts usefully; cross-validation, not this
+        # warning, is how the hyperparameters are judged.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(xx[keep], yy[keep], sample_weight=ww[keep])
     return estimator
 
 
@@ -70,8 +77,8 @@ class ClassifierRouter(Router):
             return MLPClassifier(
                 hidden_layer_sizes=(self.hidden,),
                 alpha=1.0 / self.c,
-                max_iter=300,
-                early_stopping=True,
+                solver="lbfgs",
+                max_iter=500,
                 random_state=self.seed,
             )
         raise ValueError(f"unknown classifier kind {self.kind!r}: use 'logreg' or 'mlp'")

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "Embedder",
     "EmbedderUnavailableError",
+    "HashingEmbedder",
     "SentenceTransformerEmbedder",
     "load_embedder",
     "text_key",
@@ -193,6 +194,32 @@ class SentenceTransformerEmbedder(Embedder):
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+class HashingEmbedder(Embedder):
+    """A deterministic bag-of-words embedder with no model: a test double and a torch-free toy.
+
+    Each lower-cased word adds ±1 to a coordinate chosen by its hash, so texts sharing words are
+    close. Routing quality with it is poor; use it in tests, not in production.
+    """
+
+    model_id = "hashing-bow"
+
+    def __init__(self, dim: int = 64, cache_dir: Path | None = None) -> None:
+        super().__init__(cache_dir)
+        self.dim = dim
+        self.calls = 0
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                value = int.from_bytes(digest, "little")
+                out[i, value % self.dim] += 1.0 if (value >> 32) & 1 else -1.0
+            out[i, len(text) % self.dim] += 1e-3  # never an all-zero row
+        return out
 
 
 def load_embedder(cache_dir: Path | None = None) -> Embedder:
