@@ -11,10 +11,11 @@
                    "cpt50": float | null, "cpt80": float | null, "arena_score": float,
                    "acc_at_best_single_cost": float | null,
                    "cost_share_to_match_best_single": float | null,
+                   "cost_share_at_95pct_best_quality": float | null,
                    "curve": [[mean_cost_usd, accuracy, cost_weight], ...],
                    "per_task": {"<task>": accuracy}}, ...},
       "singles": {"<model>": {"accuracy": float, "mean_cost_usd": float}},
-      "best_single": str, "weakest_single": str, "cost_scale_usd": float
+      "best_single": str, "weak_single": str, "cost_scale_usd": float
     }
 
 `best_single` and `oracle` are references computed on the test set itself (the most accurate
@@ -85,7 +86,7 @@ def _refs(data: RoutingData) -> _Refs:
     acc = data.scores.mean(axis=0)
     cost = data.costs.mean(axis=0)
     best = int(np.lexsort((cost, -acc))[0])
-    weak = int(np.lexsort((cost, acc))[0])
+    weak = int(np.lexsort((-acc, cost))[0])
     return _Refs(best=best, weak=weak, acc=acc, cost=cost)
 
 
@@ -134,6 +135,9 @@ def evaluate_scores(
             "acc_at_best_single_cost": at_cost,
             "cost_share_to_match_best_single": metrics.cost_share_to_match(
                 points, best_acc, best_cost
+            ),
+            "cost_share_at_95pct_best_quality": metrics.cost_share_to_match(
+                points, 0.95 * best_acc, best_cost
             ),
             "curve": curve,
             "per_task": _per_task(data, picks[operating]),

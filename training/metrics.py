@@ -8,8 +8,11 @@ points too. Definitions, as used here:
   `c = mean_i cost[i, chosen_i]`.
 - **Envelope** `best(x)`: the highest accuracy among the router's points with cost ≤ x
   (a router can always be run at any of its operating points).
-- **PGR and APGR** (RouteLLM, generalised to N models): with `weak` and `strong` the least and
-  most accurate single models on the evaluation data, `PGR(a) = (a − a_weak)/(a_strong − a_weak)`.
+- **PGR and APGR** (RouteLLM, generalised to N models): `strong` is the most accurate single
+  model on the evaluation data and `weak` the cheapest (most accurate on ties), as RouteLLM's
+  weak model (Mixtral) is its cheap one. (The least accurate model would be a poor anchor with
+  N models: it is often dominated, neither cheap nor good, which makes every PGR trivially
+  high.) `PGR(a) = (a − a_weak)/(a_strong − a_weak)`.
   RouteLLM plots PGR against the share of calls to the strong model; with N models the x axis is
   the cost share `x = c / c_strong`. `APGR = ∫₀¹ PGR(best(x · c_strong)) dx`, integrated on 101
   evenly spaced x (trapezoid rule), where the envelope of no point counts as PGR 0 and PGR is
@@ -28,6 +31,8 @@ points too. Definitions, as used here:
   model on the evaluation data and `c_best` its mean cost.
 - **cost_share_to_match_best_single**: the lowest `c / c_best` over points with
   `a ≥ a_best − 1e-9`; None if none.
+- **cost_share_at_95pct_best_quality** (RouteLLM's "cost saved at 95% of GPT-4 quality" is one
+  minus it): the lowest `c / c_best` over points with `a ≥ 0.95 · a_best`; None if none.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ __all__ = ["build_report", "markdown_table", "write_report"]
 _COLUMNS = (
     ("acc_at_best_single_cost", "acc ≤ best-single cost"),
     ("cost_share_to_match_best_single", "cost share to match best single"),
+    ("cost_share_at_95pct_best_quality", "cost share at 95% quality"),
     ("apgr", "APGR"),
     ("cpt50", "CPT(50%)"),
     ("cpt80", "CPT(80%)"),
@@ -34,7 +35,7 @@ def build_report(
     """The `report.json` object (schema in `training.evaluate`)."""
     acc, cost = test.scores.mean(axis=0), test.costs.mean(axis=0)
     best = int(np.lexsort((cost, -acc))[0])
-    weak = int(np.lexsort((cost, acc))[0])
+    weak = int(np.lexsort((-acc, cost))[0])
     return {
         "dataset": dataset,
         "routers": {name: {"kind": r.kind, **r.metrics} for name, r in results.items()},
@@ -43,7 +44,7 @@ def build_report(
             for j, m in enumerate(test.models)
         },
         "best_single": test.models[best],
-        "weakest_single": test.models[weak],
+        "weak_single": test.models[weak],
         "cost_scale_usd": cost_scale,
     }
 

@@ -1,0 +1,59 @@
+"""Cross-validated hyperparameter comparison on a training file (never the test split).
+
+    .venv/bin/python benchmarks/router_cv.py --train reports/quality/llmrouter-data/train.parquet
+
+Prints, per configuration, the 5-fold mean of `acc_at_best_single_cost`,
+`cost_share_to_match_best_single` and AIQ. The defaults of the router families and of the
+ensemble were chosen from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from training.cv import cross_validate
+from training.dataset import read_dataset, to_routing_data
+from training.embed import embed_prompts
+
+CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("knn", {"k": 20}),
+    ("knn", {"k": 40}),
+    ("knn", {"k": 80}),
+    ("classifier", {"c": 0.3}),
+    ("classifier", {"c": 1.0}),
+    ("classifier", {"c": 3.0}),
+    ("category", {"prior": 1.0}),
+    ("category", {"prior": 5.0}),
+    ("category", {"prior": 5.0, "soft": False}),
+    ("mf", {}),
+    ("mf", {"dim": 64, "weight_decay": 1e-3}),
+    ("skills", {}),
+    ("skills", {"n_skills": 96}),
+    ("ensemble", {}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--configs", type=str, help="JSON list of [family, params] pairs")
+    args = parser.parse_args()
+    configs = [tuple(c) for c in json.loads(args.configs)] if args.configs else CONFIGS
+    data = to_routing_data(read_dataset(args.train), args.train)
+    embeddings = embed_prompts(data.prompts)
+    print("| router | params | acc ≤ best-single cost | cost share to match | AIQ |")
+    print("|---|---|---|---|---|")
+    for row in cross_validate(data, embeddings, configs):  # type: ignore[arg-type]
+        print(
+            f"| {row['router']} | {json.dumps(row['params'])} | "
+            f"{row['acc_at_best_single_cost']:.3f} | "
+            f"{row['cost_share_to_match_best_single']:.3f} | {row['aiq']:.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
