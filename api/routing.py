@@ -7,7 +7,7 @@ passes the experts that are down as `unavailable`, and the policy ranks them las
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,10 @@ class RoutingService:
         costs = self.estimated_costs(messages, completion_limit)
         cost_vec = np.array([costs[m] for m in models])
         down = unavailable or set()
-        decision = self.policy.decide(
+        # A trained router records the cost scale its curve was swept with (`coe eval`,
+        # `coe calibrate`), so a calibrated cost_weight means here what it meant there.
+        policy = replace(self.policy, cost_scale=chosen.cost_scale_)
+        decision = policy.decide(
             models,
             np.asarray(quality, dtype=float),
             cost_vec,
