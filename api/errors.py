@@ -118,7 +118,8 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    body = error_body(str(exc.detail), type_, code=str(exc.status_code))
+    code = "request_too_large" if exc.status_code == 413 else str(exc.status_code)
+    body = error_body(str(exc.detail), type_, code=code)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -50,6 +50,7 @@ class Row:
     p50: float
     p90: float
     p99: float
+    cpu_ms: float  # CPU time the server process spent per request
 
 
 def _free_port() -> int:
@@ -69,8 +70,8 @@ def _serve_fake(port: int) -> None:
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[None]:
-    """Run `argv` until the block ends; yield once `ready_url` answers 200."""
+def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[int]:
+    """Run `argv` until the block ends; yield its pid once `ready_url` answers 200."""
     with log.open("wb") as out:
         # stdout to a file, not a pipe: nobody reads a pipe while the benchmark runs, and a
         # full pipe would stall the server mid-measurement.
@@ -86,7 +87,7 @@ def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str]) ->
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{ready_url} not ready after 60 s:\n{log.read_text()}")
                 time.sleep(0.2)
-            yield
+            yield proc.pid
         finally:
             proc.terminate()
             try:
@@ -115,15 +116,24 @@ async def _measure(
     body: dict[str, object] = {"model": model, "messages": PROMPT, "max_tokens": 16}
     if stream:
         body["stream"] = True
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
-        for _ in range(min(requests, 2 * concurrency)):  # open connections, warm caches
+    # One client (one connection) per worker: a shared httpx pool costs the load generator
+    # CPU that grows with the number of connections (11 ms a request at 64), which would be
+    # measured as if the servers were slower.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30)
+            )
+            for _ in range(concurrency)
+        ]
+        for client in clients:  # open connections, warm caches
             await _one(client, body)
         latencies: list[float] = []
         errors = 0
         remaining = requests
 
-        async def worker() -> None:
+        async def worker(client: httpx.AsyncClient) -> None:
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
@@ -136,47 +146,50 @@ async def _measure(
                 errors += not ok
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(c) for c in clients))
         return latencies, errors, time.perf_counter() - start
 
 
-async def _run(targets: dict[str, tuple[str, str]], levels: list[int], requests: int) -> list[Row]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run(
+    targets: dict[str, tuple[str, str, int]], levels: list[int], requests: int
+) -> list[Row]:
     rows = []
     for concurrency in levels:
         for stream in (False, True):
-            for target, (url, model) in targets.items():
+            for target, (url, model, pid) in targets.items():
+                cpu_before = _cpu_seconds(pid)
                 lat, errors, wall = await _measure(url, model, stream, concurrency, requests)
+                # includes the warm-up calls (one per worker) in the CPU but not in the count
+                cpu_ms = 1000 * (_cpu_seconds(pid) - cpu_before) / (len(lat) + concurrency)
                 p50, p90, p99 = np.percentile(np.array(lat) * 1000, [50, 90, 99])
                 rows.append(
-                    Row(
-                        target,
-                        stream,
-                        concurrency,
-                        len(lat),
-                        errors,
-                        len(lat) / wall,
-                        p50,
-                        p90,
-                        p99,
-                    )
-                )
+                    Row(target, stream, concurrency, len(lat), errors, len(lat) / wall,
+                        p50, p90, p99, cpu_ms)
+                )  # fmt: skip
     return rows
 
 
 def _report(rows: list[Row], console: Console) -> None:
     table = Table(title="Chat completions against an instant fake expert (latency in ms)")
-    for name in ("target", "mode", "conc", "req", "err", "req/s", "p50", "p90", "p99"):
+    columns = ("target", "mode", "conc", "req", "err", "req/s", "p50", "p90", "p99", "CPU ms/req")
+    for name in columns:
         table.add_column(name, justify="left" if name in {"target", "mode"} else "right")
     for r in rows:
         mode = "stream" if r.stream else "json"
         table.add_row(
             r.target, mode, str(r.concurrency), str(r.requests), str(r.errors),
-            f"{r.rps:.0f}", f"{r.p50:.2f}", f"{r.p90:.2f}", f"{r.p99:.2f}",
+            f"{r.rps:.0f}", f"{r.p50:.2f}", f"{r.p90:.2f}", f"{r.p99:.2f}", f"{r.cpu_ms:.2f}",
         )  # fmt: skip
     console.print(table)
 
     added = Table(title="Added by the gateway (gateway − direct, ms) and throughput kept")
-    for name in ("mode", "conc", "+p50", "+p99", "gateway/direct req/s"):
+    for name in ("mode", "conc", "+p50", "+p99", "gateway/direct req/s", "gateway CPU ms/req"):
         added.add_column(name, justify="left" if name == "mode" else "right")
     cells = {(r.target, r.stream, r.concurrency): r for r in rows}
     for (target, stream, concurrency), gw in cells.items():
@@ -186,7 +199,7 @@ def _report(rows: list[Row], console: Console) -> None:
         added.add_row(
             "stream" if stream else "json", str(concurrency),
             f"{gw.p50 - direct.p50:+.2f}", f"{gw.p99 - direct.p99:+.2f}",
-            f"{gw.rps / direct.rps:.0%}",
+            f"{gw.rps / direct.rps:.0%}", f"{gw.cpu_ms:.2f}",
         )  # fmt: skip
     console.print(added)
     for target in ("direct", "gateway"):
@@ -234,19 +247,23 @@ def main() -> None:
         env = {**os.environ, "COE_WORK_DIR": str(work / "coe"), "COE_LOG_LEVEL": "warning"}
         fake_argv = [sys.executable, __file__, "--serve-fake", str(fake_port)]
         fake_url = f"http://127.0.0.1:{fake_port}"
-        stack.enter_context(_process(fake_argv, f"{fake_url}/v1/models", work / "fake.log", env))
+        fake_pid = stack.enter_context(
+            _process(fake_argv, f"{fake_url}/v1/models", work / "fake.log", env)
+        )
         gateway_argv = [_coe_executable(), "serve", "--pool", str(pool)]
         gateway_argv += ["--host", "127.0.0.1", "--port", str(gateway_port)]
         gateway_url = f"http://127.0.0.1:{gateway_port}"
-        stack.enter_context(_process(gateway_argv, f"{gateway_url}/ready", work / "gw.log", env))
+        gateway_pid = stack.enter_context(
+            _process(gateway_argv, f"{gateway_url}/ready", work / "gw.log", env)
+        )
 
         console.print(
             f"{args.requests} requests per cell, concurrency {levels}, {os.cpu_count()} CPUs; "
             f"gateway model {args.model!r} -> expert {EXPERT!r}"
         )
         targets = {
-            "direct": (f"{fake_url}/v1", EXPERT),
-            "gateway": (f"{gateway_url}/v1", args.model),
+            "direct": (f"{fake_url}/v1", EXPERT, fake_pid),
+            "gateway": (f"{gateway_url}/v1", args.model, gateway_pid),
         }
         rows = asyncio.run(_run(targets, levels, args.requests))
     _report(rows, console)

@@ -103,11 +103,16 @@ class ExpertStream:
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[Json]:
-    async for line in response.aiter_lines():
+    lines = response.aiter_lines()
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
+            # Read the body to its end: a response closed with unread bytes (the chunked
+            # terminator) takes its connection down instead of back to the pool.
+            async for _ in lines:
+                pass
             return
         try:
             event = json.loads(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -87,3 +88,17 @@ async def test_unknown_path_and_method_use_the_envelope(gateway: Gateway) -> Non
     assert r.status_code == 404 and "error" in r.json()
     r = await gateway.client.get("/v1/chat/completions")
     assert r.status_code == 405 and "error" in r.json()
+
+
+async def test_oversized_chunked_body_without_length_is_413(gateway: Gateway) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"model": "coe-auto", "messages": [{"role": "user", "content": "'
+        for _ in range(30):
+            yield b"x" * 1000
+        yield b'"}]}'
+
+    r = await gateway.client.post(
+        "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
