@@ -2,6 +2,7 @@
 
     APIError                      base: status code, type, code, param
     ├── InvalidRequest     400    the body is malformed or a value is out of range
+    │   └── RejectedByExpert   4xx  the expert refused the request itself (e.g. context too long)
     ├── ModelNotFound      404    `model` names no expert and no virtual model
     ├── PayloadTooLarge    413    the body exceeds `max_body_bytes`
     ├── NotImplementedYet  501    a documented model whose implementation has not landed
@@ -29,6 +30,7 @@ __all__ = [
     "NoExpertAvailable",
     "NotImplementedYet",
     "PayloadTooLarge",
+    "RejectedByExpert",
     "UpstreamTimeout",
     "error_body",
     "install_error_handlers",
@@ -62,6 +64,14 @@ class APIError(Exception):
 class InvalidRequest(APIError):
     status_code = 400
     type = "invalid_request_error"
+
+
+class RejectedByExpert(InvalidRequest):
+    """An expert's own 400/413/422, passed on with its status: another expert would refuse too."""
+
+    def __init__(self, message: str, status_code: int, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.status_code = status_code
 
 
 class ModelNotFound(APIError):

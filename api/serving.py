@@ -22,6 +22,7 @@ from api.errors import (
     ModelNotFound,
     NoExpertAvailable,
     NotImplementedYet,
+    RejectedByExpert,
     UpstreamTimeout,
     error_body,
 )
@@ -166,9 +167,9 @@ class ChatService:
         tried = [a.as_json() for a in exc.attempts]
         if isinstance(exc, ExpertRejected):
             status = getattr(exc.error, "status_code", 400)
-            error = InvalidRequest(f"the expert rejected the request: {exc.error}", tried=tried)
-            error.status_code = status if 400 <= status < 500 else 400
-            return error
+            return RejectedByExpert(
+                f"the expert rejected the request: {exc.error}", status, tried=tried
+            )
         if exc.timed_out:
             return UpstreamTimeout(str(exc), tried=tried)
         return NoExpertAvailable(str(exc), tried=tried)
