@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/router_cv.py --train reports/quality/llmrouter-data/train.parquet
 
 Prints, per configuration, the 5-fold mean of `acc_at_best_single_cost`,
-`cost_share_to_match_best_single`, `cost_share_at_95pct_best_quality` and AIQ. The defaults of the router families and of the
-ensemble were chosen from this table.
+`cost_share_to_match_best_single`, `cost_share_at_95pct_best_quality` and AIQ. The defaults of
+the router families and of the ensemble were chosen from this table.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ def main() -> None:
     configs = [tuple(c) for c in json.loads(args.configs)] if args.configs else CONFIGS
     data = to_routing_data(read_dataset(args.train), args.train)
     embeddings = embed_prompts(data.prompts)
-    print(
-        "| router | params | acc ≤ best-single cost | cost share to match | cost share at 95% | AIQ |"
-    )
+    print("| router | params | acc ≤ best cost | share to match | share at 95% | AIQ |")
     print("|---|---|---|---|---|---|")
     for row in cross_validate(data, embeddings, configs):  # type: ignore[arg-type]
         print(

@@ -43,7 +43,12 @@ def cross_validate(
     order = np.random.default_rng(seed).permutation(len(data))
     parts = np.array_split(order, folds)
     sums: list[dict[str, float]] = [
-        {"acc_at_best_single_cost": 0.0, "cost_share_to_match_best_single": 0.0, "aiq": 0.0}
+        {
+            "acc_at_best_single_cost": 0.0,
+            "cost_share_to_match_best_single": 0.0,
+            "cost_share_at_95pct_best_quality": 0.0,
+            "aiq": 0.0,
+        }
         for _ in configs
     ]
     for k in range(folds):
@@ -58,6 +63,8 @@ def cross_validate(
             sums[c]["acc_at_best_single_cost"] += got["acc_at_best_single_cost"] or 0.0
             share = got["cost_share_to_match_best_single"]
             sums[c]["cost_share_to_match_best_single"] += 1.0 if share is None else share
+            share95 = got["cost_share_at_95pct_best_quality"]
+            sums[c]["cost_share_at_95pct_best_quality"] += 1.0 if share95 is None else share95
             sums[c]["aiq"] += got["aiq"]
     return [
         {"router": name, "params": params, **{key: v / folds for key, v in s.items()}}
