@@ -143,4 +143,4 @@ def calibrate(
         result = calibrate_file(router_file, data, cost_share, quality_share, embed_cache)
     except CoeTrainingError as exc:
         raise _fail(exc) from exc
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))

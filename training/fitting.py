@@ -85,8 +85,10 @@ def run_eval(
         "models": list(train.models),
         "costs_estimated": estimated,
         "cost_note": (
-            "price × (prompt tokens counted with the all-MiniLM-L6-v2 WordPiece tokenizer + "
-            f"{DEFAULT_OUTPUT_TOKENS} output tokens unless the source had responses)"
+            "list price × (prompt tokens counted with the all-MiniLM-L6-v2 WordPiece tokenizer "
+            "+ completion tokens counted from responses where the source has them, else "
+            f"assumed: {DEFAULT_OUTPUT_TOKENS} unless `coe data import --output-tokens` said "
+            "otherwise)"
             if estimated
             else ""
         ),
