@@ -59,7 +59,7 @@ def plot_per_task(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     names = list(report["routers"])
     tasks = sorted({t for e in report["routers"].values() for t in e["per_task"]})
-    fig, ax = plt.subplots(figsize=(max(8, len(tasks) * 0.9), 5))
+    fig, ax = plt.subplots(figsize=(min(24, max(8, len(tasks) * 0.9)), 5))
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         per_task = report["routers"][name]["per_task"]
