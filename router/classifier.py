@@ -7,6 +7,7 @@ scores (F1-style tasks) are kept as soft labels: each query appears once as a su
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any, Self
@@ -73,7 +74,11 @@ class ClassifierRouter(Router):
         if self.kind == "mlp":
             from sklearn.neural_network import MLPClassifier
 
-            # MLPClassifier has no sample_weight before scikit-learn 1.7; soft labels need it.
+            if "sample_weight" not in inspect.signature(MLPClassifier.fit).parameters:
+                raise ValueError(
+                    "kind='mlp' needs scikit-learn >= 1.7 (soft labels use sample_weight): "
+                    "upgrade scikit-learn or use kind='logreg'"
+                )
             return MLPClassifier(
                 hidden_layer_sizes=(self.hidden,),
                 alpha=1.0 / self.c,

@@ -74,6 +74,11 @@ def cost_share_to_match(points: Sequence[Point], accuracy: float, ref_cost: floa
     return min(costs) / ref_cost
 
 
+def _trapezoid(ys: np.ndarray, xs: np.ndarray) -> float:
+    """∫ y dx by the trapezoid rule (np.trapezoid needs numpy 2; we support 1.26)."""
+    return float(np.sum((ys[1:] + ys[:-1]) * np.diff(xs)) / 2.0)
+
+
 def _pgr(a: float, weak: float, strong: float) -> float:
     return (a - weak) / (strong - weak) if strong > weak else 0.0
 
@@ -85,7 +90,7 @@ def apgr(points: Sequence[Point], weak_acc: float, strong_acc: float, strong_cos
     for x in xs:
         best = acc_at_cost(points, x * strong_cost)
         ys.append(0.0 if best is None else min(1.0, max(0.0, _pgr(best, weak_acc, strong_acc))))
-    return float(np.trapezoid(ys, xs))
+    return _trapezoid(np.asarray(ys), xs)
 
 
 def cpt(
@@ -123,7 +128,7 @@ def aiq(points: Sequence[Point], c_min: float, c_max: float) -> float:
     hy = np.array([p[1] for p in hull])
     ys = np.interp(xs, hx, hy, left=0.0, right=hy[-1])
     ys[xs < hx[0]] = 0.0
-    return float(np.trapezoid(ys, xs) / (c_max - c_min))
+    return _trapezoid(ys, xs) / (c_max - c_min)
 
 
 def arena_score(accuracy: float, cost_per_query_usd: float, beta: float = ARENA_BETA) -> float:
