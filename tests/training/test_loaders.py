@@ -112,9 +112,9 @@ def test_llmrouter_model_without_price() -> None:
 
 
 def test_routellm_drops_contaminated_prompts() -> None:
-    clean = LOADERS["routellm"]([FIX / "routellm"], OPTS)["all"]
+    clean = LOADERS["routellm"]([FIX / "routellm" / "mmlu"], OPTS)["all"]
     assert clean["query_id"].nunique() == 2 and set(clean["task"]) == {"anatomy"}
-    dirty = LOADERS["routellm"]([FIX / "routellm"], LoadOptions(include_contaminated=True))
+    dirty = LOADERS["routellm"]([FIX / "routellm" / "mmlu"], LoadOptions(include_contaminated=True))
     assert dirty["all"]["query_id"].nunique() == 3
     gpt = clean[clean["model"] == "gpt-4-1106-preview"]["cost_usd"].mean()
     mix = clean[clean["model"] != "gpt-4-1106-preview"]["cost_usd"].mean()
@@ -125,3 +125,12 @@ def test_routellm_bad_value() -> None:
     with pytest.raises(DataError, match="expected True/False") as info:
         LOADERS["routellm"]([FIX / "routellm_bad.csv"], OPTS)
     assert info.value.row == 2
+
+
+def test_routellm_gsm8k_counts_response_tokens() -> None:
+    frame = LOADERS["routellm"]([FIX / "routellm"], LoadOptions(output_tokens=1000))["all"]
+    gsm = frame[frame["task"] == "gsm8k"]
+    assert gsm["query_id"].nunique() == 2  # the contaminated first row is gone
+    row = gsm[(gsm["prompt"] == "Half of 9?") & (gsm["model"] == "gpt-4-1106-preview")].iloc[0]
+    assert row["response"].endswith("#### 4.5")
+    assert row["cost_usd"] < 200 * 30 / 1e6  # counted, not the assumed 1000 output tokens

@@ -88,8 +88,8 @@ def _rows(path: Path, opts: LoadOptions, counter: TokenCounter) -> list[dict[str
         response_col = f"{model}_response"
         responses = frame[response_col].tolist() if response_col in frame.columns else None
         out_tokens = counter.count(responses) if responses else [opts.output_tokens] * len(frame)
-        for row_no, prompt, value, n_in, n_out in zip(
-            frame.index, frame["prompt"], frame[model], prompt_tokens, out_tokens, strict=True
+        for pos, (row_no, prompt, value, n_in, n_out) in enumerate(
+            zip(frame.index, frame["prompt"], frame[model], prompt_tokens, out_tokens, strict=True)
         ):
             if value not in ("True", "False"):
                 raise DataError(path, f"{model}: expected True/False, got {value!r}", row_no + 1)
@@ -102,7 +102,7 @@ def _rows(path: Path, opts: LoadOptions, counter: TokenCounter) -> list[dict[str
                     "score": 1.0 if value == "True" else 0.0,
                     "cost_usd": (n_in * inp + n_out * out) / 1e6,
                     "cost_estimated": True,
-                    "response": responses[row_no] if responses else None,
+                    "response": responses[pos] if responses else None,
                     "input_price": inp,
                     "output_price": out,
                 }
