@@ -158,7 +158,7 @@ class ChatService:
         else:
             meta.prompt_tokens, meta.completion_tokens = prompt_estimate, fallback_completion_tokens
             meta.usage_estimated = True
-        descriptor = self.pool.config.expert(expert).descriptor_for_router()
+        descriptor = self.routing.experts[expert]  # built once at start, not per request
         meta.cost_usd = round(descriptor.cost_usd(meta.prompt_tokens, meta.completion_tokens), 12)
         meta.latency_ms = (time.perf_counter() - started) * 1000
 

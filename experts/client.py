@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,13 +78,13 @@ class ExpertStream:
         response: httpx.Response,
         events: AsyncIterator[Json],
         first: Json,
-        release: asyncio.Semaphore,
+        release: Callable[[], None],
     ) -> None:
         self.expert = expert
         self.first = first
         self._response = response
         self._events = events
-        self._release: asyncio.Semaphore | None = release
+        self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[Json]:
         yield self.first
@@ -98,7 +98,7 @@ class ExpertStream:
             await self._response.aclose()
         finally:
             if self._release is not None:
-                self._release.release()
+                self._release()
                 self._release = None
 
 
@@ -136,10 +136,11 @@ class ExpertClient:
         self.timeouts = timeouts or Timeouts()
         self._slots = {n: asyncio.Semaphore(e.config.max_concurrency) for n, e in engines.items()}
         self.waiting: dict[str, int] = dict.fromkeys(engines, 0)
+        self._in_flight: dict[str, int] = dict.fromkeys(engines, 0)
+        self._timeout = self.timeouts.httpx()
 
     def in_flight(self, expert: str) -> int:
-        engine = self.engines[expert]
-        return engine.config.max_concurrency - self._slots[expert]._value
+        return self._in_flight[expert]
 
     def _request(self, expert: str, body: Json, stream: bool) -> httpx.Request:
         engine = self.engines[expert]
@@ -151,21 +152,24 @@ class ExpertClient:
             f"{engine.base_url}/chat/completions",
             json=payload,
             headers=engine.headers(),
-            timeout=self.timeouts.httpx(),
+            timeout=self._timeout,
         )
 
-    async def _acquire(self, expert: str) -> asyncio.Semaphore:
-        slot = self._slots[expert]
+    async def _acquire(self, expert: str) -> None:
         self.waiting[expert] += 1
         try:
-            await slot.acquire()
+            await self._slots[expert].acquire()
         finally:
             self.waiting[expert] -= 1
-        return slot
+        self._in_flight[expert] += 1
+
+    def _release(self, expert: str) -> None:
+        self._in_flight[expert] -= 1
+        self._slots[expert].release()
 
     async def complete(self, expert: str, body: Json) -> Json:
         """The expert's whole answer as an OpenAI `chat.completion` object."""
-        slot = await self._acquire(expert)
+        await self._acquire(expert)
         try:
             with _translated(expert):
                 response = await self.http.send(self._request(expert, body, stream=False))
@@ -181,11 +185,11 @@ class ExpertClient:
                 raise ExpertHTTPError(expert, 502, "answer is not a chat.completion object")
             return data
         finally:
-            slot.release()
+            self._release(expert)
 
     async def open_stream(self, expert: str, body: Json) -> ExpertStream:
         """Start a streamed answer and wait for its first event (the fallback point)."""
-        slot = await self._acquire(expert)
+        await self._acquire(expert)
         response: httpx.Response | None = None
         try:
             with _translated(expert):
@@ -206,6 +210,6 @@ class ExpertClient:
         except BaseException:
             if response is not None:
                 await response.aclose()
-            slot.release()
+            self._release(expert)
             raise
-        return ExpertStream(expert, response, events, first, slot)
+        return ExpertStream(expert, response, events, first, lambda: self._release(expert))

@@ -124,9 +124,6 @@ class PoolConfig(BaseModel):
             seen.add(expert.name)
         return self
 
-    def expert(self, name: str) -> ExpertConfig:
-        return next(e for e in self.experts if e.name == name)
-
 
 def _field_path(loc: tuple[int | str, ...], data: object) -> str:
     """`experts[1].input_price (name: gemma)` from a pydantic location."""
