@@ -21,6 +21,7 @@ from api.routes import chat, health, models
 from api.routing import RoutingService, build_routers
 from api.serving import ChatService
 from api.settings import Settings
+from api.store import MemoryStore
 from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import PoolConfig, load_pool
@@ -83,7 +84,8 @@ def create_app(
             app.state.settings = settings
             app.state.pool = pool
             app.state.routing = routing
-            app.state.chat = ChatService(pool, routing, settings)
+            app.state.store = MemoryStore(settings.request_log_max)
+            app.state.chat = ChatService(pool, routing, settings, app.state.store)
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
         finally:

@@ -29,6 +29,7 @@ from api.errors import (
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
+from api.store import RequestRecord, Store
 from experts.client import ExpertStream
 from experts.errors import ExpertError
 from experts.fallback import AllExpertsFailed, Attempt, ExpertRejected, call_with_fallback
@@ -54,6 +55,7 @@ class CoeMeta:
     usage_estimated: bool = False
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    ttft_ms: float | None = None
 
     def as_json(self) -> Json:
         return {
@@ -87,15 +89,68 @@ class CoeMeta:
         return headers
 
 
+def _answer_text(answer: Json) -> str:
+    return "".join(
+        str((c.get("message") or {}).get("content") or "") for c in answer.get("choices", [])
+    )
+
+
 def _sse(data: Json) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def _record(
+    request: ChatCompletionRequest,
+    request_id: str,
+    arrived: float,
+    meta: CoeMeta | None,
+    status: int,
+    error: str | None = None,
+) -> RequestRecord:
+    """The request log's entry for a request that ended with `status` (and `meta`, if routed)."""
+    record = RequestRecord(
+        ts=arrived,
+        request_id=request_id,
+        model=request.model,
+        status=status,
+        latency_ms=meta.latency_ms if meta else (time.time() - arrived) * 1000,
+        stream=request.stream,
+        error=error,
+    )
+    if meta is not None:
+        record.experts = list(meta.experts)
+        record.tried = [a.expert for a in meta.tried]
+        record.router = meta.router
+        record.scores = dict(meta.scores)
+        record.prompt_tokens = meta.prompt_tokens
+        record.completion_tokens = meta.completion_tokens
+        record.usage_estimated = meta.usage_estimated
+        record.cost_usd = meta.cost_usd
+        record.ttft_ms = meta.ttft_ms
+    return record
+
+
 class ChatService:
-    def __init__(self, pool: LivePool, routing: RoutingService, settings: Settings) -> None:
+    def __init__(
+        self, pool: LivePool, routing: RoutingService, settings: Settings, store: Store
+    ) -> None:
         self.pool = pool
         self.routing = routing
         self.settings = settings
+        self.store = store
+
+    async def _log(self, record: RequestRecord, request: ChatCompletionRequest) -> None:
+        if self.settings.log_prompts:
+            record.prompt = json.dumps([m.model_dump() for m in request.messages])
+        await self.store.log_request(record)
+
+    async def _log_failure(
+        self, request: ChatCompletionRequest, request_id: str, arrived: float, exc: APIError
+    ) -> None:
+        tried = [str(t.get("expert")) for t in (exc.extra or {}).get("tried", [])]
+        record = _record(request, request_id, arrived, None, exc.status_code, exc.message)
+        record.tried = tried
+        await self._log(record, request)
 
     def model_names(self) -> list[str]:
         return [*self.pool.names, *VIRTUAL_MODELS]
@@ -175,6 +230,21 @@ class ChatService:
         return NoExpertAvailable(str(exc), tried=tried)
 
     async def complete(self, request: ChatCompletionRequest) -> JSONResponse:
+        arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
+        try:
+            answer, meta = await self._complete(request)
+        except APIError as exc:
+            await self._log_failure(request, request_id, arrived, exc)
+            raise
+        record = _record(request, request_id, arrived, meta, 200)
+        if self.settings.log_prompts:
+            record.answer = _answer_text(answer)
+        await self._log(record, request)
+        answer |= {"id": request_id, "coe": meta.as_json()}
+        headers = meta.headers() | {"x-request-id": request_id}
+        return JSONResponse(answer, headers=headers)
+
+    async def _complete(self, request: ChatCompletionRequest) -> tuple[Json, CoeMeta]:
         started = time.perf_counter()
         ranked, decision = await self.plan(request)
         body = request.upstream_body(self.settings.default_max_tokens)
@@ -188,45 +258,71 @@ class ChatService:
         except (AllExpertsFailed, ExpertRejected) as exc:
             raise self._failure(exc) from exc
         meta = self._meta(decision, expert, attempts)
-        text = "".join(
-            str((c.get("message") or {}).get("content") or "") for c in answer.get("choices", [])
-        )
         self._settle(
             meta,
             expert,
             answer.get("usage"),
             started,
-            max(1, len(text) // 4),
+            max(1, len(_answer_text(answer)) // 4),
             estimate_tokens(body["messages"]),
         )
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        answer |= {"id": request_id, "model": expert, "coe": meta.as_json()}
-        headers = meta.headers() | {"x-request-id": request_id}
-        return JSONResponse(answer, headers=headers)
+        answer["model"] = expert
+        return answer, meta
 
     async def stream(self, request: ChatCompletionRequest) -> StreamingResponse:
+        arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
         started = time.perf_counter()
-        ranked, decision = await self.plan(request)
-        body = request.upstream_body(self.settings.default_max_tokens)
-        body["stream_options"] = {"include_usage": True}
         try:
-            expert, upstream, attempts = await call_with_fallback(
-                ranked,
-                lambda e: self.pool.client.open_stream(e, body),
-                self.pool.health,
-                self.settings.max_attempts,
-            )
-        except (AllExpertsFailed, ExpertRejected) as exc:
-            raise self._failure(exc) from exc
+            ranked, decision = await self.plan(request)
+            body = request.upstream_body(self.settings.default_max_tokens)
+            body["stream_options"] = {"include_usage": True}
+            try:
+                expert, upstream, attempts = await call_with_fallback(
+                    ranked,
+                    lambda e: self.pool.client.open_stream(e, body),
+                    self.pool.health,
+                    self.settings.max_attempts,
+                )
+            except (AllExpertsFailed, ExpertRejected) as exc:
+                raise self._failure(exc) from exc
+        except APIError as exc:
+            await self._log_failure(request, request_id, arrived, exc)
+            raise
         meta = self._meta(decision, expert, attempts)
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        meta.ttft_ms = (time.perf_counter() - started) * 1000
         prompt_estimate = estimate_tokens(body["messages"])
         events = self._relay(upstream, request, meta, request_id, started, prompt_estimate)
         headers = meta.headers(final=False) | {
             "x-request-id": request_id,
             "cache-control": "no-cache",
         }
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(
+            self._logged(events, request, request_id, arrived, meta),
+            media_type="text/event-stream",
+            headers=headers,
+        )
+
+    async def _logged(
+        self,
+        events: AsyncIterator[bytes],
+        request: ChatCompletionRequest,
+        request_id: str,
+        arrived: float,
+        meta: CoeMeta,
+    ) -> AsyncIterator[bytes]:
+        """Relay `events`, then log the request however the stream ended (a client that goes
+        away mid-answer is logged as 499, nginx's "client closed request")."""
+        error: str | None = "the client went away mid-answer"
+        status = 499
+        try:
+            async for event in events:
+                if event.startswith(b'data: {"error"'):
+                    error, status = event[6:].decode(errors="replace").strip()[:500], 200
+                yield event
+            if status == 499:
+                error, status = None, 200
+        finally:
+            await self._log(_record(request, request_id, arrived, meta, status, error), request)
 
     async def _relay(
         self,

@@ -45,4 +45,10 @@ class Settings(BaseSettings):
     expected_completion_tokens: Annotated[int, Field(gt=0)] = Field(
         default=256, description="completion length assumed when estimating cost before a call"
     )
+    request_log_max: Annotated[int, Field(gt=0)] = Field(
+        default=100_000, description="requests kept in the request log (the oldest go first)"
+    )
+    log_prompts: bool = Field(
+        default=False, description="record prompts and answers in the request log"
+    )
     log_level: str = "info"
