@@ -322,6 +322,11 @@ class ChatService:
             if status == 499:
                 error, status = None, 200
         finally:
+            # `async for` does not close `events` when this generator is closed early: close it
+            # here, so the upstream stream and its in-flight slot are released at once.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
             await self._log(_record(request, request_id, arrived, meta, status, error), request)
 
     async def _relay(

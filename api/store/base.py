@@ -108,3 +108,4 @@ class Store(ABC):
 
     async def aclose(self) -> None:
         """Release connections; the in-process store has none."""
+        return None
