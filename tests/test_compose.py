@@ -32,9 +32,7 @@ VLLM_SERVICES = ("vllm-qwen", "vllm-llama", "vllm-mistral")
 
 # Settings that the compose file already sets for features being built now; each entry must
 # become a `Settings` field. Keep it short: anything else here hides a typo.
-PLANNED_SETTINGS = {
-    "COE_REDIS_URL",  # the Redis store (request log, budgets, rate limits)
-}
+PLANNED_SETTINGS: set[str] = set()
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:

@@ -124,21 +124,33 @@ def own_redis() -> Iterator[OwnRedis]:
     server.stop()
 
 
+class GatedNetwork(FakeNetwork):
+    """The fake network, holding every expert call until `gate` is set."""
+
+    def __init__(self, experts: dict[str, FakeExpert], gate: asyncio.Event) -> None:
+        super().__init__(experts)
+        self.gate = gate
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self.gate.wait()
+        return await super().handle_async_request(request)
+
+
 GatewayFactory = Callable[..., AbstractAsyncContextManager[Gateway]]
 
 
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> GatewayFactory:
     """`async with make_gateway(redis_url=..., cache="exact") as gw:` a gateway over fake
-    experts with these settings."""
+    experts with these settings; with `gate`, expert calls wait until it is set."""
 
     @asynccontextmanager
-    async def make(**settings: Any) -> AsyncIterator[Gateway]:
+    async def make(gate: asyncio.Event | None = None, **settings: Any) -> AsyncIterator[Gateway]:
         fakes = {
             "alpha": FakeExpert("alpha", default="alpha says hi"),
             "beta": FakeExpert("beta", default="beta says hi"),
         }
-        network = FakeNetwork(fakes)
+        network = FakeNetwork(fakes) if gate is None else GatedNetwork(fakes, gate)
         config = Settings(
             pool=write_pool(tmp_path / "pool.yaml", POOL),
             work_dir=tmp_path / "work",
