@@ -154,7 +154,8 @@ class ChatService:
         on_end: OnEnd | None = None,
     ) -> None:
         """Log `record` (and run `on_end`) in a task of its own: a stream whose client went away
-        ends inside a cancelled scope, where any await of ours would be cancelled at once."""
+        ends inside a cancelled scope, where an await of ours (a Redis round trip, the budget
+        settling) may be cancelled; the shielded task finishes regardless."""
         if self.settings.log_prompts:
             record.prompt = json.dumps([m.model_dump() for m in request.messages])
         record.key_id = key_id
@@ -367,9 +368,11 @@ class ChatService:
             if status == 499:
                 error, status = None, 200
         finally:
-            await events.aclose()  # release the expert's connection before logging
-            record = _record(request, request_id, arrived, meta, status, error)
-            await self._log(record, request, key_id, on_end)
+            try:
+                await events.aclose()  # release the expert's connection before logging
+            finally:  # even when a cancelled scope cancels that await
+                record = _record(request, request_id, arrived, meta, status, error)
+                await self._log(record, request, key_id, on_end)
 
     async def _relay(
         self,

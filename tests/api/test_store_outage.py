@@ -5,15 +5,29 @@ These tests start and stop a redis-server of their own on a port in issue 7's ra
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import anyio
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 
+from api.app import create_app
+from api.schemas import ChatCompletionRequest
+from api.settings import Settings
 from api.store import MemoryStore, StoreUnavailable
 from api.store.fallback import FallbackStore
 from api.store.redis import RedisStore
-from tests.api.conftest import GatewayFactory, OwnRedis, wait_for
+from tests.api.conftest import GatewayFactory, OwnRedis, _free_port, wait_for
 from tests.api.test_store_backends import record
+from tests.conftest import write_pool
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -83,3 +97,82 @@ async def test_gateway_serves_with_redis_down_from_the_start(
         await wait_for(back)
         redis_store = gw.app.state.store.primary
         assert [x.request_id for x in await redis_store.requests()] == [r.json()["id"]]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _stalling_expert() -> Starlette:
+    """An OpenAI-compatible server whose stream sends one chunk and then says nothing."""
+
+    async def chat(request: Request) -> StreamingResponse:
+        async def events() -> AsyncIterator[bytes]:
+            chunk = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "slow",
+                "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+            }
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            await asyncio.sleep(60)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "slow", "object": "model"}]})
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/v1/models", models)])  # fmt: skip
+
+
+async def test_a_stream_cancelled_while_the_expert_is_silent_is_still_logged_on_redis(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """What a client that goes away mid-answer does to the stream: Starlette cancels the task
+    group that relays it while the relay waits on the expert. The request must still reach the
+    Redis log (as 499) and release its slot at the expert."""
+    port = _free_port()
+    expert = uvicorn.Server(
+        uvicorn.Config(_stalling_expert(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(expert.serve())
+    await wait_for(lambda: _true(expert.started))
+    pool = {"experts": [{"name": "slow", "engine": "openai", "base_url":
+                         f"http://127.0.0.1:{port}/v1"}]}  # fmt: skip
+    settings = Settings(
+        pool=write_pool(tmp_path / "pool.yaml", pool),
+        work_dir=tmp_path / "work",
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            request = ChatCompletionRequest.model_validate(
+                {"model": "slow", "messages": HELLO, "stream": True}
+            )
+            response = await app.state.chat.stream(request)
+            body = response.body_iterator
+
+            async def relay() -> None:
+                async for _ in body:
+                    pass
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(relay)
+                await asyncio.sleep(0.3)  # the first chunk is relayed; now it waits
+                group.cancel_scope.cancel()
+
+            async def logged() -> bool:
+                return bool(await app.state.store.primary.requests())
+
+            await wait_for(logged, timeout_s=5)
+            [record] = await app.state.store.primary.requests()
+            assert record.status == 499 and "went away" in (record.error or "")
+            assert app.state.chat.pool.client.in_flight("slow") == 0
+    finally:
+        expert.should_exit = expert.force_exit = True
+        await serving
