@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     request_log_retention_s: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="on Redis: keep the log by age instead of request_log_max"
     )
+
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{url!r} is not a Redis URL: use redis://host:6379/0")
+        return url or None
 
     cache: Literal["off", "exact", "semantic"] = Field(
         default="off", description="response cache: exact request match, or also similar queries"

@@ -30,6 +30,11 @@ async def open_store(settings: Settings) -> Store:
     local = MemoryStore(settings.request_log_max, settings.cache_max_entries)
     if not settings.redis_url:
         return local
-    store = FallbackStore(open_redis(settings), local, settings.redis_retry_s)
+    store = FallbackStore(
+        open_redis(settings),
+        local,
+        settings.redis_retry_s,
+        key_mirror=settings.work_dir / "keys-mirror.json",
+    )
     await store.start()
     return store

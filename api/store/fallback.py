@@ -4,17 +4,21 @@ No request fails because Redis failed: the first call that finds Redis unreachab
 warning and switches every later call to the in-process store at once (no timeout per request);
 a background task pings Redis every `retry_s` and switches back when it answers, moving the
 requests and feedback logged meanwhile into Redis so the dashboard misses nothing. API keys are
-mirrored in memory while Redis is up, so authentication holds while it is away. Rate-limit and
-budget counters kept in memory during an outage are per replica and start from zero.
+mirrored in memory while Redis is up, and to `key_mirror` (hashes only) so that a gateway that
+restarts while Redis is away still refuses unknown keys; only a replica that has never reached
+Redis serves open until it does. Rate-limit and budget counters kept in memory during an outage
+are per replica and start from zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
@@ -39,10 +43,16 @@ class FallbackStore(Store):
     """
 
     def __init__(
-        self, primary: Store, local: MemoryStore, retry_s: float = 2.0, key_sync_s: float = 10.0
+        self,
+        primary: Store,
+        local: MemoryStore,
+        retry_s: float = 2.0,
+        key_sync_s: float = 10.0,
+        key_mirror: Path | None = None,
     ) -> None:
         self.primary = primary
         self.local = local
+        self.key_mirror = key_mirror
         self.retry_s = retry_s
         self.key_sync_s = key_sync_s
         self.degraded_since: float | None = None
@@ -72,6 +82,7 @@ class FallbackStore(Store):
             await self._sync_keys()
         except StoreUnavailable as exc:
             self._degrade(exc)
+            self._load_mirror()
         self._watcher = asyncio.create_task(self._watch(), name="coe-store-watch")
 
     async def aclose(self) -> None:
@@ -92,8 +103,23 @@ class FallbackStore(Store):
         self.last_error = str(exc)
 
     async def _sync_keys(self) -> None:
-        self.local.replace_keys(await self.primary.keys())
+        keys = await self.primary.keys()
+        self.local.replace_keys(keys)
         self._synced_keys_at = time.monotonic()
+        if self.key_mirror is not None:
+            text = json.dumps([k.as_json() for k in keys])
+            if not self.key_mirror.exists() or self.key_mirror.read_text() != text:
+                self.key_mirror.parent.mkdir(parents=True, exist_ok=True)
+                self.key_mirror.write_text(text)
+
+    def _load_mirror(self) -> None:
+        if self.key_mirror is None or not self.key_mirror.exists():
+            log.warning("no key mirror at %s: serving without API keys until redis is back",
+                        self.key_mirror)  # fmt: skip
+            return
+        keys = [ApiKey.from_json(k) for k in json.loads(self.key_mirror.read_text())]
+        self.local.replace_keys(keys)
+        log.warning("keys from %s (%d) stand in until redis is back", self.key_mirror, len(keys))
 
     async def _recover(self) -> None:
         await self.primary.ping()

@@ -134,3 +134,13 @@ async def test_redis_log_is_bounded(redis_url: str, redis_prefix: str) -> None:
         assert (await store.requests(limit=1))[0].request_id == "r399"
     finally:
         await store.aclose()
+
+
+async def test_a_redis_url_that_is_not_one_fails_at_start_naming_the_setting() -> None:
+    from pydantic import ValidationError
+
+    from api.settings import Settings
+
+    with pytest.raises(ValidationError, match="redis_url"):
+        Settings(redis_url="localhost:6379", _env_file=None)  # type: ignore[call-arg]
+    assert Settings(redis_url="", _env_file=None).redis_url is None  # type: ignore[call-arg]

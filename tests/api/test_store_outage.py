@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from api.app import create_app
+from api.keys import new_key
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
 from api.store import MemoryStore, StoreUnavailable
@@ -176,3 +177,21 @@ async def test_a_stream_cancelled_while_the_expert_is_silent_is_still_logged_on_
     finally:
         expert.should_exit = expert.force_exit = True
         await serving
+
+
+async def test_keys_hold_when_the_gateway_restarts_while_redis_is_down(
+    make_gateway: GatewayFactory, own_redis: OwnRedis
+) -> None:
+    secret, key = new_key("ci")
+    async with make_gateway(redis_url=own_redis.url, redis_retry_s=0.1) as gw:
+        await gw.app.state.store.add_key(key)
+        await gw.app.state.store._sync_keys()  # what the watcher does every few seconds
+    own_redis.stop()
+    async with make_gateway(redis_url=own_redis.url, redis_retry_s=0.1) as gw:
+        assert gw.app.state.store.degraded
+        chat = {"model": "alpha", "messages": HELLO}
+        refused = await gw.client.post("/v1/chat/completions", json=chat)
+        assert refused.status_code == 401  # not open: the mirrored keys stand in
+        headers = {"authorization": f"Bearer {secret}"}
+        ok = await gw.client.post("/v1/chat/completions", json=chat, headers=headers)
+        assert ok.status_code == 200
