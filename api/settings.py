@@ -69,7 +69,6 @@ class Settings(BaseSettings):
         default=None, description="on Redis: keep the log by age instead of request_log_max"
     )
 
-
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, url: str | None) -> str | None:
