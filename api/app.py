@@ -14,14 +14,21 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from api.cache import ResponseCache
 from api.embedding import BatchingEmbedder
 from api.errors import install_error_handlers
+from api.guard import ChatGuard
+from api.keys import KeyAuth
+from api.limits import Limiter
+from api.metrics import Metrics, pool_gauges
 from api.middleware import BodySizeLimit
 from api.routes import chat, health, models
+from api.routes import metrics as metrics_route
 from api.routing import RoutingService, build_routers
 from api.serving import ChatService
 from api.settings import Settings
-from api.store import MemoryStore
+from api.store import Store
+from api.store.factory import open_store
 from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import PoolConfig, load_pool
@@ -62,6 +69,35 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
     )
 
 
+def _cache(settings: Settings, store: Store, routing: RoutingService) -> ResponseCache | None:
+    if settings.cache == "off":
+        return None
+    embedder = routing.embedder
+    if settings.cache == "semantic" and embedder is None:
+        from router.embedder import load_embedder  # loads the model at the first lookup
+
+        embedder = BatchingEmbedder(load_embedder(cache_dir=None))
+    return ResponseCache(store, settings, embedder)
+
+
+def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingService) -> None:
+    """Limits, cache and metrics around the chat service, all on `app.state`."""
+    store: Store = app.state.store
+    metrics = Metrics()
+    pool_gauges(metrics, pool)
+    degraded = getattr(store, "degraded", None)
+    if degraded is not None:
+        metrics.gauge(
+            "coe_store_degraded", "1 while Redis is unreachable and memory stands in", (),
+            lambda: {(): float(getattr(store, "degraded", False))},
+        )  # fmt: skip
+    app.state.metrics = metrics
+    app.state.cache = _cache(settings, store, routing)
+    app.state.guard = ChatGuard(
+        app.state.chat, store, Limiter(store, routing), metrics, app.state.cache
+    )
+
+
 def create_app(
     settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
@@ -77,6 +113,7 @@ def create_app(
         )
         await pool.start()
         routing: RoutingService | None = None
+        store: Store | None = None
         try:
             routing = _load_routing(settings, pool)
             if routing.embedder is not None:  # load the model now, not on the first request
@@ -84,13 +121,20 @@ def create_app(
             app.state.settings = settings
             app.state.pool = pool
             app.state.routing = routing
-            app.state.store = MemoryStore(settings.request_log_max)
+            app.state.store = store = await open_store(settings)
             app.state.chat = ChatService(pool, routing, settings, app.state.store)
+            _state(app, settings, pool, routing)
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
         finally:
             if routing is not None and routing.embedder is not None:
                 await routing.embedder.aclose()
+            cache: ResponseCache | None = getattr(app.state, "cache", None)
+            own = cache.embedder if cache is not None else None
+            if own is not None and own is not getattr(routing, "embedder", None):
+                await own.aclose()
+            if store is not None:
+                await store.aclose()
             await pool.stop()
 
     app = FastAPI(
@@ -101,6 +145,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (chat, models, health):
+    app.add_middleware(KeyAuth)  # added last: runs first, before the body is read
+    for module in (chat, models, health, metrics_route):
         app.include_router(module.router)
     return app

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from api.keys_cli import app as keys_app
 from api.settings import Settings
 from training.cli import app as training_app
 
@@ -71,6 +72,7 @@ def serve(
 
 
 app.add_typer(training_app)  # no name: `coe train`, `coe eval`, ... sit beside `coe serve`
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

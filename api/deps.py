@@ -10,12 +10,23 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.guard import ChatGuard
+from api.metrics import Metrics
 from api.routing import RoutingService
 from api.serving import ChatService
 from api.settings import Settings
+from api.store import Store
 from experts.live import LivePool
 
-__all__ = ["ChatDep", "PoolDep", "RoutingDep", "SettingsDep"]
+__all__ = [
+    "ChatDep",
+    "GuardDep",
+    "MetricsDep",
+    "PoolDep",
+    "RoutingDep",
+    "SettingsDep",
+    "StoreDep",
+]
 
 
 async def _chat(request: Request) -> ChatService:
@@ -38,7 +49,25 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
+async def _guard(request: Request) -> ChatGuard:
+    guard: ChatGuard = request.app.state.guard
+    return guard
+
+
+async def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
 ChatDep = Annotated[ChatService, Depends(_chat)]
+GuardDep = Annotated[ChatGuard, Depends(_guard)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+StoreDep = Annotated[Store, Depends(_store)]
 PoolDep = Annotated[LivePool, Depends(_pool)]
 RoutingDep = Annotated[RoutingService, Depends(_routing)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

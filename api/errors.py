@@ -3,8 +3,12 @@
     APIError                      base: status code, type, code, param
     ├── InvalidRequest     400    the body is malformed or a value is out of range
     │   └── RejectedByExpert   4xx  the expert refused the request itself (e.g. context too long)
+    ├── Unauthorized       401    keys exist and the request has none, or an unknown one
+    ├── AdminRequired      403    the key is valid but not an admin key
     ├── ModelNotFound      404    `model` names no expert and no virtual model
     ├── PayloadTooLarge    413    the body exceeds `max_body_bytes`
+    ├── RateLimited        429    the key's requests or tokens per minute are used up
+    ├── BudgetExceeded     429    the key's USD budget for this day or month is used up
     ├── NotImplementedYet  501    a documented model whose implementation has not landed
     ├── NoExpertAvailable  503    every expert tried failed (lists them)
     └── UpstreamTimeout    504    every expert tried timed out
@@ -16,6 +20,7 @@ client never sees another shape, and a bad request never becomes a 500.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,12 +30,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     "APIError",
+    "AdminRequired",
+    "BudgetExceeded",
     "InvalidRequest",
     "ModelNotFound",
     "NoExpertAvailable",
     "NotImplementedYet",
     "PayloadTooLarge",
+    "RateLimited",
     "RejectedByExpert",
+    "Unauthorized",
     "UpstreamTimeout",
     "error_body",
     "install_error_handlers",
@@ -49,6 +58,7 @@ class APIError(Exception):
     status_code = 500
     type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, param: str | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -58,7 +68,7 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         body = error_body(self.message, self.type, self.param, self.code, **self.extra)
-        return JSONResponse(body, status_code=self.status_code)
+        return JSONResponse(body, status_code=self.status_code, headers=self.headers)
 
 
 class InvalidRequest(APIError):
@@ -72,6 +82,44 @@ class RejectedByExpert(InvalidRequest):
     def __init__(self, message: str, status_code: int, **extra: Any) -> None:
         super().__init__(message, **extra)
         self.status_code = status_code
+
+
+class Unauthorized(APIError):
+    status_code = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+    headers = {"www-authenticate": "Bearer"}  # noqa: RUF012  (read-only class default)
+
+
+class AdminRequired(APIError):
+    status_code = 403
+    type = "invalid_request_error"
+    code = "admin_key_required"
+
+
+class RateLimited(APIError):
+    """429 with `retry-after`: seconds until the key's minute window ends."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, retry_after_s: float, reason: str = "rpm", **extra: Any
+    ) -> None:
+        super().__init__(message, **extra)
+        self.reason = reason  # which limit: "rpm", "tpm" or "budget" (for the metrics)
+        self.headers = {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+
+
+class BudgetExceeded(RateLimited):
+    """429 with `retry-after`: seconds until the key's budget period starts over."""
+
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float, **extra: Any) -> None:
+        super().__init__(message, retry_after_s, "budget", **extra)
 
 
 class ModelNotFound(APIError):

@@ -7,10 +7,11 @@ stream) and as `x-coe-*` headers. Streams are passed through event by event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +38,12 @@ from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS
 from router.query import estimate_tokens
 
-__all__ = ["ChatService", "CoeMeta"]
+__all__ = ["ChatService", "CoeMeta", "OnEnd"]
 
 Json = dict[str, Any]
+
+#: Called with a request's log record once it is logged (settles budgets, feeds metrics).
+OnEnd = Callable[[RequestRecord], Awaitable[None]]
 
 
 @dataclass
@@ -56,6 +60,7 @@ class CoeMeta:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    cache_hit: bool = False
 
     def as_json(self) -> Json:
         return {
@@ -70,6 +75,7 @@ class CoeMeta:
             },
             "cost_usd": self.cost_usd,
             "latency_ms": round(self.latency_ms, 2),
+            "cache_hit": self.cache_hit,
         }
 
     def headers(self, final: bool = True) -> dict[str, str]:
@@ -138,19 +144,45 @@ class ChatService:
         self.routing = routing
         self.settings = settings
         self.store = store
+        self._finishing: set[asyncio.Task[None]] = set()
 
-    async def _log(self, record: RequestRecord, request: ChatCompletionRequest) -> None:
+    async def _log(
+        self,
+        record: RequestRecord,
+        request: ChatCompletionRequest,
+        key_id: str | None = None,
+        on_end: OnEnd | None = None,
+    ) -> None:
+        """Log `record` (and run `on_end`) in a task of its own: a stream whose client went away
+        ends inside a cancelled scope, where an await of ours (a Redis round trip, the budget
+        settling) may be cancelled; the shielded task finishes regardless."""
         if self.settings.log_prompts:
             record.prompt = json.dumps([m.model_dump() for m in request.messages])
-        await self.store.log_request(record)
+        record.key_id = key_id
+
+        async def finish() -> None:
+            await self.store.log_request(record)
+            if on_end is not None:
+                await on_end(record)
+
+        task = asyncio.create_task(finish(), name=f"coe-log-{record.request_id}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        await asyncio.shield(task)
 
     async def _log_failure(
-        self, request: ChatCompletionRequest, request_id: str, arrived: float, exc: APIError
+        self,
+        request: ChatCompletionRequest,
+        request_id: str,
+        arrived: float,
+        exc: APIError,
+        key_id: str | None = None,
+        on_end: OnEnd | None = None,
     ) -> None:
         tried = [str(t.get("expert")) for t in (exc.extra or {}).get("tried", [])]
         record = _record(request, request_id, arrived, None, exc.status_code, exc.message)
         record.tried = tried
-        await self._log(record, request)
+        await self._log(record, request, key_id, on_end)
 
     def model_names(self) -> list[str]:
         return [*self.pool.names, *VIRTUAL_MODELS]
@@ -229,17 +261,23 @@ class ChatService:
             return UpstreamTimeout(str(exc), tried=tried)
         return NoExpertAvailable(str(exc), tried=tried)
 
-    async def complete(self, request: ChatCompletionRequest) -> JSONResponse:
+    async def complete(
+        self,
+        request: ChatCompletionRequest,
+        key_id: str | None = None,
+        on_end: OnEnd | None = None,
+    ) -> JSONResponse:
+        """Answer `request`; `key_id` goes into its log record, `on_end` runs once it is logged."""
         arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
         try:
             answer, meta = await self._complete(request)
         except APIError as exc:
-            await self._log_failure(request, request_id, arrived, exc)
+            await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
         record = _record(request, request_id, arrived, meta, 200)
         if self.settings.log_prompts:
             record.answer = _answer_text(answer)
-        await self._log(record, request)
+        await self._log(record, request, key_id, on_end)
         answer |= {"id": request_id, "coe": meta.as_json()}
         headers = meta.headers() | {"x-request-id": request_id}
         return JSONResponse(answer, headers=headers)
@@ -269,7 +307,13 @@ class ChatService:
         answer["model"] = expert
         return answer, meta
 
-    async def stream(self, request: ChatCompletionRequest) -> StreamingResponse:
+    async def stream(
+        self,
+        request: ChatCompletionRequest,
+        key_id: str | None = None,
+        on_end: OnEnd | None = None,
+    ) -> StreamingResponse:
+        """Stream the answer to `request`; `key_id` and `on_end` as for `complete`."""
         arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
         started = time.perf_counter()
         try:
@@ -286,7 +330,7 @@ class ChatService:
             except (AllExpertsFailed, ExpertRejected) as exc:
                 raise self._failure(exc) from exc
         except APIError as exc:
-            await self._log_failure(request, request_id, arrived, exc)
+            await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
         meta = self._meta(decision, expert, attempts)
         meta.ttft_ms = (time.perf_counter() - started) * 1000
@@ -297,18 +341,20 @@ class ChatService:
             "cache-control": "no-cache",
         }
         return StreamingResponse(
-            self._logged(events, request, request_id, arrived, meta),
+            self._logged(events, request, request_id, arrived, meta, key_id, on_end),
             media_type="text/event-stream",
             headers=headers,
         )
 
     async def _logged(
         self,
-        events: AsyncIterator[bytes],
+        events: AsyncGenerator[bytes, None],
         request: ChatCompletionRequest,
         request_id: str,
         arrived: float,
         meta: CoeMeta,
+        key_id: str | None = None,
+        on_end: OnEnd | None = None,
     ) -> AsyncIterator[bytes]:
         """Relay `events`, then log the request however the stream ended (a client that goes
         away mid-answer is logged as 499, nginx's "client closed request")."""
@@ -322,12 +368,11 @@ class ChatService:
             if status == 499:
                 error, status = None, 200
         finally:
-            # `async for` does not close `events` when this generator is closed early: close it
-            # here, so the upstream stream and its in-flight slot are released at once.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            await self._log(_record(request, request_id, arrived, meta, status, error), request)
+            try:
+                await events.aclose()  # release the expert's connection before logging
+            finally:  # even when a cancelled scope cancels that await
+                record = _record(request, request_id, arrived, meta, status, error)
+                await self._log(record, request, key_id, on_end)
 
     async def _relay(
         self,
@@ -337,7 +382,7 @@ class ChatService:
         request_id: str,
         started: float,
         prompt_estimate: int,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         expert = upstream.expert
         usage: Json | None = None
         pieces = 0  # content-bearing chunks: one token each from llama.cpp and vLLM

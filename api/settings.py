@@ -6,9 +6,9 @@ Every setting is a field here; nothing else in coe reads the environment for con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -52,3 +52,40 @@ class Settings(BaseSettings):
         default=False, description="record prompts and answers in the request log"
     )
     log_level: str = "info"
+
+    # Shared state (api/store): Redis when set, else in-process. See the README's "Keys,
+    # limits, cache, metrics and Redis".
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db shared by replicas; unset: in-process"
+    )
+    redis_prefix: str = Field(default="coe:", description="prefix of every key coe writes")
+    redis_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="per Redis call; past it the request is served from memory"
+    )
+    redis_retry_s: Annotated[float, Field(gt=0)] = Field(
+        default=2.0, description="how often an unreachable Redis is pinged to go back to it"
+    )
+    request_log_retention_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="on Redis: keep the log by age instead of request_log_max"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{url!r} is not a Redis URL: use redis://host:6379/0")
+        return url or None
+
+    cache: Literal["off", "exact", "semantic"] = Field(
+        default="off", description="response cache: exact request match, or also similar queries"
+    )
+    cache_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    cache_similarity: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.95, description="semantic cache: least cosine similarity of the last user turn"
+    )
+    cache_any_temperature: bool = Field(
+        default=False, description="also cache requests that sample (temperature unset or > 0)"
+    )
+    cache_max_entries: Annotated[int, Field(gt=0)] = Field(
+        default=10_000, description="in-process cache size; semantic candidates per namespace"
+    )

@@ -23,18 +23,19 @@ from api.app import create_app
 from api.cli import app as cli_app
 from api.settings import Settings
 from experts.pool import PoolConfig, load_pool
+from tests.conftest import Gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 GATEWAY = "gateway"
 VLLM_SERVICES = ("vllm-qwen", "vllm-llama", "vllm-mistral")
+#: Services that watch the gateway: they wait for it, not it for them.
+MONITORS = {"prometheus"}
 
 # Settings that the compose file already sets for features being built now; each entry must
 # become a `Settings` field. Keep it short: anything else here hides a typo.
-PLANNED_SETTINGS = {
-    "COE_REDIS_URL",  # the Redis store (request log, budgets, rate limits)
-}
+PLANNED_SETTINGS: set[str] = set()
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:
@@ -99,7 +100,7 @@ def test_gateway_waits_for_every_other_service_to_be_healthy(
 ) -> None:
     depends = services[GATEWAY].get("depends_on", {})
     assert isinstance(depends, dict), "depends_on must be a mapping to carry conditions"
-    for name in services.keys() - {GATEWAY}:
+    for name in services.keys() - {GATEWAY} - MONITORS:
         assert name in depends, f"gateway does not depend on {name}"
         condition = depends[name].get("condition")
         assert condition == "service_healthy", f"gateway waits for {name} with {condition!r}"
@@ -206,3 +207,21 @@ async def test_gateway_healthcheck_path_is_a_route(services: dict[str, dict[str,
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         response = await client.get(match[2])
     assert response.status_code == 200, f"GET {match[2]} answers {response.status_code}"
+
+
+async def test_prometheus_scrapes_the_gateway_metrics_route(
+    services: dict[str, dict[str, Any]], gateway: Gateway
+) -> None:
+    prometheus = services["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"])
+    assert prometheus["depends_on"][GATEWAY]["condition"] == "service_healthy"
+    mounts = dict(v.rsplit(":", 2)[:2] for v in prometheus["volumes"] if v.startswith("./"))
+    config_file = _args(prometheus["command"])["--config.file"]
+    source = next(src for src, dst in mounts.items() if dst == config_file)
+    config = yaml.safe_load((ROOT / source).read_text())
+    [job] = config["scrape_configs"]
+    [target] = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host == GATEWAY and port == _env(services[GATEWAY])["COE_PORT"]
+    response = await gateway.client.get(job.get("metrics_path", "/metrics"))
+    assert response.status_code == 200 and "# TYPE coe_requests_total counter" in response.text

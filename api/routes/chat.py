@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import ChatDep
+from api.deps import ChatDep, GuardDep
+from api.keys import CallerDep
 from api.schemas import ChatCompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -15,12 +16,12 @@ router = APIRouter(prefix="/v1", tags=["chat"])
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    request: ChatCompletionRequest, chat: ChatDep
+    request: ChatCompletionRequest, guard: GuardDep, key: CallerDep
 ) -> JSONResponse | StreamingResponse:
     """OpenAI chat completions; `model` is an expert's name, `coe-auto` or `coe-compose`."""
     if request.stream:
-        return await chat.stream(request)
-    return await chat.complete(request)
+        return await guard.stream(request, key)
+    return await guard.complete(request, key)
 
 
 @router.post("/route")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import PoolDep
+from api.deps import PoolDep, StoreDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,8 +18,9 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(pool: PoolDep) -> JSONResponse:
-    """200 when at least one expert answers, else 503; per-expert status and load either way."""
+async def ready(pool: PoolDep, store: StoreDep) -> JSONResponse:
+    """200 when at least one expert answers, else 503; per-expert status and load either way,
+    and the store's (a Redis outage is reported, not fatal: memory stands in)."""
     statuses = await pool.health.probe(pool.http)
     experts: dict[str, Any] = {
         name: {
@@ -31,6 +32,6 @@ async def ready(pool: PoolDep) -> JSONResponse:
     }
     ok = any(s == "ok" for s in statuses.values())
     return JSONResponse(
-        {"status": "ready" if ok else "unavailable", "experts": experts},
+        {"status": "ready" if ok else "unavailable", "experts": experts, "store": store.status()},
         status_code=200 if ok else 503,
     )

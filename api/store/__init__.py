@@ -1,6 +1,17 @@
-"""Gateway state: the request log and feedback (in-process now; Redis with `COE_REDIS_URL`)."""
+"""Gateway state: request log, feedback, keys, limit counters, response cache.
 
-from api.store.base import FeedbackRecord, RequestRecord, Store
+In-process by default; on Redis with `COE_REDIS_URL` (memory standing in while it is away).
+"""
+
+from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
 from api.store.memory import MemoryStore
 
-__all__ = ["FeedbackRecord", "MemoryStore", "RequestRecord", "Store"]
+__all__ = [
+    "ApiKey",
+    "Charge",
+    "FeedbackRecord",
+    "MemoryStore",
+    "RequestRecord",
+    "Store",
+    "StoreUnavailable",
+]

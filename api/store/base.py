@@ -1,7 +1,10 @@
 """The store interface: what the gateway remembers about the requests it served.
 
-One interface, several backends (`memory` in-process for the embedded default; Redis shared by
-replicas). The API layer owns the store; `router/` and `experts/` never import it.
+One interface, several backends (`memory` in-process for the embedded default; `redis` shared by
+replicas; `fallback` serving from memory while Redis is away). The API layer owns the store;
+`router/` and `experts/` never import it. Besides the request log and feedback it holds API keys
+(hashed), the counters behind rate limits and budgets, and the response cache: each of those
+needs to be shared by replicas, so each is a few primitives here that a backend makes atomic.
 
 Example::
 
@@ -16,7 +19,18 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FeedbackRecord", "RequestRecord", "Store"]
+__all__ = [
+    "ApiKey",
+    "Charge",
+    "FeedbackRecord",
+    "RequestRecord",
+    "Store",
+    "StoreUnavailable",
+]
+
+
+class StoreUnavailable(Exception):
+    """The backend cannot be reached (Redis down, timed out): callers fall back, never fail."""
 
 
 @dataclass
@@ -82,8 +96,58 @@ class FeedbackRecord:
         return cls(**known)
 
 
+@dataclass
+class ApiKey:
+    """A client's API key as stored: its SHA-256 and a short prefix, never the key itself.
+
+    `id` goes into `RequestRecord.key_id`. Limits left `None` are not enforced; `budget_usd`
+    applies per calendar `period` ("day" or "month", UTC). Field names are an interface.
+    """
+
+    id: str
+    name: str
+    hash: str
+    prefix: str
+    created: float
+    admin: bool = False
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    period: str = "day"
+    revoked: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApiKey:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one request takes from a key's limits, in the windows it arrived in.
+
+    Costs are integer nano-USD so that reservations add up exactly (ten reservations of a tenth
+    of a budget fill it, never 1e-17 more). `minute` and `period` name the windows; the same
+    charge is given back to `Store.adjust` to settle, so the windows never drift.
+    """
+
+    key_id: str
+    minute: str
+    period: str
+    period_ttl_s: int
+    tokens: int
+    nano_usd: int
+
+
 class Store(ABC):
-    """Request log and feedback. Implementations are async and safe to share across requests."""
+    """Request log, feedback, keys, limit counters and the response cache.
+
+    Implementations are async and safe to share across requests; the Redis one is safe to share
+    across gateway replicas, and raises `StoreUnavailable` when Redis cannot be reached.
+    """
 
     @abstractmethod
     async def log_request(self, record: RequestRecord) -> None:
@@ -105,6 +169,75 @@ class Store(ABC):
     @abstractmethod
     async def feedback(self, since: float = 0.0, limit: int = 10_000) -> list[FeedbackRecord]:
         """Feedback with `ts >= since`, in the order received, at most the last `limit`."""
+
+    # --- API keys -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_key(self, key: ApiKey) -> None:
+        """Store a new key; `ValueError` when an active key already has its name."""
+
+    @abstractmethod
+    async def lookup_key(self, key_hash: str | None) -> tuple[bool, ApiKey | None]:
+        """Whether any active key exists, and the active key with this hash (one round trip:
+        it runs on every request)."""
+
+    @abstractmethod
+    async def keys(self) -> list[ApiKey]:
+        """Every key, active and revoked, oldest first."""
+
+    @abstractmethod
+    async def revoke_key(self, name: str) -> ApiKey | None:
+        """Revoke the active key with this name; None when there is none."""
+
+    # --- rate limits and budgets -----------------------------------------------------------
+
+    @abstractmethod
+    async def admit(
+        self, charge: Charge, rpm: int | None, tpm: int | None, budget_nano_usd: int | None
+    ) -> str | None:
+        """Atomically check the key's windows and, if every limit allows it, take `charge`.
+
+        Returns None when admitted, else which limit refused: "rpm", "tpm" or "budget" (and
+        nothing is taken). A request larger than the whole TPM is admitted into an empty minute,
+        or it could never run.
+        """
+
+    @abstractmethod
+    async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
+        """Add `tokens` and `nano_usd` (negative to give back) to the windows of `charge`."""
+
+    @abstractmethod
+    async def spent_nano_usd(self, key_id: str, period: str) -> int:
+        """What the key has spent (and holds reserved) in `period`."""
+
+    # --- response cache --------------------------------------------------------------------
+
+    @abstractmethod
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        """The cached answer under `key`, or None when absent or expired."""
+
+    @abstractmethod
+    async def cache_put(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        """Cache `value` under `key` for `ttl_s` seconds."""
+
+    @abstractmethod
+    async def cache_index(
+        self, namespace: str, key: str, vector: bytes, ttl_s: float, max_entries: int
+    ) -> None:
+        """Remember that `key` answers a query embedded as `vector` (float32 bytes), keeping the
+        newest `max_entries` per namespace."""
+
+    @abstractmethod
+    async def cache_candidates(self, namespace: str) -> list[tuple[str, bytes]]:
+        """The (key, vector) pairs indexed in `namespace`, newest first."""
+
+    async def ping(self) -> None:  # noqa: B027  (optional: only remote backends can fail)
+        """Raise `StoreUnavailable` when the backend cannot answer; in-process always can."""
+
+    def status(self) -> dict[str, Any]:
+        """What `GET /ready` says about the store: which backend serves, and whether it is the
+        one configured."""
+        return {"backend": type(self).__name__.removesuffix("Store").lower(), "status": "ok"}
 
     async def aclose(self) -> None:
         """Release connections; the in-process store has none."""

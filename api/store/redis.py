@@ -1,0 +1,309 @@
+"""The Redis store: shared by every gateway replica behind a load balancer.
+
+Layout under a key prefix (`COE_REDIS_PREFIX`, default `coe:`):
+
+    requests            stream of request records (JSON), bounded by length or age
+    req:<request id>    the stream entry id of that request, expiring with the log
+    feedback            stream of feedback records
+    keys                hash: key SHA-256 -> active key (JSON)
+    keys:names          hash: name -> SHA-256 of the active key with that name
+    keys:all            hash: key id -> key (JSON), revoked ones too
+    rpm:<id>:<minute>   requests admitted in that minute; tpm:... tokens; usd:<id>:<period>
+                        nano-USD spent and reserved in that budget period
+    cache:<hash>        a cached answer (JSON) with a TTL
+    sem:<namespace>     list of (cache key, embedding) for semantic lookup
+
+Every check-and-take (limits, unique key names, log + index) is one Lua script, so replicas never
+interleave inside one. Connection errors and timeouts become `StoreUnavailable`; the fallback
+store turns those into serving from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+_LOG = """
+local id = redis.call('XADD', KEYS[1], ARGV[3], '~', ARGV[4], '*', 'r', ARGV[1])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
+return id
+"""
+
+_ADD_KEY = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
+return 1
+"""
+
+_REVOKE_KEY = """
+local h = redis.call('HGET', KEYS[2], ARGV[1])
+if not h then return false end
+local key = redis.call('HGET', KEYS[1], h)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], h)
+return key
+"""
+
+# KEYS: rpm window, tpm window, budget period. ARGV: rpm, tpm, budget (-1: none), tokens,
+# nano-USD, budget period TTL. Integers only: INCRBY is exact where INCRBYFLOAT is not.
+_ADMIT = """
+local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
+if rpm >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then return 'rpm' end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tpm >= 0 and used > 0 and used + tokens > tpm then return 'tpm' end
+if budget >= 0 and tonumber(redis.call('GET', KEYS[3]) or '0') + cost > budget then
+  return 'budget'
+end
+redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], 120)
+redis.call('INCRBY', KEYS[2], tokens); redis.call('EXPIRE', KEYS[2], 120)
+redis.call('INCRBY', KEYS[3], cost); redis.call('EXPIRE', KEYS[3], ARGV[6])
+return ''
+"""
+
+_WINDOW_TTL_S = 120
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Redis's connection errors and timeouts, translated at the boundary."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
+
+
+def _stream_ms(ts: float) -> str:
+    return str(max(0, int(ts * 1000)))
+
+
+class RedisStore(Store):
+    """The store on one Redis database, every key under `prefix`.
+
+    `max_requests` bounds the request log by length; `retention_s`, when set, bounds it by age
+    instead (Redis trims approximately: a few more records may stay). `timeout_s` bounds every
+    call, so an unreachable Redis costs a request at most that much before it is served from
+    memory, and there are no retries: the fallback store decides what happens next.
+
+    Example::
+
+        store = RedisStore.from_url("redis://127.0.0.1:6379/0")
+        await store.ping()
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str = "coe:",
+        max_requests: int = 100_000,
+        retention_s: float | None = None,
+        record_ttl_s: int = 7 * 24 * 3600,
+    ) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.max_requests = max_requests
+        self.retention_s = retention_s
+        self.record_ttl_s = int(retention_s) if retention_s else record_ttl_s
+        self._log = client.register_script(_LOG)
+        self._add_key = client.register_script(_ADD_KEY)
+        self._revoke_key = client.register_script(_REVOKE_KEY)
+        self._admit = client.register_script(_ADMIT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        prefix: str = "coe:",
+        timeout_s: float = 0.5,
+        max_requests: int = 100_000,
+        retention_s: float | None = None,
+    ) -> RedisStore:
+        """A store on its own connection pool (no I/O until the first call)."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=256,
+        )
+        return cls(client, prefix, max_requests, retention_s)
+
+    def k(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    async def ping(self) -> None:
+        with _unavailable():
+            await self.redis.ping()
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    # --- request log and feedback ----------------------------------------------------------
+
+    def _trim(self) -> tuple[str, str]:
+        if self.retention_s:
+            return "MINID", _stream_ms(time.time() - self.retention_s)
+        return "MAXLEN", str(self.max_requests)
+
+    async def log_request(self, record: RequestRecord) -> None:
+        data = json.dumps(record.as_json(), separators=(",", ":"))
+        keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
+        with _unavailable():
+            await self._log(keys=keys, args=[data, self.record_ttl_s, *self._trim()])
+
+    async def _range(self, stream: str, since: float, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        # Entry ids are the time a record was logged, at or after its `ts` (arrival): every
+        # record with ts >= since has an id >= since.
+        with _unavailable():
+            entries: Any = await self.redis.xrevrange(
+                self.k(stream), max="+", min=_stream_ms(since), count=limit
+            )
+        items = [json.loads(fields[b"r"]) for _, fields in reversed(entries or [])]
+        return [item for item in items if item["ts"] >= since]
+
+    async def requests(self, since: float = 0.0, limit: int = 10_000) -> list[RequestRecord]:
+        return [RequestRecord.from_json(r) for r in await self._range("requests", since, limit)]
+
+    async def get_request(self, request_id: str) -> RequestRecord | None:
+        with _unavailable():
+            entry_id = await self.redis.get(self.k(f"req:{request_id}"))
+            if entry_id is None:
+                return None
+            entries: Any = await self.redis.xrange(self.k("requests"), entry_id, entry_id)
+        if not entries:
+            return None  # trimmed from the stream before its index expired
+        return RequestRecord.from_json(json.loads(entries[0][1][b"r"]))
+
+    async def add_feedback(self, record: FeedbackRecord) -> None:
+        data = json.dumps(record.as_json(), separators=(",", ":"))
+        kind, threshold = self._trim()
+        with _unavailable():
+            if kind == "MINID":
+                await self.redis.xadd(
+                    self.k("feedback"), {"r": data}, minid=threshold, approximate=True
+                )
+            else:
+                await self.redis.xadd(
+                    self.k("feedback"), {"r": data}, maxlen=self.max_requests, approximate=True
+                )
+
+    async def feedback(self, since: float = 0.0, limit: int = 10_000) -> list[FeedbackRecord]:
+        return [FeedbackRecord.from_json(r) for r in await self._range("feedback", since, limit)]
+
+    # --- API keys -------------------------------------------------------------------------
+
+    async def add_key(self, key: ApiKey) -> None:
+        data = json.dumps(key.as_json())
+        keys = [self.k("keys"), self.k("keys:names"), self.k("keys:all")]
+        with _unavailable():
+            added = await self._add_key(keys=keys, args=[key.name, key.hash, data, key.id])
+        if not added:
+            raise ValueError(f"an active key is already named {key.name!r}")
+
+    async def lookup_key(self, key_hash: str | None) -> tuple[bool, ApiKey | None]:
+        with _unavailable():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hlen(self.k("keys"))
+                pipe.hget(self.k("keys"), key_hash or "")
+                count, data = await pipe.execute()
+        return count > 0, ApiKey.from_json(json.loads(data)) if data else None
+
+    async def keys(self) -> list[ApiKey]:
+        with _unavailable():
+            values = await self.redis.hvals(self.k("keys:all"))
+        return sorted((ApiKey.from_json(json.loads(v)) for v in values), key=lambda k: k.created)
+
+    async def revoke_key(self, name: str) -> ApiKey | None:
+        keys = [self.k("keys"), self.k("keys:names")]
+        with _unavailable():
+            data = await self._revoke_key(keys=keys, args=[name])
+            if not data:
+                return None
+            key = ApiKey.from_json(json.loads(data))
+            key.revoked = time.time()
+            await self.redis.hset(self.k("keys:all"), key.id, json.dumps(key.as_json()))
+        return key
+
+    # --- rate limits and budgets -----------------------------------------------------------
+
+    def _windows(self, charge: Charge) -> list[str]:
+        k = charge.key_id
+        return [
+            self.k(f"rpm:{k}:{charge.minute}"),
+            self.k(f"tpm:{k}:{charge.minute}"),
+            self.k(f"usd:{k}:{charge.period}"),
+        ]
+
+    async def admit(
+        self, charge: Charge, rpm: int | None, tpm: int | None, budget_nano_usd: int | None
+    ) -> str | None:
+        limits = [-1 if v is None else v for v in (rpm, tpm, budget_nano_usd)]
+        args = [*limits, charge.tokens, charge.nano_usd, charge.period_ttl_s]
+        with _unavailable():
+            refused = await self._admit(keys=self._windows(charge), args=args)
+        reason = refused.decode() if isinstance(refused, bytes) else str(refused or "")
+        return reason or None
+
+    async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
+        _, tokens_key, budget_key = self._windows(charge)
+        with _unavailable():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if tokens:
+                    pipe.incrby(tokens_key, tokens)
+                    pipe.expire(tokens_key, _WINDOW_TTL_S)
+                if nano_usd:
+                    pipe.incrby(budget_key, nano_usd)
+                    pipe.expire(budget_key, charge.period_ttl_s)
+                await pipe.execute()
+
+    async def spent_nano_usd(self, key_id: str, period: str) -> int:
+        with _unavailable():
+            value = await self.redis.get(self.k(f"usd:{key_id}:{period}"))
+        return int(value or 0)
+
+    # --- response cache --------------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        with _unavailable():
+            data = await self.redis.get(self.k(f"cache:{key}"))
+        return json.loads(data) if data else None
+
+    async def cache_put(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        with _unavailable():
+            await self.redis.set(
+                self.k(f"cache:{key}"), json.dumps(value), px=max(1, int(ttl_s * 1000))
+            )
+
+    async def cache_index(
+        self, namespace: str, key: str, vector: bytes, ttl_s: float, max_entries: int
+    ) -> None:
+        name = self.k(f"sem:{namespace}")
+        with _unavailable():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(name, key.encode() + b"\0" + vector)
+                pipe.ltrim(name, 0, max_entries - 1)
+                pipe.pexpire(name, max(1, int(ttl_s * 1000)))
+                await pipe.execute()
+
+    async def cache_candidates(self, namespace: str) -> list[tuple[str, bytes]]:
+        with _unavailable():
+            entries: Any = await self.redis.lrange(self.k(f"sem:{namespace}"), 0, -1)
+        pairs = [entry.partition(b"\0") for entry in entries]
+        return [(key.decode(), vector) for key, _, vector in pairs]
