@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from api.embedding import BatchingEmbedder
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routes import chat, health, models
+from api.routes import chat, dashboard, health, models
 from api.routing import RoutingService, build_routers
 from api.serving import ChatService
 from api.settings import Settings
@@ -103,4 +103,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for module in (chat, models, health):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.page)
     return app

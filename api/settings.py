@@ -52,3 +52,9 @@ class Settings(BaseSettings):
         default=False, description="record prompts and answers in the request log"
     )
     log_level: str = "info"
+    reports_dir: Path | None = Field(
+        default=None, description="folder of `coe eval` reports shown on the dashboard"
+    )
+    dashboard_refresh_s: Annotated[float, Field(ge=1)] = Field(
+        default=5.0, description="how often the dashboard page polls for new figures"
+    )
