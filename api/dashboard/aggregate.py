@@ -82,6 +82,17 @@ _COLUMNS = [
     "experts",
 ]
 
+_DTYPES = {
+    "ts": float,
+    "status": int,
+    "latency_ms": float,
+    "ttft_ms": float,
+    "cost_usd": float,
+    "cache_hit": bool,
+    "fallback": bool,
+    "failed": bool,
+}
+
 
 def _grid(now: float, window: Window) -> tuple[float, int, int]:
     """First bucket start, bucket width and bucket count of `window` ending at `now`."""
@@ -137,7 +148,7 @@ class Frame:
             for r in records
             if r.ts >= start
         ]
-        df = pd.DataFrame(rows, columns=_COLUMNS)
+        df = pd.DataFrame(rows, columns=_COLUMNS).astype(_DTYPES)  # typed even when empty
         df["bucket"] = ((df["ts"] - start) // width).clip(0, count - 1).astype(int)
         return cls(window, start, now, width, count, df)
 
