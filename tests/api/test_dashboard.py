@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from api.dashboard.aggregate import (
 )
 from api.dashboard.models import ExpertLoad
 from api.dashboard.reports import load_reports
+from api.dashboard.service import FrameCache
 from api.store import FeedbackRecord, RequestRecord
 from tests.conftest import Gateway
 
@@ -232,6 +234,25 @@ async def test_evaluations_read_coe_eval_reports_and_list_broken_ones(
     errors = {e["id"]: e["error"] for e in body["errors"]}
     assert errors["broken"].startswith("JSONDecodeError")
     assert "missing field" in errors["other"]
+
+
+async def test_concurrent_figures_share_one_table_per_window() -> None:
+    builds = 0
+
+    async def build() -> Frame:
+        nonlocal builds
+        builds += 1
+        await asyncio.sleep(0.01)
+        return frame()
+
+    cache = FrameCache(ttl_s=60)
+    frames = await asyncio.gather(*(cache.get("5m", build) for _ in range(6)))
+    assert builds == 1 and all(f is frames[0] for f in frames)
+    await cache.get("1h", build)
+    assert builds == 2
+    cache.ttl_s = 0
+    await cache.get("5m", build)
+    assert builds == 3
 
 
 def test_reports_dir_unset_or_missing(tmp_path: Path) -> None:

@@ -252,6 +252,8 @@ def test_every_chart_draws_the_traffic_sent(
             "return [...document.querySelectorAll('#residency .chip')].map(c => c.innerText)"
         )
         driver.save_screenshot(str(tmp_path / "dashboard.png"))
+        driver.execute_script("document.getElementById('latency').scrollIntoView()")
+        driver.save_screenshot(str(tmp_path / "dashboard-latency.png"))
         driver.execute_script("document.getElementById('offline').scrollIntoView()")
         driver.save_screenshot(str(tmp_path / "dashboard-offline.png"))
     finally:

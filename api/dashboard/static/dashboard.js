@@ -114,6 +114,12 @@
     };
   }
 
+  function isolated(ctx) {
+    const data = ctx.dataset.data;
+    const y = (i) => (data[i] ? data[i].y : null);
+    return y(ctx.dataIndex) != null && y(ctx.dataIndex - 1) == null && y(ctx.dataIndex + 1) == null;
+  }
+
   /** A line chart over time from a `Series`; `scale` multiplies values (100 for shares → %). */
   function timeChart(id, series, yTitle, opts = {}) {
     const scale = opts.scale || 1;
@@ -129,8 +135,9 @@
         borderColor: color,
         backgroundColor: color + (opts.stacked ? "88" : "33"),
         fill: opts.stacked ? (names.indexOf(name) === 0 ? "origin" : "-1") : false,
-        // a point per bucket on plain lines: a bucket between two empty ones is still seen
-        pointRadius: opts.stacked ? 0 : 2,
+        // a point per bucket on plain lines; on areas only where a bucket stands alone
+        // between empty ones, which no line or fill would show
+        pointRadius: (ctx) => (isolated(ctx) ? 3 : opts.stacked ? 0 : 2),
         pointHitRadius: 6,
         borderWidth: 1.6,
         cubicInterpolationMode: "monotone",
@@ -462,7 +469,7 @@
 
   async function start() {
     const w = new URLSearchParams(location.search).get("window");
-    if (w) $("#window").value = w;
+    if ([...$("#window").options].some((o) => o.value === w)) $("#window").value = w;
     state.window = $("#window").value;
     $("#window").addEventListener("change", (e) => { state.window = e.target.value; refresh(); });
     $("#report").addEventListener("change", () => renderEvaluations(state.data.evaluations));
