@@ -324,3 +324,55 @@ def test_every_chart_draws_the_traffic_sent(
     assert any(row.startswith("★ best_single") for row in table)
     assert any(row.startswith("◆ oracle") for row in table)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_the_page_asks_for_the_admin_key_and_sends_it(
+    stack: tuple[Served, Any, dict[str, FakeExpert]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the admin dependency will do once keys exist, played by a middleware here: the
+    figures answer 401 without the key; the page (a shell with no data) still loads, asks for
+    the key, and sends it as a bearer token from then on."""
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    gateway, app, fakes = stack
+    send_traffic(gateway.url, fakes)
+    seen: list[str | None] = []
+
+    async def admin_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/dashboard/api/"):
+            auth = dict(scope["headers"]).get(b"authorization")
+            seen.append(auth.decode() if auth else None)
+            if auth != b"Bearer s3cret":
+                body = b'{"error": {"message": "admin key required", "type": "auth"}}'
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                return
+        await inner(scope, receive, send)
+
+    inner = app.middleware_stack
+    app.middleware_stack = admin_only
+    from selenium.webdriver.common.by import By
+
+    driver = browser(tmp_path)
+    try:
+        driver.get(f"{gateway.url}/dashboard?window=5m")
+        form = driver.find_element(By.ID, "keyform")
+        deadline = time.monotonic() + 30
+        while not form.is_displayed():
+            assert time.monotonic() < deadline, "the page never asked for a key"
+            time.sleep(0.1)
+        assert driver.find_element(By.ID, "status").text == "admin key required"
+        driver.find_element(By.ID, "key").send_keys("s3cret")
+        form.submit()
+        while driver.execute_script("return window.coeDashboard.updates") < 1:
+            assert time.monotonic() < deadline, "no figures after the key was given"
+            time.sleep(0.1)
+        drawn = chart(driver, "chart-traffic-expert")
+    finally:
+        driver.quit()
+        app.middleware_stack = inner
+    assert None in seen and "Bearer s3cret" in seen
+    assert total(series(drawn, "alpha")) > 0
