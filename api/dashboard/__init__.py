@@ -6,6 +6,13 @@ records), `reports` reads the `coe eval` reports, `sources` says what else the d
 """
 
 from api.dashboard.service import DashboardService
-from api.dashboard.sources import BudgetProvider, KeyBudget, LoadBoard, PoolLoad
+from api.dashboard.sources import BudgetProvider, KeyBudget, LoadBoard, PoolLoad, StoreBudgets
 
-__all__ = ["BudgetProvider", "DashboardService", "KeyBudget", "LoadBoard", "PoolLoad"]
+__all__ = [
+    "BudgetProvider",
+    "DashboardService",
+    "KeyBudget",
+    "LoadBoard",
+    "PoolLoad",
+    "StoreBudgets",
+]

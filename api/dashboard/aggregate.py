@@ -276,7 +276,13 @@ def cost(frame: Frame, budgets: dict[str, KeyBudget] | None) -> CostReport:
         usd_per_hour=per_hour,
         by_expert=sorted(by_expert, key=lambda e: -e.cost_usd),
         by_key=sorted(by_key, key=lambda k: -k.cost_usd),
-        budgets="no keys configured" if budgets is None else "from the key store",
+        budgets=(
+            "no keys configured"
+            if budgets is None
+            else "from the key store"
+            if budgets
+            else "no key has a budget"
+        ),
     )
 
 
@@ -291,6 +297,8 @@ def _key_cost(key: str, n: int, spent: float, budget: KeyBudget | None) -> KeyCo
         budget_used_share=(
             budget.used_usd / budget.budget_usd if budget and budget.budget_usd > 0 else None
         ),
+        name=budget.name if budget else None,
+        budget_period=budget.period if budget else None,
     )
 
 

@@ -89,12 +89,14 @@ class ExpertCost(BaseModel):
 
 class KeyCost(BaseModel):
     key_id: str = Field(description="the API key's id; `(none)` for requests without a key")
+    name: str | None = Field(None, description="the key's name, where the key store knows it")
     requests: int
     cost_usd: float
     usd_per_request: float | None
     budget_usd: float | None = Field(None, description="the key's budget, when one is set")
     budget_used_usd: float | None = Field(None, description="spent against the budget")
     budget_used_share: float | None = Field(None, description="budget_used_usd / budget_usd")
+    budget_period: str | None = Field(None, description="the budget's period: day or month")
 
 
 class CostReport(_Windowed):

@@ -8,13 +8,15 @@ configured" and the load comes from the pool's own counters (`PoolLoad`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from api.dashboard.models import ExpertLoad
 from experts.live import LivePool
 
-__all__ = ["BudgetProvider", "KeyBudget", "LoadBoard", "PoolLoad"]
+__all__ = ["BudgetProvider", "KeyBudget", "KeyStore", "LoadBoard", "PoolLoad", "StoreBudgets"]
 
 
 @dataclass(frozen=True)
@@ -23,13 +25,61 @@ class KeyBudget:
 
     budget_usd: float
     used_usd: float
+    name: str | None = None
+    period: str | None = None
 
 
 @runtime_checkable
 class BudgetProvider(Protocol):
-    """Budgets per key id; only keys that have a budget need be present."""
+    """Budgets per key id (only keys that have one); None while no key is configured at all."""
 
-    async def budgets(self) -> dict[str, KeyBudget]: ...
+    async def budgets(self) -> dict[str, KeyBudget] | None: ...
+
+
+class _Key(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def budget_usd(self) -> float | None: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def revoked(self) -> float | None: ...
+
+
+class KeyStore(Protocol):
+    """The part of a store that keeps API keys and what each has spent in a budget period."""
+
+    async def keys(self) -> Sequence[_Key]: ...
+    async def spent_nano_usd(self, key_id: str, period: str) -> int: ...
+
+
+class StoreBudgets:
+    """Budgets as the key store enforces them: each active key's `budget_usd` per period, and
+    what it has spent in the current one. `period_window(period, now)` names the current
+    window first (the limiter's own function, so both read the same counter)."""
+
+    def __init__(
+        self, store: KeyStore, period_window: Callable[[str, float], tuple[str, int, float]]
+    ) -> None:
+        self.store = store
+        self.period_window = period_window
+
+    async def budgets(self) -> dict[str, KeyBudget] | None:
+        keys = [k for k in await self.store.keys() if k.revoked is None]
+        if not keys:
+            return None
+        now = time.time()
+        budgets = {}
+        for key in keys:
+            if key.budget_usd is None:
+                continue
+            window = self.period_window(key.period, now)[0]
+            spent = await self.store.spent_nano_usd(key.id, window) / 1e9
+            budgets[key.id] = KeyBudget(key.budget_usd, spent, key.name, key.period)
+        return budgets
 
 
 @runtime_checkable

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from api.dashboard import KeyBudget
+from api.dashboard import KeyBudget, StoreBudgets
 from api.dashboard.aggregate import (
     NO_EXPERT,
     Frame,
@@ -24,10 +25,16 @@ from api.dashboard.models import ExpertLoad
 from api.dashboard.reports import load_reports
 from api.dashboard.service import FrameCache
 from api.store import FeedbackRecord, RequestRecord
+from tests.api.eval_reports import write_reports
 from tests.conftest import Gateway
 
 NOW = 1_800_000_000.0  # a multiple of every bucket width: buckets start on round times
 HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture
+def reports_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return write_reports(tmp_path, monkeypatch)
 
 
 def rec(ago: float, experts: list[str], status: int = 200, **fields: object) -> RequestRecord:
@@ -199,8 +206,9 @@ async def test_sources_on_app_state_are_used(gateway: Gateway) -> None:
     gateway.app.state.pool.client.waiting["beta"] = 7  # as if seven calls were queued
     c = (await gateway.client.get("/dashboard/api/cost")).json()
     assert c["by_key"] == [
-        {"key_id": "team-a", "requests": 0, "cost_usd": 0.0, "usd_per_request": None,
-         "budget_usd": 10.0, "budget_used_usd": 2.5, "budget_used_share": 0.25}
+        {"key_id": "team-a", "name": None, "requests": 0, "cost_usd": 0.0,
+         "usd_per_request": None, "budget_usd": 10.0, "budget_used_usd": 2.5,
+         "budget_used_share": 0.25, "budget_period": None}
     ]  # fmt: skip
     r = (await gateway.client.get("/dashboard/api/routing")).json()
     assert {x["expert"]: x["waiting"] for x in r["load"]} == {"alpha": 0, "beta": 7}
@@ -253,6 +261,55 @@ async def test_concurrent_figures_share_one_table_per_window() -> None:
     cache.ttl_s = 0
     await cache.get("5m", build)
     assert builds == 3
+
+
+@dataclass
+class Key:
+    id: str
+    name: str
+    budget_usd: float | None = None
+    period: str = "day"
+    revoked: float | None = None
+
+
+class KeyStore:
+    """What `StoreBudgets` reads from a store that keeps keys (the Redis/memory stores)."""
+
+    def __init__(self, keys: list[Key], spent: dict[tuple[str, str], int]) -> None:
+        self._keys, self.spent = keys, spent
+
+    async def keys(self) -> list[Key]:
+        return self._keys
+
+    async def spent_nano_usd(self, key_id: str, period: str) -> int:
+        return self.spent.get((key_id, period), 0)
+
+
+def window_of(period: str, now: float) -> tuple[str, int, float]:
+    return ("2026-11" if period == "month" else "2026-11-23"), 0, 0.0
+
+
+async def test_store_budgets_read_active_keys_in_their_current_period() -> None:
+    store = KeyStore(
+        [
+            Key("k1", "team-a", budget_usd=10.0),
+            Key("k2", "team-b", budget_usd=100.0, period="month"),
+            Key("k3", "no-budget"),
+            Key("k4", "gone", budget_usd=5.0, revoked=1.0),
+        ],
+        {("k1", "2026-11-23"): 2_500_000_000, ("k2", "2026-11"): 1_000_000_000},
+    )
+    budgets = await StoreBudgets(store, window_of).budgets()
+    assert budgets == {
+        "k1": KeyBudget(10.0, 2.5, "team-a", "day"),
+        "k2": KeyBudget(100.0, 1.0, "team-b", "month"),
+    }
+    report = cost(frame(), budgets)
+    assert report.budgets == "from the key store"
+    team_a = next(k for k in report.by_key if k.key_id == "k1")
+    assert (team_a.name, team_a.budget_used_share, team_a.budget_period) == ("team-a", 0.25, "day")
+    assert await StoreBudgets(KeyStore([], {}), window_of).budgets() is None
+    assert cost(frame(), {}).budgets == "no key has a budget"
 
 
 def test_reports_dir_unset_or_missing(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from api.settings import Settings
 from api.store import FeedbackRecord
 from experts.engines.llamacpp import free_port
 from experts.testing import FakeExpert
+from tests.api.eval_reports import write_reports
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,11 @@ CHARTS = [
     "chart-quality-expert",
     "chart-eval-curves",
 ]
+
+
+@pytest.fixture
+def reports_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return write_reports(tmp_path, monkeypatch)
 
 
 class Served:

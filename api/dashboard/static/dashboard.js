@@ -224,13 +224,16 @@
       backgroundColor: experts.map((e) => colorFor(e.expert)),
     }], "USD / request", { fmt: usd, tick: usd });
     const keys = c.by_key;
-    const label = (k) => (k.budget_used_share == null ? k.key_id
-      : `${k.key_id} (${pct(k.budget_used_share)} of ${usd(k.budget_usd)})`);
+    const label = (k) => {
+      const who = k.name || k.key_id;
+      if (k.budget_used_share == null) return who;
+      const per = k.budget_period ? `/${k.budget_period}` : "";
+      return `${who} (${pct(k.budget_used_share)} of ${usd(k.budget_usd)}${per})`;
+    };
     barChart("chart-cost-key", keys.map(label), [{
       label: "USD in window", data: keys.map((k) => k.cost_usd), backgroundColor: "#5aa9ff",
     }], "USD", { horizontal: true, fmt: usd, tick: usd });
-    $("#budget-note").textContent = c.budgets === "no keys configured"
-      ? "Budgets: no keys configured." : `Budgets ${c.budgets}.`;
+    $("#budget-note").textContent = `Budgets: ${c.budgets}.`;
   }
 
   function renderLatency(l) {
@@ -476,6 +479,8 @@
     $("#keyform").addEventListener("submit", (e) => {
       e.preventDefault();
       localStorage.setItem(KEY_STORE, $("#key").value);
+      // the gateway's admin check also reads this cookie, so a figure opened in a tab works too
+      document.cookie = `coe_key=${encodeURIComponent($("#key").value)}; path=/; SameSite=Strict`;
       $("#keyform").hidden = true;
       refresh();
     });

@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: a real `coe eval` report folder for the dashboard."""
+"""A real `coe eval` report folder for the dashboard's tests (a helper, not a conftest: each test
+module that needs it declares a `reports_dir` fixture calling `write_reports`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from training.loaders import LoadOptions
 FIX = Path(__file__).parent.parent / "training" / "fixtures"
 
 
-@pytest.fixture
-def reports_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def write_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`REPORTS/llmrouter/report.json`, written by `coe eval`'s own code on the LLMRouter
     fixture (three routers plus the best-single and oracle references). The torch-free hashing
     embedder keeps it to a second."""
