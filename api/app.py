@@ -12,17 +12,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.cache import ResponseCache
+from api.dashboard import StoreBudgets
 from api.embedding import BatchingEmbedder
 from api.errors import install_error_handlers
 from api.guard import ChatGuard
-from api.keys import KeyAuth
-from api.limits import Limiter
+from api.keys import KeyAuth, require_admin
+from api.limits import Limiter, period_window
 from api.metrics import Metrics, pool_gauges
 from api.middleware import BodySizeLimit
-from api.routes import chat, health, models
+from api.routes import chat, dashboard, health, models
 from api.routes import metrics as metrics_route
 from api.routing import RoutingService, build_routers
 from api.serving import ChatService
@@ -96,6 +97,7 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
     app.state.guard = ChatGuard(
         app.state.chat, store, Limiter(store, routing), metrics, app.state.cache
     )
+    app.state.budgets = StoreBudgets(store, period_window)
 
 
 def create_app(
@@ -148,4 +150,7 @@ def create_app(
     app.add_middleware(KeyAuth)  # added last: runs first, before the body is read
     for module in (chat, models, health, metrics_route):
         app.include_router(module.router)
+    # The data needs an admin key once keys exist; the page itself asks for the key.
+    app.include_router(dashboard.router, dependencies=[Depends(require_admin)])
+    app.include_router(dashboard.page)
     return app

@@ -89,3 +89,9 @@ class Settings(BaseSettings):
     cache_max_entries: Annotated[int, Field(gt=0)] = Field(
         default=10_000, description="in-process cache size; semantic candidates per namespace"
     )
+    reports_dir: Path | None = Field(
+        default=None, description="folder of `coe eval` reports shown on the dashboard"
+    )
+    dashboard_refresh_s: Annotated[float, Field(ge=1)] = Field(
+        default=5.0, description="how often the dashboard page polls for new figures"
+    )
