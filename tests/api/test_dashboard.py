@@ -24,6 +24,7 @@ from api.dashboard.aggregate import (
 from api.dashboard.models import ExpertLoad
 from api.dashboard.reports import load_reports
 from api.dashboard.service import FrameCache
+from api.keys import new_key
 from api.store import FeedbackRecord, RequestRecord
 from tests.api.eval_reports import write_reports
 from tests.conftest import Gateway
@@ -339,3 +340,34 @@ async def test_openapi_documents_every_figure(gateway: Gateway) -> None:
         schema = op["responses"]["200"]["content"]["application/json"]["schema"]
         assert schema["$ref"].startswith("#/components/schemas/"), name
     assert "/dashboard/static/{path}" not in spec["paths"]
+
+
+async def test_with_keys_the_figures_need_an_admin_key_and_show_each_keys_budget(
+    gateway: Gateway,
+) -> None:
+    """The wiring in `create_app`: data behind `require_admin`, the page open, budgets read
+    from the key store the limiter charges."""
+    team_secret, team = new_key("team", budget_usd=1.0)
+    admin_secret, admin = new_key("boss", admin=True)
+    for key in (team, admin):
+        await gateway.app.state.store.add_key(key)
+    chat = {"model": "alpha", "messages": HELLO}
+    sent = await gateway.client.post(
+        "/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {team_secret}"}
+    )
+    assert sent.status_code == 200
+    spent = sent.json()["coe"]["cost_usd"]
+
+    assert (await gateway.client.get("/dashboard/api/cost")).status_code == 401
+    refused = await gateway.client.get(
+        "/dashboard/api/cost", headers={"authorization": f"Bearer {team_secret}"}
+    )
+    assert refused.status_code == 403
+    assert (await gateway.client.get("/dashboard")).status_code == 200  # asks for the key
+    c = await gateway.client.get(
+        "/dashboard/api/cost?window=5m", headers={"authorization": f"Bearer {admin_secret}"}
+    )
+    assert c.status_code == 200
+    keys = {k["key_id"]: k for k in c.json()["by_key"]}
+    assert keys[team.id]["budget_usd"] == 1.0
+    assert keys[team.id]["budget_used_usd"] == pytest.approx(spent, rel=1e-3)
