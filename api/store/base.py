@@ -106,5 +106,5 @@ class Store(ABC):
     async def feedback(self, since: float = 0.0, limit: int = 10_000) -> list[FeedbackRecord]:
         """Feedback with `ts >= since`, in the order received, at most the last `limit`."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027  (a no-op unless the backend holds connections)
         """Release connections; the in-process store has none."""
