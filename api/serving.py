@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,7 +304,7 @@ class ChatService:
 
     async def _logged(
         self,
-        events: AsyncIterator[bytes],
+        events: AsyncGenerator[bytes, None],
         request: ChatCompletionRequest,
         request_id: str,
         arrived: float,
@@ -315,13 +315,14 @@ class ChatService:
         error: str | None = "the client went away mid-answer"
         status = 499
         try:
-            async for event in events:
+            async for event in events:  # closed below: its finally frees the expert's slot
                 if event.startswith(b'data: {"error"'):
                     error, status = event[6:].decode(errors="replace").strip()[:500], 200
                 yield event
             if status == 499:
                 error, status = None, 200
         finally:
+            await events.aclose()
             await self._log(_record(request, request_id, arrived, meta, status, error), request)
 
     async def _relay(
@@ -332,7 +333,7 @@ class ChatService:
         request_id: str,
         started: float,
         prompt_estimate: int,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         expert = upstream.expert
         usage: Json | None = None
         pieces = 0  # content-bearing chunks: one token each from llama.cpp and vLLM
