@@ -75,6 +75,7 @@ def create_app(
         pool = LivePool(
             config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
         )
+        pool.scheduler.max_wait_s, pool.scheduler.mode = settings.max_wait_s, settings.scheduling
         await pool.start()
         routing: RoutingService | None = None
         try:

@@ -6,7 +6,7 @@ Every setting is a field here; nothing else in coe reads the environment for con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,3 +52,17 @@ class Settings(BaseSettings):
         default=False, description="record prompts and answers in the request log"
     )
     log_level: str = "info"
+
+    # residency and batching (experts/scheduler.py); the pool file sets max_resident
+    max_wait_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="longest a call waits for an asleep expert before a switch is forced",
+    )
+    scheduling: Literal["grouped", "fcfs"] = Field(
+        default="grouped",
+        description="grouped: each wake serves a batch; fcfs: switch in arrival order",
+    )
+    load_tolerance: Annotated[float, Field(ge=0)] = Field(
+        default=0.05,
+        description="utility coe-auto may give up to avoid a saturated or asleep expert",
+    )

@@ -19,17 +19,22 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(pool: PoolDep) -> JSONResponse:
-    """200 when at least one expert answers, else 503; per-expert status and load either way."""
+    """200 when at least one expert answers (or sleeps and can be woken), else 503; per-expert
+    status, load and residency either way."""
     statuses = await pool.health.probe(pool.http)
+    load = pool.load_board.snapshot()
     experts: dict[str, Any] = {
         name: {
             "status": status,
             "in_flight": pool.client.in_flight(name),
             "waiting": pool.client.waiting[name],
+            "queued": load[name].queued,
+            "resident": load[name].resident,
+            "loads": load[name].loads,
         }
         for name, status in statuses.items()
     }
-    ok = any(s == "ok" for s in statuses.values())
+    ok = any(s in ("ok", "asleep") for s in statuses.values())  # asleep experts wake on demand
     return JSONResponse(
         {"status": "ready" if ok else "unavailable", "experts": experts},
         status_code=200 if ok else 503,
