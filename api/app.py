@@ -56,9 +56,10 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
         pool.descriptors(),
         routers,
         default,
-        Policy(cost_weight),
+        Policy(cost_weight, load_tolerance=settings.load_tolerance),
         embedder,
         settings.expected_completion_tokens,
+        load_board=pool.load_board,
     )
 
 
