@@ -144,9 +144,7 @@ def reroute(
     if first.resident and not first.saturated:
         return ranked, None
     floor = utility[ranked[0]] - tolerance
-    near = [
-        m for m in ranked if m in load and m not in unavailable and utility[m] >= floor - 1e-12
-    ]
+    near = [m for m in ranked if m in load and m not in unavailable and utility[m] >= floor - 1e-12]
 
     def wait(name: str) -> tuple[int, float]:
         state = load[name]
