@@ -86,6 +86,8 @@ class ResidencyManager:
     async def _start(self, name: str) -> None:
         started = time.perf_counter()
         await self.engines[name].start()
+        if self.evictable(name):
+            await self.engines[name].ensure_awake(self.http)
         self._loaded(name, started)
 
     def _loaded(self, name: str, started: float) -> None:

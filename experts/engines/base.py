@@ -61,6 +61,9 @@ class Engine(ABC):
         """Bring a sleeping expert back so it answers (evictable engines)."""
         raise NotImplementedError(f"{self.kind} experts are always resident")
 
+    async def ensure_awake(self, http: httpx.AsyncClient) -> None:  # noqa: B027
+        """After `start`, wake a server that a previous gateway left asleep (vLLM)."""
+
     async def start_asleep(self, http: httpx.AsyncClient) -> None:
         """Start in the evicted state: by default start, then sleep."""
         await self.start()

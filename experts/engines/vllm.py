@@ -68,6 +68,11 @@ class SleepMode(Engine):
             state = "asleep" if sleeping else "awake"
             raise ResidencyError(f"{self.config.name}: the server is not {state}; {SLEEP_HINT}")
 
+    async def ensure_awake(self, http: httpx.AsyncClient) -> None:
+        """A server outlives the gateway: the last one may have left it asleep."""
+        if await self.is_sleeping(http):
+            await self.wake(http)
+
     async def sleep(self, http: httpx.AsyncClient) -> None:
         await self._call(http, "POST", f"/sleep?level={self.sleep_level}")
         await self._confirm(http, sleeping=True)

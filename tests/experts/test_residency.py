@@ -68,7 +68,8 @@ async def test_vllm_sleep_and_wake_calls_in_order(tmp_path: Path) -> None:
     await pool.start()
     try:
         # at start: a resident, b put to sleep and checked; the remote expert is not touched
-        assert servers.calls == ["POST b/sleep?level=1", "GET b/is_sleeping"]
+        # (a is asked whether an earlier gateway left it asleep)
+        assert servers.calls == ["GET a/is_sleeping", "POST b/sleep?level=1", "GET b/is_sleeping"]
         assert {n: x.resident for n, x in pool.load_board.snapshot().items()} == {
             "a": True,
             "b": False,
@@ -91,6 +92,20 @@ async def test_vllm_sleep_and_wake_calls_in_order(tmp_path: Path) -> None:
         assert pool.residency.evictions == {"a": 1, "b": 0, "remote": 0}  # start: not counted
         assert not pool.health.is_down("a")  # asleep is not down
         assert (await pool.health.probe(pool.http))["a"] == "asleep"
+    finally:
+        await pool.stop()
+
+
+async def test_a_server_left_asleep_by_an_earlier_gateway_is_woken_at_start(
+    tmp_path: Path,
+) -> None:
+    servers = VLLMServers()
+    servers.sleeping["a"] = True
+    pool = LivePool(vllm_pool(), tmp_path, transport=httpx.MockTransport(servers))
+    await pool.start()
+    try:
+        assert servers.calls[:3] == ["GET a/is_sleeping", "POST a/wake_up", "GET a/is_sleeping"]
+        assert await pool.client.complete("a", BODY) == ANSWER
     finally:
         await pool.stop()
 
