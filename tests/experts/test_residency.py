@@ -189,3 +189,8 @@ def test_a_launched_vllm_runs_with_sleep_mode_on(tmp_path: Path) -> None:
 def test_pool_json_schema_mentions_max_resident() -> None:
     schema = json.dumps(PoolConfig.model_json_schema())
     assert "max_resident" in schema and "model_path" in schema
+
+
+def test_the_shipped_residency_pool_is_valid() -> None:
+    pool = load_pool(Path(__file__).parents[2] / "config" / "local-residency.yaml")
+    assert pool.max_resident == 1 and len(pool.experts) == 2
