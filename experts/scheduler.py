@@ -11,7 +11,9 @@ to sleep so that each wake serves a batch (Symbolic-MoE's grouping, online):
    most waiting calls (ties: the oldest call) wakes;
 3. no call waits more than `max_wait_s` for its switch to begin: once the oldest waiting call
    for an asleep expert is that old, the resident expert with the least queued work stops taking
-   new calls (it *drains*) and is switched out as soon as its in-flight calls end;
+   new calls (it *drains*) and is switched out as soon as its in-flight calls end — but never
+   before it has served the batch it was woken for (the calls queued for it when it woke), so
+   that under overload the experts take turns, a full batch per wake, instead of thrashing;
 4. an expert with calls in flight is never put to sleep, and one switch runs at a time.
 
 `mode="fcfs"` is the baseline the benchmark compares with: calls start in arrival order, and a
@@ -99,6 +101,8 @@ class Scheduler:
         self._queues: dict[str, deque[_Ticket]] = {n: deque() for n in limits}
         self._in_flight: dict[str, int] = dict.fromkeys(limits, 0)
         self._last_used: dict[str, float] = dict.fromkeys(limits, 0.0)
+        #: per expert, the last call of the batch it was woken for (a forced drain waits for it)
+        self._batch_end: dict[str, int] = dict.fromkeys(limits, -1)
         self._seq = itertools.count()
         self._switch: Switch | None = None  # the switch running now
         self._switch_task: asyncio.Task[None] | None = None
@@ -264,13 +268,23 @@ class Scheduler:
         if not forced:
             return  # serve the resident queues first
         if self._draining not in candidates:
+            # (FCFS serves strictly in arrival order: no batch to protect, and waiting for one
+            # behind the head of the line would never end)
+            done = [n for n in candidates if self.mode == "fcfs" or not self._serving_batch(n)]
+            if not done:
+                return  # every resident expert is still serving the batch it was woken for
             self._draining = min(
-                candidates,
+                done,
                 key=lambda n: (len(self._queues[n]), self._in_flight[n], self._last_used[n]),
             )
         if self._in_flight[self._draining] == 0:
             victim, self._draining = self._draining, None
             self._start_switch(Switch(now, victim, target, forced=True))
+
+    def _serving_batch(self, name: str) -> bool:
+        """Calls of the batch `name` was woken for are still queued."""
+        queue = self._queues[name]
+        return bool(queue) and queue[0].seq <= self._batch_end[name]
 
     def _start_switch(self, switch: Switch) -> None:
         self._switch = switch
@@ -285,6 +299,8 @@ class Scheduler:
             if switch.evict is not None:
                 await self.residency.evict(switch.evict)
             await self.residency.make_resident(switch.wake)
+            queue = self._queues[switch.wake]
+            self._batch_end[switch.wake] = queue[-1].seq if queue else -1
         except Exception as exc:
             log.error("could not switch to %s: %s", switch.wake, exc)
             self._fail(switch.wake, f"could not be loaded: {exc}")

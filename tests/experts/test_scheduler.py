@@ -172,3 +172,17 @@ async def test_a_cancelled_waiting_call_leaves_the_queue() -> None:
     s.release("a")
     await settle()
     assert res.log == []  # nobody waits for b any more: no wake
+
+
+async def test_a_forced_wake_serves_its_whole_batch_before_the_next_forced_switch() -> None:
+    s, res = make("abc", max_wait_s=0.01)
+    await s.acquire("a")  # a is busy until the test says so
+    served: list[str] = []
+    tasks = [asyncio.create_task(call(s, n, served)) for n in "bbbbbc"]
+    await asyncio.sleep(0.02)  # every waiting call is now past the wait bound
+    s.release("a")
+    await asyncio.gather(*tasks)
+    await s.idle()
+    # b's five calls (oldest first) in one wake although c's call was overdue all along
+    assert served == ["b", "b", "b", "b", "b", "c"]
+    assert res.log == ["evict a", "wake b", "evict b", "wake c"]
