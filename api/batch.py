@@ -69,6 +69,7 @@ class BatchSummary:
     failed: int  # routed or called, and failed
     malformed: int
     by_expert: dict[str, int] = field(default_factory=dict)
+    wakes: int = 0  # experts woken (or started) during the run
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -245,6 +246,7 @@ async def run_batch(
     _write_ordered(output_path, kept)  # drops failed results and a torn last line before appending
 
     runner: _Runner | None = None
+    wakes = 0
     groups: dict[str, list[BatchLine]] = {}
     if pending:
         app = create_app(settings, transport)
@@ -259,9 +261,12 @@ async def run_batch(
             )
             with progress, output_path.open("a", encoding="utf-8") as out:
                 runner = _Runner(app.state.chat, concurrency, out, progress)
+                residency = app.state.pool.residency
+                loads_at_start = sum(residency.loads.values())
                 groups = await runner.route(pending)
                 for expert, group in groups.items():
                     await runner.run_group(expert, group)
+                wakes = sum(residency.loads.values()) - loads_at_start
 
     new = runner.results if runner else {}
     ordered: list[Json] = []
@@ -282,4 +287,5 @@ async def run_batch(
         failed=failed,
         malformed=len(malformed),
         by_expert={e: len(g) for e, g in groups.items()},
+        wakes=wakes,
     )

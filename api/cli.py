@@ -104,7 +104,7 @@ def batch(
         f"{summary.lines} lines: {summary.ok} answered, {summary.skipped} already done, "
         f"{summary.failed} failed, {summary.malformed} malformed; by expert: "
         + (", ".join(f"{e} {n}" for e, n in summary.by_expert.items()) or "none")
-        + f"; results in {output}",
+        + f"; {summary.wakes} expert wakes; results in {output}",
         err=True,
     )
     if summary.failed or summary.malformed:

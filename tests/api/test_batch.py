@@ -86,7 +86,7 @@ async def test_one_output_per_line_in_input_order_and_one_wake_per_expert(tmp_pa
     assert env.fakes["x"].sleep_calls == ["sleep level=1"]
     assert env.fakes["y"].sleep_calls == ["sleep level=1", "wake_up"]
     assert summary.by_expert == {"x": 3, "y": 3} and summary.ok == 6
-    assert summary.malformed == 4 and summary.failed == 0
+    assert summary.malformed == 4 and summary.failed == 0 and summary.wakes == 1
 
 
 async def test_malformed_lines_are_reported_with_their_line_number(tmp_path: Path) -> None:
