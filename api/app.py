@@ -64,9 +64,10 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
         pool.descriptors(),
         routers,
         default,
-        Policy(cost_weight),
+        Policy(cost_weight, load_tolerance=settings.load_tolerance),
         embedder,
         settings.expected_completion_tokens,
+        load_board=pool.load_board,
     )
 
 
@@ -113,6 +114,7 @@ def create_app(
         pool = LivePool(
             config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
         )
+        pool.scheduler.max_wait_s, pool.scheduler.mode = settings.max_wait_s, settings.scheduling
         await pool.start()
         routing: RoutingService | None = None
         store: Store | None = None

@@ -71,6 +71,47 @@ def serve(
     )
 
 
+@app.command()
+def batch(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT.jsonl", help="OpenAI batch lines")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="results, one per input line")],
+    pool: Annotated[Path | None, typer.Option(help="pool file (YAML); default COE_POOL")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="calls in flight per expert group")] = 4,
+    router_artifact: Annotated[
+        Path | None, typer.Option(help="trained router from `coe train`")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="a progress bar per expert")] = True,
+) -> None:
+    """Answer a JSONL file of chat requests, grouped by expert so each is woken once (resumable)."""
+    import asyncio
+
+    from api.batch import run_batch
+    from experts.errors import PoolConfigError
+    from experts.pool import load_pool
+
+    overrides: dict[str, Any] = {"pool": pool, "router_artifact": router_artifact}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if not input_path.is_file():
+        typer.echo(f"error: {input_path}: input file not found", err=True)
+        raise typer.Exit(2)
+    try:
+        load_pool(settings.pool)
+    except PoolConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    summary = asyncio.run(run_batch(settings, input_path, output, concurrency, progress))
+    typer.echo(
+        f"{summary.lines} lines: {summary.ok} answered, {summary.skipped} already done, "
+        f"{summary.failed} failed, {summary.malformed} malformed; by expert: "
+        + (", ".join(f"{e} {n}" for e, n in summary.by_expert.items()) or "none")
+        + f"; {summary.wakes} expert wakes; results in {output}",
+        err=True,
+    )
+    if summary.failed or summary.malformed:
+        raise typer.Exit(1)
+
+
 app.add_typer(training_app)  # no name: `coe train`, `coe eval`, ... sit beside `coe serve`
 app.add_typer(keys_app, name="keys")
 

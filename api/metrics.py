@@ -121,19 +121,25 @@ class Metrics:
 
 
 def pool_gauges(metrics: Metrics, pool: LivePool) -> None:
-    """The pool's live state per expert, from the client's counters and the health board."""
+    """The pool's live state per expert, from the scheduler's load board and the health board."""
     names = pool.names
+    board = pool.load_board
     metrics.gauge(
         "coe_expert_in_flight", "calls in flight to each expert", ("expert",),
-        lambda: {(n,): pool.client.in_flight(n) for n in names},
+        lambda: {(n,): load.in_flight for n, load in board.snapshot().items()},
     )  # fmt: skip
     metrics.gauge(
-        "coe_expert_queue_depth", "requests waiting in the gateway for a slot at each expert",
-        ("expert",), lambda: {(n,): pool.client.waiting[n] for n in names},
+        "coe_expert_queue_depth",
+        "calls waiting in the gateway for each expert (for a slot, or for it to wake)",
+        ("expert",), lambda: {(n,): load.queued for n, load in board.snapshot().items()},
     )  # fmt: skip
     metrics.gauge(
-        "coe_expert_resident", "1 when the expert's server is running (loaded), else 0",
-        ("expert",), lambda: {(n,): float(pool.engines[n].alive()) for n in names},
+        "coe_expert_resident", "1 while the expert is loaded (awake), 0 while asleep or stopped",
+        ("expert",), lambda: {(n,): float(load.resident) for n, load in board.snapshot().items()},
+    )  # fmt: skip
+    metrics.gauge(
+        "coe_expert_loads", "times coe has loaded (started or woken) each expert", ("expert",),
+        lambda: {(n,): float(load.loads) for n, load in board.snapshot().items()},
     )  # fmt: skip
     metrics.gauge(
         "coe_expert_up", "0 while the expert is marked failed and routed around, else 1",

@@ -17,6 +17,7 @@ from api.embedding import BatchingEmbedder
 from api.errors import InvalidRequest
 from router.base import ROUTERS, Router
 from router.descriptor import ExpertDescriptor
+from router.load import LoadBoard
 from router.policy import Policy
 from router.query import estimate_tokens, routing_text
 
@@ -34,12 +35,14 @@ class RouteDecision:
     utility: dict[str, float] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
     unavailable: list[str] = field(default_factory=list)
+    rerouted_from: str | None = None  # the load moved the call away from this expert
 
     def as_json(self) -> dict[str, Any]:
         return {
             "router": self.router,
             "chosen": self.ranked[0] if self.ranked else None,
             "ranked": self.ranked,
+            "rerouted_from": self.rerouted_from,
             "experts": [
                 {
                     "name": name,
@@ -69,13 +72,17 @@ class RoutingService:
         policy: Policy,
         embedder: BatchingEmbedder | None,
         expected_completion_tokens: int,
+        load_board: LoadBoard | None = None,
     ) -> None:
+        """`load_board`: the pool's live load, which makes routing load-aware (the policy's
+        `load_tolerance` bounds what it may give up)."""
         self.experts = {e.name: e for e in experts}
         self.routers = dict(routers)
         self.default = default
         self.policy = policy
         self.embedder = embedder
         self.expected_completion_tokens = expected_completion_tokens
+        self.load_board = load_board
 
     def router_names(self) -> list[str]:
         return sorted(self.routers)
@@ -133,6 +140,7 @@ class RoutingService:
             cost_weight=cost_weight,
             max_cost_usd=max_cost_usd,
             unavailable=down,
+            load=self.load_board.snapshot() if self.load_board is not None else None,
         )
         return RouteDecision(
             router=chosen.name,
@@ -142,6 +150,7 @@ class RoutingService:
             utility=decision.utility,
             excluded=decision.excluded,
             unavailable=sorted(down & set(models)),
+            rerouted_from=decision.rerouted_from,
         )
 
 

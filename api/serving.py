@@ -361,7 +361,7 @@ class ChatService:
         error: str | None = "the client went away mid-answer"
         status = 499
         try:
-            async for event in events:
+            async for event in events:  # closed below: its finally frees the expert's slot
                 if event.startswith(b'data: {"error"'):
                     error, status = event[6:].decode(errors="replace").strip()[:500], 200
                 yield event

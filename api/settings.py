@@ -95,3 +95,16 @@ class Settings(BaseSettings):
     dashboard_refresh_s: Annotated[float, Field(ge=1)] = Field(
         default=5.0, description="how often the dashboard page polls for new figures"
     )
+    # residency and batching (experts/scheduler.py); the pool file sets max_resident
+    max_wait_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="longest a call waits for an asleep expert before a switch is forced",
+    )
+    scheduling: Literal["grouped", "fcfs"] = Field(
+        default="grouped",
+        description="grouped: each wake serves a batch; fcfs: switch in arrival order",
+    )
+    load_tolerance: Annotated[float, Field(ge=0)] = Field(
+        default=0.05,
+        description="utility coe-auto may give up to avoid a saturated or asleep expert",
+    )

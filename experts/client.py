@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -23,6 +22,8 @@ import httpx
 
 from experts.engines.base import Engine
 from experts.errors import ExpertHTTPError, ExpertTimeout, ExpertUnavailable
+from experts.residency import ResidencyManager
+from experts.scheduler import Scheduler
 
 __all__ = ["ExpertClient", "ExpertStream", "Timeouts"]
 
@@ -130,17 +131,26 @@ class ExpertClient:
         http: httpx.AsyncClient,
         engines: Mapping[str, Engine],
         timeouts: Timeouts | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
+        """`scheduler` queues calls per expert and wakes asleep experts (`LivePool` passes the
+        pool's); without one every expert is resident and only `max_concurrency` bounds calls."""
         self.http = http
         self.engines = engines
         self.timeouts = timeouts or Timeouts()
-        self._slots = {n: asyncio.Semaphore(e.config.max_concurrency) for n, e in engines.items()}
-        self.waiting: dict[str, int] = dict.fromkeys(engines, 0)
-        self._in_flight: dict[str, int] = dict.fromkeys(engines, 0)
+        self.scheduler = scheduler or Scheduler(
+            {n: e.config.max_concurrency for n, e in engines.items()},
+            ResidencyManager(engines, http, max_resident=None),
+        )
         self._timeout = self.timeouts.httpx()
 
+    @property
+    def waiting(self) -> dict[str, int]:
+        """Calls queued in the gateway per expert (for a slot, or for the expert to wake)."""
+        return {n: self.scheduler.queued(n) for n in self.engines}
+
     def in_flight(self, expert: str) -> int:
-        return self._in_flight[expert]
+        return self.scheduler.in_flight(expert)
 
     def _request(self, expert: str, body: Json, stream: bool) -> httpx.Request:
         engine = self.engines[expert]
@@ -156,16 +166,10 @@ class ExpertClient:
         )
 
     async def _acquire(self, expert: str) -> None:
-        self.waiting[expert] += 1
-        try:
-            await self._slots[expert].acquire()
-        finally:
-            self.waiting[expert] -= 1
-        self._in_flight[expert] += 1
+        await self.scheduler.acquire(expert)
 
     def _release(self, expert: str) -> None:
-        self._in_flight[expert] -= 1
-        self._slots[expert].release()
+        self.scheduler.release(expert)
 
     async def complete(self, expert: str, body: Json) -> Json:
         """The expert's whole answer as an OpenAI `chat.completion` object."""

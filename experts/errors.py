@@ -6,6 +6,7 @@
     └── ExpertHTTPError          the expert answered with an HTTP error status
     PoolConfigError              the pool file is missing or invalid (names file and field)
     EngineStartError             a local expert process did not come up
+    ResidencyError               an expert could not be put to sleep or woken
 
 Foreign errors (httpx, OS) are translated at the boundary, keeping the cause.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "ExpertTimeout",
     "ExpertUnavailable",
     "PoolConfigError",
+    "ResidencyError",
 ]
 
 
@@ -65,3 +67,7 @@ class PoolConfigError(ValueError):
 
 class EngineStartError(RuntimeError):
     """A local expert server did not start; the message says why and where its log is."""
+
+
+class ResidencyError(RuntimeError):
+    """An expert could not be put to sleep or woken; the message says which call failed."""

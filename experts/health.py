@@ -33,7 +33,8 @@ class HealthBoard:
         self._benched_until.pop(expert, None)
 
     def is_down(self, expert: str) -> bool:
-        if not self.engines[expert].alive():
+        engine = self.engines[expert]
+        if not engine.alive() and not engine.asleep:  # an evicted expert is woken, not down
             return True
         return self._benched_until.get(expert, 0.0) > time.monotonic()
 
@@ -41,9 +42,12 @@ class HealthBoard:
         return {name for name in self.engines if self.is_down(name)}
 
     async def probe(self, http: httpx.AsyncClient, timeout_s: float = 2.0) -> dict[str, str]:
-        """Ask every expert's `/models` now: `"ok"` or the reason it does not answer."""
+        """Ask every expert's `/models` now: `"ok"`, `"asleep"` (evicted; woken on demand), or
+        the reason it does not answer."""
 
         async def one(name: str, engine: Engine) -> tuple[str, str]:
+            if engine.asleep:
+                return name, "asleep"  # evicted on purpose; probing would need a wake
             if not engine.alive():
                 return name, "process not running"
             try:

@@ -22,7 +22,10 @@ from experts.engines import Engine, make_engine
 from experts.errors import EngineStartError
 from experts.health import HealthBoard
 from experts.pool import PoolConfig
+from experts.residency import ResidencyManager
+from experts.scheduler import Scheduler, SchedulingMode
 from router.descriptor import ExpertDescriptor
+from router.load import LoadBoard
 
 __all__ = ["LivePool"]
 
@@ -39,6 +42,8 @@ class LivePool:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 512,
         supervise_every_s: float = 2.0,
+        max_wait_s: float = 30.0,
+        scheduling: SchedulingMode = "grouped",
     ) -> None:
         self.config = config
         self.engines: dict[str, Engine] = {e.name: make_engine(e, work_dir) for e in config.experts}
@@ -48,7 +53,14 @@ class LivePool:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
         )
-        self.client = ExpertClient(self.http, self.engines, timeouts)
+        self.residency = ResidencyManager(self.engines, self.http, config.max_resident)
+        self.scheduler = Scheduler(
+            {e.name: e.max_concurrency for e in config.experts},
+            self.residency,
+            max_wait_s,
+            scheduling,
+        )
+        self.client = ExpertClient(self.http, self.engines, timeouts, self.scheduler)
         self.health = HealthBoard(self.engines, cooldown_s)
         self.supervise_every_s = supervise_every_s
         self._supervisor: asyncio.Task[None] | None = None
@@ -57,18 +69,22 @@ class LivePool:
     def names(self) -> list[str]:
         return list(self.engines)
 
+    @property
+    def load_board(self) -> LoadBoard:
+        """Every expert's queue depth, in-flight calls and residency: `load_board.snapshot()`."""
+        return self.scheduler
+
     def descriptors(self) -> list[ExpertDescriptor]:
         return [e.descriptor_for_router() for e in self.config.experts]
 
     async def start(self) -> None:
-        """Start every engine; if one fails, stop the others and re-raise."""
-        results = await asyncio.gather(
-            *(e.start() for e in self.engines.values()), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+        """Start every engine (beyond `max_resident`, asleep); if one fails, stop the others and
+        re-raise."""
+        try:
+            await self.residency.start()
+        except BaseException:
             await self.stop()
-            raise errors[0]
+            raise
         if any(e.restartable for e in self.engines.values()):
             self._supervisor = asyncio.create_task(self._supervise(), name="coe-supervisor")
 
@@ -83,7 +99,12 @@ class LivePool:
         while True:
             await asyncio.sleep(self.supervise_every_s)
             for name, engine in self.engines.items():
-                if not engine.restartable or engine.alive() or time.monotonic() < next_try[name]:
+                if (
+                    not engine.restartable
+                    or engine.asleep  # evicted on purpose; the scheduler wakes it
+                    or engine.alive()
+                    or time.monotonic() < next_try[name]
+                ):
                     continue
                 log.warning("expert %s is not running; restarting it", name)
                 try:
@@ -99,6 +120,7 @@ class LivePool:
                     self.health.mark_ok(name)
 
     async def stop(self) -> None:
+        self.scheduler.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -2,6 +2,7 @@
 
 A pool is a YAML file::
 
+    max_resident: 1                 # optional: local experts in memory at once (default: all)
     experts:
       - name: smollm2-135m
         engine: llamacpp            # vllm | llamacpp | openai
@@ -51,6 +52,9 @@ class ExpertConfig(BaseModel):
     base_url: str | None = None
     gguf: Path | None = None
     gguf_package: str | None = None
+    model_path: str | None = Field(
+        default=None, description="vllm: a model id or folder coe launches a server for"
+    )
     model: str | None = Field(default=None, description="served model id; defaults to name")
     input_price: Price = 0.0
     output_price: Price = 0.0
@@ -61,7 +65,7 @@ class ExpertConfig(BaseModel):
     api_key_env: str | None = Field(
         default=None, description="environment variable holding the key for this endpoint"
     )
-    # llama.cpp only
+    # llama.cpp only (extra_args also for a launched vLLM)
     chat_format: str | None = None
     n_threads: Annotated[int, Field(ge=1)] = 1
     n_ctx: Annotated[int, Field(ge=0)] = 0
@@ -74,9 +78,18 @@ class ExpertConfig(BaseModel):
                 raise ValueError("a llamacpp expert needs exactly one of 'gguf' or 'gguf_package'")
             if self.base_url is not None:
                 raise ValueError("a llamacpp expert is started by coe: drop 'base_url'")
+        elif self.engine == "vllm" and self.model_path is not None:
+            if self.base_url is not None:
+                raise ValueError(
+                    "a vllm expert needs exactly one of 'base_url' (a running server) or "
+                    "'model_path' (a server coe launches)"
+                )
         else:
             if self.base_url is None:
-                raise ValueError(f"a {self.engine} expert needs 'base_url' (its /v1 endpoint)")
+                hint = " or 'model_path'" if self.engine == "vllm" else ""
+                raise ValueError(
+                    f"a {self.engine} expert needs 'base_url' (its /v1 endpoint){hint}"
+                )
             if not re.match(r"^https?://", self.base_url):
                 raise ValueError("'base_url' must start with http:// or https://")
         return self
@@ -112,6 +125,11 @@ class PoolConfig(BaseModel):
 
     experts: Annotated[list[ExpertConfig], Field(min_length=1)]
     router: RouterConfig = Field(default_factory=RouterConfig)
+    max_resident: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="how many local (llamacpp, vllm) experts may be in memory at once; "
+        "unset: all of them. Remote (openai) experts do not count: they are always resident",
+    )
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:

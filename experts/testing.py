@@ -43,10 +43,16 @@ class FakeExpert:
         self.default = default
         self.replies: deque[str | _Error] = deque()
         self.requests: list[dict[str, Any]] = []
+        #: vLLM sleep mode: `/sleep`, `/wake_up`, `/is_sleeping`; chat answers 503 while asleep
+        self.sleeping = False
+        self.sleep_calls: list[str] = []
         self.app = Starlette(
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/sleep", self._sleep, methods=["POST"]),
+                Route("/wake_up", self._wake_up, methods=["POST"]),
+                Route("/is_sleeping", self._is_sleeping, methods=["GET"]),
             ]
         )
 
@@ -59,7 +65,22 @@ class FakeExpert:
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model"}]})
 
+    async def _sleep(self, request: Request) -> Response:
+        self.sleep_calls.append(f"sleep level={request.query_params.get('level')}")
+        self.sleeping = True
+        return Response(status_code=200)
+
+    async def _wake_up(self, request: Request) -> Response:
+        self.sleep_calls.append("wake_up")
+        self.sleeping = False
+        return Response(status_code=200)
+
+    async def _is_sleeping(self, request: Request) -> Response:
+        return JSONResponse({"is_sleeping": self.sleeping})
+
     async def _chat(self, request: Request) -> Response:
+        if self.sleeping:
+            return JSONResponse({"error": {"message": f"{self.name} is asleep"}}, status_code=503)
         body = await request.json()
         self.requests.append(body)
         reply = self.replies.popleft() if self.replies else self.default

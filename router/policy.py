@@ -13,16 +13,35 @@ Utility of expert j on a query is `quality_j − cost_weight · cost_j / scale`:
 Experts whose estimated cost exceeds `max_cost_usd` are dropped; unavailable experts go last, in
 utility order, so a request can still fall back to them when nothing else answers. Ties break
 toward the cheaper expert.
+
+Load-aware routing (LLEP-style least-loaded rerouting): given the live load of each expert
+(`router.load.ExpertLoad`), when the preferred expert is saturated (every slot busy and calls
+already queued) or asleep, the policy may move to the front another available expert whose
+utility is within `load_tolerance` of the best: a resident one with the least work ahead of the
+call or, when every such candidate sleeps, the one whose batch is already forming (most queued),
+so the call joins a wake that will happen anyway. Nothing changes while the preferred expert can
+take the call now, so light traffic routes exactly as without load.
+
+Why this and not ALF-LB's per-expert bias (DeepSeek's auxiliary-loss-free balancing): a bias
+updated toward a target load shifts routing all the time, including when nothing is overloaded,
+and needs a target share per expert that a pool of unequal experts does not have; its quality
+cost is unbounded per request. Rerouting acts only under pressure and gives up at most
+`load_tolerance` of utility on any request — a bound an operator can state. The default tolerance
+(0.05, `COE_LOAD_TOLERANCE`) is five points of predicted quality: small against the spread
+between good and weak experts in the benchmark data, large enough to swap near-equivalent
+experts, which is where waiting for a wake or a queue costs more than the quality difference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Decision", "Policy", "choose", "utilities"]
+from router.load import ExpertLoad
+
+__all__ = ["Decision", "Policy", "choose", "reroute", "utilities"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,8 @@ class Decision:
     ranked: list[str]
     utility: dict[str, float]
     excluded: dict[str, str]
+    #: the expert the load moved the call away from (None: no rerouting)
+    rerouted_from: str | None = None
 
 
 def utilities(
@@ -66,6 +87,7 @@ class Policy:
 
     cost_weight: float = 0.0
     cost_scale: float | None = None
+    load_tolerance: float = 0.0
 
     def decide(
         self,
@@ -76,8 +98,10 @@ class Policy:
         cost_weight: float | None = None,
         max_cost_usd: float | None = None,
         unavailable: Collection[str] = (),
+        load: Mapping[str, ExpertLoad] | None = None,
     ) -> Decision:
-        """Rank `models` for one query; `quality` and `cost_usd` align with `models`."""
+        """Rank `models` for one query; `quality` and `cost_usd` align with `models`; with `load`,
+        reroute away from a saturated or asleep first choice (see the module docstring)."""
         weight = self.cost_weight if cost_weight is None else cost_weight
         if len(models) == 0:
             return Decision(ranked=[], utility={}, excluded={})
@@ -95,8 +119,39 @@ class Policy:
             else:
                 keep.append(j)
         order = sorted(keep, key=lambda j: (models[j] in unavailable, -utility[j], cost_usd[j]))
-        return Decision(
-            ranked=[models[j] for j in order],
-            utility={models[j]: float(utility[j]) for j in range(len(models))},
-            excluded=excluded,
-        )
+        ranked = [models[j] for j in order]
+        scores = {models[j]: float(utility[j]) for j in range(len(models))}
+        moved = None
+        if load:
+            ranked, moved = reroute(ranked, scores, load, self.load_tolerance, unavailable)
+        return Decision(ranked=ranked, utility=scores, excluded=excluded, rerouted_from=moved)
+
+
+def reroute(
+    ranked: list[str],
+    utility: Mapping[str, float],
+    load: Mapping[str, ExpertLoad],
+    tolerance: float,
+    unavailable: Collection[str] = (),
+) -> tuple[list[str], str | None]:
+    """Least-loaded rerouting within `tolerance` of the best utility.
+
+    Returns the new ranking and the expert moved away from (None when the first choice stays).
+    """
+    if not ranked or ranked[0] in unavailable or ranked[0] not in load:
+        return ranked, None
+    first = load[ranked[0]]
+    if first.resident and not first.saturated:
+        return ranked, None
+    floor = utility[ranked[0]] - tolerance
+    near = [m for m in ranked if m in load and m not in unavailable and utility[m] >= floor - 1e-12]
+
+    def wait(name: str) -> tuple[int, float]:
+        state = load[name]
+        # resident first, least work ahead; among sleepers, join the batch already forming
+        return (0, state.pressure) if state.resident else (1, -float(state.queued))
+
+    best = min(near, key=lambda m: (wait(m), near.index(m)))
+    if best == ranked[0] or wait(best) >= wait(ranked[0]):
+        return ranked, None
+    return [best, *(m for m in ranked if m != best)], ranked[0]

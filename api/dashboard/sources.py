@@ -90,26 +90,23 @@ class LoadBoard(Protocol):
 
 
 class PoolLoad:
-    """The load as the pool's client and health board count it.
-
-    Residency here is "the engine's process is alive": for a local llama.cpp expert that means its
-    weights are loaded; a remote endpoint is always resident. A scheduler that sleeps and wakes
-    vLLM experts knows better and replaces this with its own `LoadBoard`.
-    """
+    """The load as the pool's scheduler (queue depth, in flight, residency) and health board
+    (up, last error) see it. Residency is the scheduler's: an expert put to sleep (vLLM) or
+    stopped (llama.cpp) to make room for another is not resident; a remote one always is."""
 
     def __init__(self, pool: LivePool) -> None:
         self.pool = pool
 
     def snapshot(self) -> list[ExpertLoad]:
-        client, health = self.pool.client, self.pool.health
+        health, board = self.pool.health, self.pool.load_board.snapshot()
         return [
             ExpertLoad(
                 expert=expert.name,
                 up=not health.is_down(expert.name),
-                in_flight=client.in_flight(expert.name),
-                waiting=client.waiting[expert.name],
+                in_flight=board[expert.name].in_flight,
+                waiting=board[expert.name].queued,
                 max_concurrency=expert.max_concurrency,
-                resident=self.pool.engines[expert.name].alive(),
+                resident=board[expert.name].resident,
                 last_error=health.last_error.get(expert.name),
             )
             for expert in self.pool.config.experts

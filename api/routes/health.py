@@ -19,18 +19,23 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(pool: PoolDep, store: StoreDep) -> JSONResponse:
-    """200 when at least one expert answers, else 503; per-expert status and load either way,
-    and the store's (a Redis outage is reported, not fatal: memory stands in)."""
+    """200 when at least one expert answers (or sleeps and can be woken), else 503; per-expert
+    status, load and residency either way, and the store's (a Redis outage is reported, not
+    fatal: memory stands in)."""
     statuses = await pool.health.probe(pool.http)
+    load = pool.load_board.snapshot()
     experts: dict[str, Any] = {
         name: {
             "status": status,
             "in_flight": pool.client.in_flight(name),
             "waiting": pool.client.waiting[name],
+            "queued": load[name].queued,
+            "resident": load[name].resident,
+            "loads": load[name].loads,
         }
         for name, status in statuses.items()
     }
-    ok = any(s == "ok" for s in statuses.values())
+    ok = any(s in ("ok", "asleep") for s in statuses.values())  # asleep experts wake on demand
     return JSONResponse(
         {"status": "ready" if ok else "unavailable", "experts": experts, "store": store.status()},
         status_code=200 if ok else 503,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from experts.engines.base import ENGINES, Engine
+from experts.engines.vllm import SleepMode
 from experts.errors import EngineStartError
 
 __all__ = ["OpenAIEngine", "VLLMEngine"]
@@ -30,8 +31,11 @@ class _RemoteEngine(Engine):
             )
 
 
-class VLLMEngine(_RemoteEngine):
-    """A vLLM OpenAI server (`vllm serve` / `vllm.entrypoints.openai.api_server`)."""
+class VLLMEngine(SleepMode, _RemoteEngine):
+    """A vLLM OpenAI server (`vllm serve` / `vllm.entrypoints.openai.api_server`).
+
+    Evictable by sleep mode when the pool sets `max_resident` (see `experts.engines.vllm`).
+    """
 
     kind = "vllm"
 

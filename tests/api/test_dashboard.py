@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -198,13 +198,19 @@ async def test_window_is_validated_with_an_openai_shaped_error(gateway: Gateway)
     assert "window" in r.json()["error"]["message"]
 
 
-async def test_sources_on_app_state_are_used(gateway: Gateway) -> None:
+async def test_sources_on_app_state_are_used(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Budgets:
         async def budgets(self) -> dict[str, KeyBudget]:
             return {"team-a": KeyBudget(budget_usd=10.0, used_usd=2.5)}
 
     gateway.app.state.budgets = Budgets()
-    gateway.app.state.pool.client.waiting["beta"] = 7  # as if seven calls were queued
+    board = gateway.app.state.pool.load_board
+    real = board.snapshot
+    monkeypatch.setattr(  # as if seven calls were queued for beta
+        board, "snapshot", lambda: real() | {"beta": replace(real()["beta"], queued=7)}
+    )
     c = (await gateway.client.get("/dashboard/api/cost")).json()
     assert c["by_key"] == [
         {"key_id": "team-a", "name": None, "requests": 0, "cost_usd": 0.0,
@@ -213,7 +219,7 @@ async def test_sources_on_app_state_are_used(gateway: Gateway) -> None:
     ]  # fmt: skip
     r = (await gateway.client.get("/dashboard/api/routing")).json()
     assert {x["expert"]: x["waiting"] for x in r["load"]} == {"alpha": 0, "beta": 7}
-    gateway.app.state.pool.client.waiting["beta"] = 0
+    monkeypatch.setattr(board, "snapshot", real)
     gateway.network.down.add("alpha")
     await gateway.client.post("/v1/chat/completions", json={"model": "alpha", "messages": HELLO})
     r = (await gateway.client.get("/dashboard/api/routing")).json()

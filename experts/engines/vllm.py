@@ -1,0 +1,126 @@
+"""vLLM residency by sleep mode, and vLLM servers that coe launches itself.
+
+Sleep mode (`--enable-sleep-mode`, endpoints enabled by `VLLM_SERVER_DEV_MODE=1`, CUDA/ROCm
+only) keeps the server process and moves the weights to CPU memory: waking takes a fraction of a
+second instead of a reload. The endpoints sit at the server root, beside `/v1`::
+
+    POST /sleep?level=1    offload weights to CPU, drop the KV cache
+    POST /wake_up          weights back on the GPU
+    GET  /is_sleeping      {"is_sleeping": true|false}
+
+coe checks `/is_sleeping` after each transition, so a server that ignored the call (started
+without sleep mode) is an error that says how to start it, not a silent out-of-memory later.
+
+An expert with `model_path` instead of `base_url` is launched by coe (`pip install coe[vllm]`)::
+
+    - name: qwen
+      engine: vllm
+      model_path: Qwen/Qwen2.5-7B-Instruct   # or a local folder
+      extra_args: [--gpu-memory-utilization, "0.3"]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import httpx
+
+from experts.engines.base import Engine
+from experts.engines.process import ProcessEngine, inherit_env
+from experts.errors import EngineStartError, ResidencyError
+
+__all__ = ["SleepMode", "VLLMProcessEngine"]
+
+SLEEP_HINT = "start vLLM with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 (CUDA/ROCm only)"
+
+
+class SleepMode(Engine):
+    """`sleep` / `wake` through vLLM's sleep-mode endpoints (a mixin for vLLM engines)."""
+
+    evictable = True
+    sleep_level = 1
+
+    @property
+    def server_root(self) -> str:
+        """The server's root URL: `base_url` without its `/v1`."""
+        return self.base_url.removesuffix("/").removesuffix("/v1")
+
+    async def _call(self, http: httpx.AsyncClient, method: str, path: str) -> httpx.Response:
+        url = f"{self.server_root}{path}"
+        try:
+            response = await http.request(method, url, headers=self.headers(), timeout=120.0)
+        except httpx.HTTPError as exc:
+            raise ResidencyError(f"{self.config.name}: {method} {url} failed: {exc!r}") from exc
+        if response.status_code != 200:
+            hint = f"; {SLEEP_HINT}" if response.status_code == 404 else ""
+            raise ResidencyError(
+                f"{self.config.name}: {method} {path} answered HTTP {response.status_code}{hint}"
+            )
+        return response
+
+    async def is_sleeping(self, http: httpx.AsyncClient) -> bool:
+        data = (await self._call(http, "GET", "/is_sleeping")).json()
+        return bool(data.get("is_sleeping"))
+
+    async def _confirm(self, http: httpx.AsyncClient, sleeping: bool) -> None:
+        if await self.is_sleeping(http) != sleeping:
+            state = "asleep" if sleeping else "awake"
+            raise ResidencyError(f"{self.config.name}: the server is not {state}; {SLEEP_HINT}")
+
+    async def ensure_awake(self, http: httpx.AsyncClient) -> None:
+        """A server outlives the gateway: the last one may have left it asleep."""
+        if await self.is_sleeping(http):
+            await self.wake(http)
+
+    async def sleep(self, http: httpx.AsyncClient) -> None:
+        await self._call(http, "POST", f"/sleep?level={self.sleep_level}")
+        await self._confirm(http, sleeping=True)
+
+    async def wake(self, http: httpx.AsyncClient) -> None:
+        await self._call(http, "POST", "/wake_up")
+        await self._confirm(http, sleeping=False)
+
+
+class VLLMProcessEngine(SleepMode, ProcessEngine):
+    """A vLLM OpenAI server that coe starts for `model_path`, with sleep mode on."""
+
+    kind = "vllm"
+    server_name = "vLLM server"
+    start_timeout_s = 900.0  # a first start compiles kernels and loads weights
+
+    def preflight(self) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise EngineStartError(
+                f"{self.config.name}: vLLM is not installed: `pip install 'coe[vllm]'` "
+                "(on a GPU host), or give the expert a 'base_url' of a running server"
+            )
+
+    def launch_command(self, port: int) -> list[str]:
+        cfg = self.config
+        assert cfg.model_path is not None  # make_engine picks this engine only then
+        return [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            cfg.model_path,
+            "--served-model-name",
+            cfg.served_model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(cfg.context_length),
+            "--enable-sleep-mode",
+            *cfg.extra_args,
+        ]
+
+    def launch_env(self) -> dict[str, str]:
+        return inherit_env(VLLM_SERVER_DEV_MODE="1")
+
+    async def start_asleep(self, http: httpx.AsyncClient) -> None:
+        """vLLM cannot start asleep: load, then sleep (later wakes are cheap)."""
+        await self.start()
+        await self.sleep(http)
