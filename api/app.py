@@ -14,10 +14,12 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from api.cascade import Cascade
 from api.embedding import BatchingEmbedder
 from api.errors import install_error_handlers
+from api.learning import OnlineLearner
 from api.middleware import BodySizeLimit
-from api.routes import chat, health, models
+from api.routes import chat, feedback, health, models
 from api.routing import RoutingService, build_routers
 from api.serving import ChatService
 from api.settings import Settings
@@ -86,6 +88,16 @@ def create_app(
             app.state.routing = routing
             app.state.store = MemoryStore(settings.request_log_max)
             app.state.chat = ChatService(pool, routing, settings, app.state.store)
+            app.state.learner = OnlineLearner(
+                routing.routers,
+                settings.work_dir,
+                settings.exploration_max,
+                settings.feedback_learning_rate,
+            )
+            if app.state.learner.routers:  # a router that runs episodes: serve cascades
+                app.state.chat.cascade = Cascade(
+                    pool, routing, app.state.learner, settings.default_max_tokens
+                )
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
         finally:
@@ -101,6 +113,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (chat, models, health):
+    for module in (chat, models, health, feedback):
         app.include_router(module.router)
     return app

@@ -4,6 +4,7 @@
     ├── InvalidRequest     400    the body is malformed or a value is out of range
     │   └── RejectedByExpert   4xx  the expert refused the request itself (e.g. context too long)
     ├── ModelNotFound      404    `model` names no expert and no virtual model
+    ├── RequestNotFound    404    feedback names a request the log does not hold
     ├── PayloadTooLarge    413    the body exceeds `max_body_bytes`
     ├── NotImplementedYet  501    a documented model whose implementation has not landed
     ├── NoExpertAvailable  503    every expert tried failed (lists them)
@@ -31,6 +32,7 @@ __all__ = [
     "NotImplementedYet",
     "PayloadTooLarge",
     "RejectedByExpert",
+    "RequestNotFound",
     "UpstreamTimeout",
     "error_body",
     "install_error_handlers",
@@ -78,6 +80,12 @@ class ModelNotFound(APIError):
     status_code = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class RequestNotFound(APIError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "request_not_found"
 
 
 class PayloadTooLarge(APIError):

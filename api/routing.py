@@ -34,6 +34,8 @@ class RouteDecision:
     utility: dict[str, float] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
     unavailable: list[str] = field(default_factory=list)
+    #: The query's embedding, when the router used one (a cascade's policy reads it again).
+    embedding: np.ndarray | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class RoutingService:
             vector = await self.embedder.embed_one(text)
             quality = chosen.score(vector[None, :], [text])[0]
         else:
+            vector = None
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
         models = list(chosen.models_)
         costs = self.estimated_costs(messages, completion_limit)
@@ -142,6 +145,7 @@ class RoutingService:
             utility=decision.utility,
             excluded=decision.excluded,
             unavailable=sorted(down & set(models)),
+            embedding=vector,
         )
 
 

@@ -52,3 +52,9 @@ class Settings(BaseSettings):
         default=False, description="record prompts and answers in the request log"
     )
     log_level: str = "info"
+    exploration_max: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.05, description="most often a learning router explores instead of exploiting"
+    )
+    feedback_learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05, description="step size of a learning router's update per feedback"
+    )

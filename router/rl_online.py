@@ -131,6 +131,13 @@ class LiveEpisode:
         called[0, action] = True
         self.state = replace(self.state, called=called)
 
+    def exclude(self, experts: set[str]) -> None:
+        """Never propose these experts (known to be down)."""
+        called = self.state.called.copy()
+        for j, name in enumerate(self.router.models_):
+            called[0, j] |= name in experts
+        self.state = replace(self.state, called=called)
+
     def _take(self, expert: str) -> tuple[int, Step]:
         if self._pending is None or self.router.models_[self._pending[0]] != expert:
             raise ValueError(f"{expert!r} was not the expert this episode proposed")
