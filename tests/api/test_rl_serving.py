@@ -3,8 +3,8 @@
 
 The router is trained on a problem where the cheap expert (alpha) is right on a random half of
 the queries and only its answer's feature says which (the query cannot tell); the dear one
-(beta) is always right. The gateway extracts no answer features, so every first answer reads as "not known right" and the
-policy escalates: alpha first, then beta, deterministically.
+(beta) is always right. The gateway extracts no answer features, so every first answer reads
+as "not known right" and the policy escalates: alpha first, then beta, deterministically.
 """
 
 from __future__ import annotations
