@@ -15,15 +15,17 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from api.cache import ResponseCache
+from api.cascade import Cascade
 from api.dashboard import StoreBudgets
 from api.embedding import BatchingEmbedder
 from api.errors import install_error_handlers
 from api.guard import ChatGuard
 from api.keys import KeyAuth, require_admin
+from api.learning import OnlineLearner
 from api.limits import Limiter, period_window
 from api.metrics import Metrics, pool_gauges
 from api.middleware import BodySizeLimit
-from api.routes import chat, dashboard, health, models
+from api.routes import chat, dashboard, feedback, health, models
 from api.routes import metrics as metrics_route
 from api.routing import RoutingService, build_routers
 from api.serving import ChatService
@@ -127,6 +129,16 @@ def create_app(
             app.state.routing = routing
             app.state.store = store = await open_store(settings)
             app.state.chat = ChatService(pool, routing, settings, app.state.store)
+            app.state.learner = OnlineLearner(
+                routing.routers,
+                settings.work_dir,
+                settings.exploration_max,
+                settings.feedback_learning_rate,
+            )
+            if app.state.learner.routers:  # a router that runs episodes: serve cascades
+                app.state.chat.cascade = Cascade(
+                    pool, routing, app.state.learner, settings.default_max_tokens
+                )
             _state(app, settings, pool, routing)
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
@@ -150,7 +162,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(KeyAuth)  # added last: runs first, before the body is read
-    for module in (chat, models, health, metrics_route):
+    for module in (chat, models, health, feedback, metrics_route):
         app.include_router(module.router)
     # The data needs an admin key once keys exist; the page itself asks for the key.
     app.include_router(dashboard.router, dependencies=[Depends(require_admin)])

@@ -6,6 +6,7 @@
     ├── Unauthorized       401    keys exist and the request has none, or an unknown one
     ├── AdminRequired      403    the key is valid but not an admin key
     ├── ModelNotFound      404    `model` names no expert and no virtual model
+    ├── RequestNotFound    404    feedback names a request the log does not hold
     ├── PayloadTooLarge    413    the body exceeds `max_body_bytes`
     ├── RateLimited        429    the key's requests or tokens per minute are used up
     ├── BudgetExceeded     429    the key's USD budget for this day or month is used up
@@ -39,6 +40,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "RejectedByExpert",
+    "RequestNotFound",
     "Unauthorized",
     "UpstreamTimeout",
     "error_body",
@@ -126,6 +128,12 @@ class ModelNotFound(APIError):
     status_code = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class RequestNotFound(APIError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "request_not_found"
 
 
 class PayloadTooLarge(APIError):

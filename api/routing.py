@@ -36,6 +36,8 @@ class RouteDecision:
     excluded: dict[str, str] = field(default_factory=dict)
     unavailable: list[str] = field(default_factory=list)
     rerouted_from: str | None = None  # the load moved the call away from this expert
+    #: The query's embedding, when the router used one (a cascade's policy reads it again).
+    embedding: np.ndarray | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class RoutingService:
             vector = await self.embedder.embed_one(text)
             quality = chosen.score(vector[None, :], [text])[0]
         else:
+            vector = None
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
         models = list(chosen.models_)
         costs = self.estimated_costs(messages, completion_limit)
@@ -151,6 +154,7 @@ class RoutingService:
             excluded=decision.excluded,
             unavailable=sorted(down & set(models)),
             rerouted_from=decision.rerouted_from,
+            embedding=vector,
         )
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "CoeOptions", "StreamOptions"]
+__all__ = ["ChatCompletionRequest", "ChatMessage", "CoeOptions", "FeedbackRequest", "StreamOptions"]
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -79,3 +79,13 @@ class ChatCompletionRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class FeedbackRequest(BaseModel):
+    """`POST /v1/feedback`: how good a served answer was, for learning routers and reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: Annotated[str, Field(min_length=1, description="the answer's `id`")]
+    score: Annotated[float, Field(ge=0, le=1, description="0 = useless, 1 = perfect")]
+    comment: Annotated[str, Field(max_length=2000)] | None = None

@@ -12,8 +12,8 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -38,6 +38,9 @@ from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS
 from router.query import estimate_tokens
 
+if TYPE_CHECKING:
+    from api.cascade import Cascade
+
 __all__ = ["ChatService", "CoeMeta", "OnEnd"]
 
 Json = dict[str, Any]
@@ -61,9 +64,13 @@ class CoeMeta:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     cache_hit: bool = False
+    #: A cascade's calls, in order: `{expert, cost_usd, predicted_quality}` each.
+    steps: list[Json] = field(default_factory=list)
+    #: A learning router's episode (not sent): what feedback on this request updates.
+    trace: Any = None
 
     def as_json(self) -> Json:
-        return {
+        return ({"steps": self.steps} if self.steps else {}) | {
             "experts": self.experts,
             "tried": [a.as_json() for a in self.tried],
             "router": self.router,
@@ -145,6 +152,7 @@ class ChatService:
         self.settings = settings
         self.store = store
         self._finishing: set[asyncio.Task[None]] = set()
+        self.cascade: Cascade | None = None  # set by the app when a learning router is loaded
 
     async def _log(
         self,
@@ -278,6 +286,8 @@ class ChatService:
         if self.settings.log_prompts:
             record.answer = _answer_text(answer)
         await self._log(record, request, key_id, on_end)
+        if self.cascade is not None:
+            self.cascade.served(request_id, meta)
         answer |= {"id": request_id, "coe": meta.as_json()}
         headers = meta.headers() | {"x-request-id": request_id}
         return JSONResponse(answer, headers=headers)
@@ -285,6 +295,8 @@ class ChatService:
     async def _complete(self, request: ChatCompletionRequest) -> tuple[Json, CoeMeta]:
         started = time.perf_counter()
         ranked, decision = await self.plan(request)
+        if self.cascade is not None and decision and self.cascade.applies(request, decision):
+            return await self.cascade.complete(request, decision, started)
         body = request.upstream_body(self.settings.default_max_tokens)
         try:
             expert, answer, attempts = await call_with_fallback(

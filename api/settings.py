@@ -108,3 +108,9 @@ class Settings(BaseSettings):
         default=0.05,
         description="utility coe-auto may give up to avoid a saturated or asleep expert",
     )
+    exploration_max: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.05, description="most often a learning router explores instead of exploiting"
+    )
+    feedback_learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05, description="step size of a learning router's update per feedback"
+    )

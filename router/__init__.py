@@ -5,7 +5,7 @@ imports `experts`, `api` or `training`. Importing it fills `ROUTERS` with every 
 them imports torch or scikit-learn until it is fitted or used.
 """
 
-from router import baselines, category, classifier, ensemble, knn, mf, skills
+from router import baselines, category, classifier, ensemble, knn, mf, rl, skills
 from router.base import ROUTERS, PoolMismatchError, Router, register
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "knn",
     "mf",
     "register",
+    "rl",
     "skills",
 ]

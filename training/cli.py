@@ -81,13 +81,20 @@ def train(
     params: Annotated[str | None, typer.Option(help="Hyperparameters as JSON.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for routers that draw randomness.")] = 0,
     embed_cache: CacheOpt = Path(".cache/coe/embeddings"),
+    cost_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--cost-weight", min=0.0, help="λ in the reward score − λ·cost/scale (rl only)."
+        ),
+    ] = None,
 ) -> None:
     """Fit one router on a canonical dataset and save it (the gateway loads it)."""
     from training.errors import CoeTrainingError
-    from training.fitting import train_router
+    from training.fitting import family_params, train_router
 
     try:
-        fitted = train_router(train_file, router, _params(params), seed, embed_cache)
+        hyper = family_params(router, _params(params), cost_weight, out)
+        fitted = train_router(train_file, router, hyper, seed, embed_cache)
     except CoeTrainingError as exc:
         raise _fail(exc) from exc
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ latency_s           float?   optional
 response            str?     optional
 input_price         float?   optional, USD per 1M input tokens (the same on every row of a model)
 output_price        float?   optional, USD per 1M output tokens
+descriptor          str?     optional, free text about the model (the same on every row of it)
 ==================  =======  ===============================================================
 
 Row numbers in errors count data rows from 1 in file order (a CSV header is not a row).
@@ -44,7 +45,14 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = ("query_id", "prompt", "task", "model", "score", "cost_usd")
-OPTIONAL_COLUMNS = ("cost_estimated", "latency_s", "response", "input_price", "output_price")
+OPTIONAL_COLUMNS = (
+    "cost_estimated",
+    "latency_s",
+    "response",
+    "input_price",
+    "output_price",
+    "descriptor",
+)
 
 
 def validate(frame: Any, source: str | Path) -> Any:
@@ -179,7 +187,7 @@ def to_routing_data(
 
 
 def _experts(df: Any, models: Sequence[str]) -> list[ExpertDescriptor]:
-    """Descriptors from the price columns; 0.0 where the data gives no price."""
+    """Descriptors from the price and descriptor columns; 0.0 / "" where the data has none."""
     has_prices = "input_price" in df.columns and "output_price" in df.columns
     experts = []
     for name in models:
@@ -189,5 +197,10 @@ def _experts(df: Any, models: Sequence[str]) -> list[ExpertDescriptor]:
             out = float(rows["output_price"].dropna().iloc[0])
         else:
             inp = out = 0.0
-        experts.append(ExpertDescriptor(name=name, input_price=inp, output_price=out))
+        text = ""
+        if "descriptor" in df.columns and rows["descriptor"].notna().any():
+            text = str(rows["descriptor"].dropna().iloc[0])
+        experts.append(
+            ExpertDescriptor(name=name, input_price=inp, output_price=out, descriptor=text)
+        )
     return experts

@@ -39,7 +39,14 @@ from router.policy import choose
 from training import metrics
 from training.errors import UnknownRouterError
 
-__all__ = ["COST_WEIGHTS", "RouterResult", "build_router", "evaluate_scores", "sweep"]
+__all__ = [
+    "COST_WEIGHTS",
+    "RouterResult",
+    "build_router",
+    "evaluate_curve",
+    "evaluate_scores",
+    "sweep",
+]
 
 #: The λ sweep: 0, then log-spaced; λ is relative to the dataset's `cost_scale_usd`.
 COST_WEIGHTS: tuple[float, ...] = (0.0, *np.logspace(-3, 1.5, 91).tolist())
@@ -113,8 +120,16 @@ def evaluate_scores(
 ) -> RouterResult:
     """Metrics of one router's predicted `quality` (n, m) on the test `data`."""
     curve, picks = sweep(quality, data, cost_scale, weights)
+    return evaluate_curve(curve, picks, data, kind)
+
+
+def evaluate_curve(
+    curve: list[list[float]], picks: list[np.ndarray], data: RoutingData, kind: str = "router"
+) -> RouterResult:
+    """Metrics of operating points `[[mean_cost, accuracy, λ], ...]` on `data`; `picks[i]` is
+    the expert whose answer each query got at point i (for per-task accuracy)."""
     refs = _refs(data)
-    points = [(c, a) for c, a, _ in curve]
+    points = [(c, a) for c, a, *_ in curve]
     best_acc, best_cost = float(refs.acc[refs.best]), float(refs.cost[refs.best])
     weak_acc = float(refs.acc[refs.weak])
     at_cost = metrics.acc_at_cost(points, best_cost)

@@ -11,11 +11,13 @@ from router.base import Router
 from router.data import RoutingData
 from training.dataset import costs_are_estimated, read_dataset, to_routing_data
 from training.embed import embed_prompts
+from training.errors import CoeTrainingError
 from training.evaluate import RouterResult, build_router, evaluate_scores, reference_results
 from training.report import build_report, write_report
+from training.rl_eval import evaluate_steps, is_multi_step
 from training.tokens import DEFAULT_OUTPUT_TOKENS
 
-__all__ = ["fit_router", "run_eval", "train_router"]
+__all__ = ["family_params", "fit_router", "run_eval", "train_router"]
 
 #: Names `coe eval` computes as references on the test set rather than as trained routers.
 REFERENCES = ("best_single", "oracle")
@@ -32,6 +34,26 @@ def fit_router(
     return fitted
 
 
+def family_params(
+    name: str, params: dict[str, Any], cost_weight: float | None, out: Path
+) -> dict[str, Any]:
+    """`params` plus what `coe train` options mean for family `name`: `--cost-weight` for a
+    family trained with cost in its objective, and a run folder beside `out` for one that
+    writes checkpoints and learning curves (`router.pkl` → `router_run/`)."""
+    accepted = inspect.signature(type(build_router(name)).__init__).parameters
+    hyper = dict(params)
+    if cost_weight is not None:
+        if "cost_weight" not in accepted:
+            raise CoeTrainingError(
+                f"--cost-weight applies to routers trained with cost in the objective (rl), "
+                f"not {name!r}: give the cost weight when serving or evaluating instead"
+            )
+        hyper["cost_weight"] = cost_weight
+    if "run_dir" in accepted and "run_dir" not in hyper:
+        hyper["run_dir"] = str(out.with_name(f"{out.stem}_run"))
+    return hyper
+
+
 def train_router(
     train_file: Path, name: str, params: dict[str, Any], seed: int, cache_dir: Path | None
 ) -> Router:
@@ -43,6 +65,8 @@ def train_router(
         if router.uses_embeddings
         else None
     )
+    if getattr(router, "progress", False):  # the family shows its own progress bar
+        return fit_router(name, data, embeddings, params, seed)
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
@@ -74,6 +98,8 @@ def run_eval(
             continue
         router = fit_router(name, train, x_train, {}, seed)
         results[name] = evaluate_scores(router.score(x_test, test.prompts), test, cost_scale)
+        if is_multi_step(router):  # a policy that may call several experts: run its episodes
+            results[f"{name}-steps"] = evaluate_steps(router, x_test, test)
     results.update(reference_results(test, cost_scale))
     estimated = costs_are_estimated(train_frame) or costs_are_estimated(test_frame)
     dataset = {

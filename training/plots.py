@@ -22,7 +22,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for name, entry in report["routers"].items():
-        curve = sorted((c, a) for c, a, _ in entry["curve"])
+        curve = sorted((c, a) for c, a, *_ in entry["curve"])
         if name == "best_single":
             continue
         style = "--" if name == "oracle" else "-"

@@ -78,6 +78,7 @@ def _split(
                     "cost_estimated": True,
                     "input_price": inp,
                     "output_price": out,
+                    "descriptor": str(price.get("feature") or ""),
                 }
             )
     return rows

@@ -1,0 +1,276 @@
+"""The RL router: routing as a sequence of decisions, trained by reinforcement learning.
+
+Router-R1's idea on a CPU budget: an episode routes one query; at each step the policy calls an
+expert or stops, and the reward is the final answer's score − λ·cost (`router.rl_env`). The
+policy is a small network over the query embedding and each candidate's *descriptor* (prices,
+parameter count, an embedding of its free-text description; `router.rl_net`), trained by
+REINFORCE with a learned baseline (`router.rl_train`, which says why not PPO) on episodes
+simulated from recorded benchmark outcomes. Because experts are seen only through descriptors, a
+pool may contain experts the router never saw in training (`set_experts`).
+
+Three ways to use it:
+
+- `score(embeddings, queries)`: predicted quality per expert (the network's supervised head), so
+  the RL router also works as a one-shot router under `Policy` and in `coe eval`;
+- `plan(embedding, est_costs, ...)`: the multi-step plan (the experts the policy would call, in
+  order, never past `budget`); `rollout` runs it over a recorded dataset for evaluation;
+- `start(...)`: a live episode the gateway drives step by step (a cascade), and `learn(...)`,
+  the contextual-bandit update from a client's feedback (`router.rl_online`).
+
+Weights are numpy arrays; torch is imported only by `fit`.
+
+Example::
+
+    router = RLRouter(cost_weight=0.1, iterations=600).fit(data, embeddings)
+    router.plan(embeddings[0], data.costs[0], budget=1e-4)    # e.g. ["gemma-2-9b-it"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from router.base import Router, register
+from router.data import RoutingData
+from router.descriptor import ExpertDescriptor
+from router.rl_env import EpisodeState, RecordedEnv, advance, new_state, observe, valid_actions
+from router.rl_net import NetOutput, forward, quality_logits
+
+__all__ = ["RLRouter", "descriptor_features", "parameter_count_b"]
+
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*(b|billion)\b", re.IGNORECASE)
+
+
+def parameter_count_b(expert: ExpertDescriptor) -> float | None:
+    """Billions of parameters, read from the name (`llama-3.1-8b`) or the descriptor text."""
+    for text in (expert.name.replace("-", " "), expert.descriptor):
+        found = _SIZE.search(text)
+        if found:
+            return float(found.group(1))
+    return None
+
+
+def _embed_descriptors(texts: list[str], kind: str) -> np.ndarray:
+    if kind == "hashing":
+        from router.embedder import HashingEmbedder
+
+        return HashingEmbedder(dim=32).embed(texts)
+    if kind == "minilm":
+        from router.embedder import load_embedder
+
+        return load_embedder(cache_dir=None).embed(texts)
+    raise ValueError(f"descriptor_embedder must be 'minilm' or 'hashing', not {kind!r}")
+
+
+def descriptor_features(experts: Sequence[ExpertDescriptor], kind: str) -> np.ndarray:
+    """`(m, f)`: the descriptor text's embedding, log prices, log size (+ known flag), context."""
+    texts = [e.descriptor or e.name for e in experts]
+    vectors = _embed_descriptors(texts, kind)
+    rows = []
+    for e, v in zip(experts, vectors, strict=True):
+        size = parameter_count_b(e)
+        extra = [
+            math.log1p(e.input_price),
+            math.log1p(e.output_price),
+            math.log(size) / 4.0 if size else 0.0,
+            1.0 if size else 0.0,
+            math.log(max(e.context_length, 1)) / 10.0,
+        ]
+        rows.append(np.concatenate([np.asarray(v, dtype=np.float64), extra]))
+    return np.stack(rows)
+
+
+@register
+class RLRouter(Router):
+    """A descriptor-conditioned policy trained by REINFORCE on simulated routing episodes.
+
+    `cost_weight` is the λ trained most and used when a request names none;
+    `cost_weight_range` the λ the policy learns to handle besides. `run_dir`, when set, gets
+    checkpoints (`checkpoint_<iteration>.npz`), `history.json` and `learning_curve.png`.
+    """
+
+    name = "rl"
+
+    def __init__(
+        self,
+        cost_weight: float = 0.1,
+        max_calls: int = 3,
+        hidden: int = 64,
+        iterations: int = 600,
+        batch_size: int = 512,
+        lr: float = 3e-3,
+        entropy: float = 0.02,
+        cost_weight_range: tuple[float, float] = (0.003, 3.0),
+        descriptor_embedder: str = "minilm",
+        run_dir: str | None = None,
+        checkpoint_every: int = 100,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.cost_weight = cost_weight
+        self.max_calls = max_calls
+        self.hidden = hidden
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.lr = lr
+        self.entropy = entropy
+        self.cost_weight_range = cost_weight_range
+        self.descriptor_embedder = descriptor_embedder
+        self.run_dir = run_dir
+        self.checkpoint_every = checkpoint_every
+        self.seed = seed
+        self.progress = progress
+
+    # -- training ---------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: RoutingData,
+        embeddings: np.ndarray,
+        answer_features: np.ndarray | None = None,
+    ) -> Self:
+        """Train on episodes simulated from `data` (`answer_features`: `(n, m, k)`, optional)."""
+        from router.rl_train import TrainConfig, plot_learning_curve, train_policy
+
+        super().fit(data, embeddings)
+        experts = list(data.experts) or [ExpertDescriptor(m, 0.0, 0.0) for m in data.models]
+        self.trained_experts_ = {e.name: e for e in experts}
+        features = descriptor_features(experts, self.descriptor_embedder)
+        self.trained_features_ = {e.name: features[j] for j, e in enumerate(experts)}
+        self.expert_matrix_ = features
+        assert self.cost_scale_ is not None
+        env = RecordedEnv(
+            data.scores, data.costs, self.cost_scale_, self.max_calls, answer_features
+        )
+        self.n_answer_features_ = env.n_answer_features
+        cfg = TrainConfig(
+            hidden=self.hidden,
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            entropy=self.entropy,
+            cost_weight=self.cost_weight,
+            cost_weight_range=tuple(self.cost_weight_range),  # type: ignore[arg-type]
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+            progress=self.progress,
+        )
+        run_dir = Path(self.run_dir) if self.run_dir else None
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+
+        def checkpoint(iteration: int, params: dict[str, np.ndarray]) -> None:
+            if run_dir is not None:
+                np.savez(run_dir / f"checkpoint_{iteration:05d}.npz", **params)  # type: ignore[arg-type]
+
+        x = np.asarray(embeddings, dtype=np.float64)
+        self.params_, self.history_ = train_policy(x, features, env, cfg, checkpoint)
+        self.online_: dict[str, np.ndarray] = {}
+        self.online_updates_ = 0
+        if run_dir is not None:
+            (run_dir / "history.json").write_text(json.dumps(self.history_))
+            plot_learning_curve(self.history_, run_dir / "learning_curve.png")
+        return self
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    def set_experts(self, experts: Sequence[ExpertDescriptor]) -> Self:
+        """Route over `experts`: ones seen in training keep their trained descriptor features,
+        new ones are described by their own descriptor (prices, size, text)."""
+        new = [e for e in experts if e.name not in self.trained_features_]
+        fresh = descriptor_features(new, self.descriptor_embedder) if new else None
+        rows = []
+        for e in experts:
+            if e.name in self.trained_features_:
+                rows.append(self.trained_features_[e.name])
+            else:
+                assert fresh is not None
+                rows.append(fresh[new.index(e)])
+        self.models_ = [e.name for e in experts]
+        self.experts_ = list(experts)
+        self.expert_matrix_ = np.stack(rows) if rows else np.zeros((0, 0))
+        return self
+
+    def check_pool(self, experts: Sequence[ExpertDescriptor]) -> None:
+        """Adopt the live pool (see `set_experts`): the RL router scores any expert it has a
+        descriptor for, so unlike the other families it never refuses a pool."""
+        self.set_experts(experts)
+
+    def new_experts(self) -> list[str]:
+        """Experts of the current pool that training never saw."""
+        return [m for m in self.models_ if m not in self.trained_features_]
+
+    # -- inference --------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The network's parameters with online feedback updates applied."""
+        return {**self.params_, **self.online_}
+
+    def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+        x = np.asarray(embeddings, dtype=np.float64)
+        logits, _ = quality_logits(self.weights, x, self.expert_matrix_, _numpy())
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+    def step(
+        self, x: np.ndarray, est_costs: np.ndarray, state: EpisodeState
+    ) -> tuple[NetOutput, np.ndarray]:
+        """The network's output for `state` and the valid-action mask, `x` `(b, d)`."""
+        mask = valid_actions(state, est_costs, self.max_calls)
+        assert self.cost_scale_ is not None
+        glob, dyn = observe(state, est_costs, self.cost_scale_, self.max_calls)
+        out = forward(self.weights, np.asarray(x, dtype=np.float64), self.expert_matrix_, glob,
+                      dyn, mask)  # fmt: skip
+        return out, mask
+
+    def rollout(
+        self,
+        embeddings: np.ndarray,
+        env: RecordedEnv,
+        rows: np.ndarray,
+        cost_weight: float,
+        budget: float | None = None,
+    ) -> EpisodeState:
+        """Greedy episodes on recorded queries `rows` of `env` (for evaluation)."""
+        state = env.reset(rows, cost_weight, budget)
+        x = np.asarray(embeddings, dtype=np.float64)[rows]
+        for _ in range(self.max_calls + 1):
+            if state.done.all():
+                break
+            out, _ = self.step(x, env.est_costs(), state)
+            state, _ = env.step(state, np.asarray(out.logits.argmax(axis=1)))
+        return state
+
+    def plan(
+        self,
+        embedding: np.ndarray,
+        est_costs: np.ndarray,
+        cost_weight: float | None = None,
+        budget: float | None = None,
+    ) -> list[str]:
+        """Experts the policy would call for one query, in order, assuming each call costs its
+        estimate; the total never exceeds `budget`. Empty when no expert is affordable."""
+        lam = self.cost_weight if cost_weight is None else cost_weight
+        costs = np.asarray(est_costs, dtype=np.float64)[None, :]
+        state = new_state(1, len(self.models_), self.n_answer_features_, lam, budget)
+        calls: list[str] = []
+        for _ in range(self.max_calls + 1):
+            out, _ = self.step(np.asarray(embedding)[None, :], costs, state)
+            action = int(out.logits[0].argmax())
+            if action >= len(self.models_):
+                break
+            calls.append(self.models_[action])
+            state = advance(state, np.array([action]), costs[:, action])
+        return calls
+
+
+def _numpy() -> Any:
+    from router.rl_net import NUMPY_OPS
+
+    return NUMPY_OPS

@@ -1,0 +1,286 @@
+"""Training the RL router's policy: REINFORCE with a learned baseline, on a CPU, in torch.
+
+Why REINFORCE with a baseline and not PPO: an episode is at most `max_calls + 1` steps and the
+simulator (`router.rl_env.RecordedEnv`) costs microseconds, so fresh on-policy samples are
+free. PPO's clipped surrogate exists to reuse expensive samples for several epochs safely; here
+we simply draw a new batch of episodes every step. REINFORCE with a learned state-value baseline
+(the advantage is return − V(s)) is unbiased, has no ratio-clipping or epoch hyperparameters to
+tune, and with batches of hundreds of episodes its variance is small. An entropy bonus (decayed
+to a tenth over training) keeps early exploration; the quality head is trained by binary
+cross-entropy on the recorded scores beside it (an auxiliary loss that gives the policy a
+supervised reading of each expert's chance on the query).
+
+Each episode draws its own λ: half the time the router's `cost_weight`, else log-uniform over
+`cost_weight_range`. The policy sees λ, so one training run serves (and `coe eval` sweeps) a
+whole cost-quality curve, with the requested λ trained most.
+
+Deterministic given the seed: numpy draws the batches and λ, torch (seeded, one thread while
+training) draws the actions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.rl_env import RecordedEnv
+from router.rl_net import Ops, forward, param_shapes
+
+__all__ = ["TrainConfig", "plot_learning_curve", "train_policy"]
+
+#: Called with (iteration, numpy parameters) at each checkpoint.
+Checkpoint = Callable[[int, dict[str, np.ndarray]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int = 64
+    iterations: int = 600
+    batch_size: int = 512
+    lr: float = 3e-3
+    entropy: float = 0.02
+    value_coef: float = 0.5
+    quality_coef: float = 1.0
+    cost_weight: float = 0.1
+    cost_weight_range: tuple[float, float] = (0.003, 3.0)
+    seed: int = 0
+    checkpoint_every: int = 100
+    progress: bool = True
+
+
+def _torch_ops() -> Ops:
+    import torch
+
+    return Ops(
+        tanh=torch.tanh,
+        relu=torch.relu,
+        cat=lambda parts, axis: torch.cat(parts, dim=axis),
+        where=lambda cond, a, fill: torch.where(cond, a, torch.full_like(a, fill)),
+        broadcast_to=torch.broadcast_to,
+        einsum=torch.einsum,
+    )
+
+
+def _init(shapes: dict[str, tuple[int, ...]], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    params = {}
+    for name, shape in shapes.items():
+        if len(shape) == 2 or name.startswith("w"):
+            params[name] = rng.normal(0.0, 1.0 / math.sqrt(shape[0]), shape)
+        else:
+            params[name] = np.zeros(shape)
+    return params
+
+
+def _sample_lambda(cfg: TrainConfig, rng: np.random.Generator, b: int) -> np.ndarray:
+    lo, hi = cfg.cost_weight_range
+    spread = np.exp(rng.uniform(math.log(lo), math.log(hi), b))
+    return np.where(rng.random(b) < 0.5, cfg.cost_weight, spread)
+
+
+def train_policy(
+    x: np.ndarray,
+    experts: np.ndarray,
+    env: RecordedEnv,
+    cfg: TrainConfig,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    """Train on `env`'s recorded queries; `x[i]` embeds query i, `experts` the descriptors.
+
+    Returns the parameters as numpy arrays and one history row per iteration (mean return,
+    final score, cost in USD, calls per episode, losses).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(x, experts, env, cfg, checkpoint, torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    x: np.ndarray,
+    experts: np.ndarray,
+    env: RecordedEnv,
+    cfg: TrainConfig,
+    checkpoint: Checkpoint | None,
+    torch: Any,
+) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    ops = _torch_ops()
+    k = env.n_answer_features
+    shapes = param_shapes(x.shape[1], experts.shape[1], 5 + 2 * k, 3 + k, cfg.hidden)
+    params = {
+        n: torch.tensor(v, dtype=torch.float32, requires_grad=True)
+        for n, v in _init(shapes, rng).items()
+    }
+    opt = _Adam(list(params.values()), cfg.lr, torch)
+    xt = torch.tensor(x, dtype=torch.float32)
+    et = torch.tensor(experts, dtype=torch.float32)
+    scores = torch.tensor(env.scores, dtype=torch.float32)
+    history: list[dict[str, float]] = []
+
+    def export() -> dict[str, np.ndarray]:
+        return {n: v.detach().numpy().astype(np.float64).copy() for n, v in params.items()}
+
+    bar, task = _progress(cfg)
+    try:
+        for it in range(cfg.iterations):
+            beta = cfg.entropy * (1.0 - 0.9 * it / max(1, cfg.iterations - 1))
+            loss, row = _iteration(params, xt, et, scores, env, cfg, rng, ops, torch, beta)
+            loss.backward()
+            opt.step()
+            history.append({"iteration": float(it), **row})
+            if bar is not None:
+                bar.update(task, advance=1, description=f"rl: return {row['return']:.3f}")
+            done = it + 1
+            if checkpoint and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+                checkpoint(done, export())
+    finally:
+        if bar is not None:
+            bar.stop()
+    return export(), history
+
+
+class _Adam:
+    """Adam with global gradient-norm clipping at 1. Written out because `torch.optim` imports
+    torch._dynamo on first use, six seconds of a CPU-minutes budget."""
+
+    def __init__(self, params: list[Any], lr: float, torch: Any) -> None:
+        self.params, self.lr, self.torch, self.t = params, lr, torch, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self) -> None:
+        torch = self.torch
+        self.t += 1
+        with torch.no_grad():
+            grads = [p.grad for p in self.params]
+            norm = torch.sqrt(sum((g * g).sum() for g in grads))
+            clip = min(1.0, 1.0 / (float(norm) + 1e-6))
+            for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+                g = g * clip
+                m.mul_(0.9).add_(g, alpha=0.1)
+                v.mul_(0.999).addcmul_(g, g, value=0.001)
+                m_hat = m / (1 - 0.9**self.t)
+                v_hat = v / (1 - 0.999**self.t)
+                p.sub_(self.lr * m_hat / (v_hat.sqrt() + 1e-8))
+                p.grad = None
+
+
+def _progress(cfg: TrainConfig) -> tuple[Any, Any]:
+    if not cfg.progress:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar.start()
+    return bar, bar.add_task("rl", total=cfg.iterations)
+
+
+def _iteration(
+    params: dict[str, Any],
+    xt: Any,
+    et: Any,
+    scores: Any,
+    env: RecordedEnv,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    ops: Ops,
+    torch: Any,
+    beta: float,
+) -> tuple[Any, dict[str, float]]:
+    """Roll out one batch of episodes and build the loss."""
+    n = len(env.scores)
+    rows = rng.integers(0, n, cfg.batch_size)
+    state = env.reset(rows, _sample_lambda(cfg, rng, cfg.batch_size))
+    xb = xt[torch.from_numpy(rows)]
+    logps, ents, values, rewards, actives = [], [], [], [], []
+    quality = None
+    for _ in range(env.max_calls + 1):
+        if state.done.all():
+            break
+        mask = env.valid(state)
+        glob, dyn = env.observe(state)
+        out = forward(
+            params,
+            xb,
+            et,
+            torch.tensor(glob, dtype=torch.float32),
+            torch.tensor(dyn, dtype=torch.float32),
+            torch.from_numpy(mask),
+            ops,
+        )
+        quality = out.quality if quality is None else quality
+        logp_all = torch.log_softmax(out.logits, dim=1)
+        action = torch.multinomial(logp_all.exp().detach(), 1).squeeze(1)
+        logps.append(logp_all.gather(1, action[:, None]).squeeze(1))
+        probs = logp_all.exp()
+        ents.append(-(probs * torch.where(probs > 0, logp_all, torch.zeros_like(logp_all))).sum(1))
+        values.append(out.value)
+        actives.append(torch.from_numpy(~state.done))
+        state, reward = env.step(state, action.numpy())
+        rewards.append(reward)
+    if not state.done.all():  # out of steps: stop and collect the answer's score
+        state, reward = env.step(state, np.full(len(rows), env.n_models))
+        rewards[-1] = rewards[-1] + reward
+    returns = torch.tensor(np.cumsum(np.stack(rewards)[::-1], axis=0)[::-1].copy()).float()
+    logp, ent, value = torch.stack(logps), torch.stack(ents), torch.stack(values)
+    active = torch.stack(actives).float()
+    count = active.sum().clamp(min=1.0)
+    advantage = (returns - value).detach()
+    loss_pi = -(logp * advantage * active).sum() / count
+    loss_v = (((value - returns) ** 2) * active).sum() / count
+    loss_ent = (ent * active).sum() / count
+    assert quality is not None
+    loss_q = torch.nn.functional.binary_cross_entropy_with_logits(quality, scores[rows])
+    loss = loss_pi + cfg.value_coef * loss_v - beta * loss_ent + cfg.quality_coef * loss_q
+    final = env.final_scores(state)
+    return loss, {
+        "return": float(returns[0].mean()),
+        "score": float(final.mean()),
+        "cost_usd": float(state.spent.mean()),
+        "calls": float(state.n_calls.mean()),
+        "loss_value": float(loss_v.detach()),
+        "loss_quality": float(loss_q.detach()),
+        "entropy": float(loss_ent.detach()),
+    }
+
+
+def plot_learning_curve(history: list[dict[str, float]], path: Path) -> Path:
+    """Return, final score, cost and calls per episode over training iterations, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+    panels = (
+        ("return", "return (score − λ·cost/scale)"),
+        ("score", "final answer's score"),
+        ("cost_usd", "cost per episode, USD"),
+        ("calls", "calls per episode"),
+    )
+    for ax, (key, label) in zip(axes.flat, panels, strict=True):
+        ys = np.asarray([h[key] for h in history])
+        ax.plot(its, ys, linewidth=0.6, alpha=0.4)
+        window = max(1, len(ys) // 30)
+        smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
+        ax.plot(its[window - 1 :], smooth, linewidth=1.5)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("iteration")
+    fig.suptitle("RL router training (λ drawn per episode; REINFORCE + learned baseline)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

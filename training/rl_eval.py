@@ -1,0 +1,49 @@
+"""Evaluating a multi-step router (`rl`) by running its policy on the test set.
+
+A one-shot router is evaluated from its predicted quality (`training.evaluate.sweep`); a policy
+that may call several experts is evaluated by running its episodes on the recorded test outcomes
+at each λ of the sweep: a point is (mean USD spent over every call, mean score of the answer
+returned). `coe eval` reports it as `<name>-steps` beside the router's one-shot entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from router.data import RoutingData
+from router.rl_env import RecordedEnv
+from training.evaluate import COST_WEIGHTS, RouterResult, evaluate_curve
+
+__all__ = ["evaluate_steps", "is_multi_step"]
+
+
+def is_multi_step(router: Any) -> bool:
+    """Whether `router` runs episodes itself (has `rollout`), rather than scoring once."""
+    return callable(getattr(router, "rollout", None))
+
+
+def evaluate_steps(
+    router: Any,
+    embeddings: np.ndarray,
+    data: RoutingData,
+    weights: Sequence[float] = COST_WEIGHTS,
+    budget: float | None = None,
+) -> RouterResult:
+    """Metrics of `router`'s greedy episodes on `data` as λ sweeps `weights`.
+
+    The curve's rows carry a fourth value, the mean number of calls per query.
+    """
+    env = RecordedEnv(data.scores, data.costs, router.cost_scale_, router.max_calls)
+    rows = np.arange(len(data))
+    curve, picks = [], []
+    for w in weights:
+        state = router.rollout(embeddings, env, rows, float(w), budget)
+        final = env.final_scores(state)
+        curve.append(
+            [float(state.spent.mean()), float(final.mean()), float(w), float(state.n_calls.mean())]
+        )
+        picks.append(np.maximum(state.last, 0))
+    return evaluate_curve(curve, picks, data)
