@@ -4,7 +4,8 @@ When the request's router runs live episodes (`rl`), the gateway asks it step by
 expert to call next or whether to answer; the answer is the last expert's. An expert that fails
 is skipped (the policy picks among the rest). `coe.max_cost_usd` is a hard cap: the policy is
 never offered an expert whose estimated cost does not fit what is left, and each call's
-`max_tokens` is cut so that even its worst-case completion fits. The response's `coe.steps`
+`max_tokens` is cut so that even its worst case fits (the prompt counted at its upper bound,
+one token a byte, and the whole completion). The response's `coe.steps`
 lists every call with its expert, cost and predicted quality. Streams use the one-shot path.
 """
 
@@ -23,7 +24,7 @@ from api.schemas import ChatCompletionRequest
 from experts.errors import ExpertError
 from experts.fallback import Attempt
 from experts.live import LivePool
-from router.query import estimate_tokens
+from router.query import estimate_tokens, max_prompt_tokens
 from router.rl import RLRouter
 from router.rl_online import LiveEpisode, Trace
 
@@ -73,6 +74,7 @@ class Cascade:
         options = request.coe
         body = request.upstream_body(self.default_max_tokens)
         prompt = estimate_tokens(body["messages"])
+        worst_prompt = max_prompt_tokens(body["messages"])  # the cap holds whatever it counts
         costs = np.array([decision.estimated_cost_usd[m] for m in router.models_])
         episode = LiveEpisode(
             router,
@@ -88,7 +90,9 @@ class Cascade:
         attempts: list[Attempt] = []
         answer: Json | None = None
         while (expert := episode.next_expert()) is not None:
-            tokens = self._affordable_tokens(expert, prompt, episode.remaining, body["max_tokens"])
+            tokens = self._affordable_tokens(
+                expert, worst_prompt, episode.remaining, body["max_tokens"]
+            )
             if tokens < 1:
                 episode.skip(expert)
                 continue

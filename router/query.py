@@ -42,6 +42,14 @@ def routing_text(messages: Sequence[Mapping[str, Any]], max_chars: int = MAX_ROU
     return joined[-max_chars:]
 
 
+def max_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """An upper bound on a prompt's token count, for hard cost caps: byte-level BPE and
+    SentencePiece with byte fallback never make more tokens than UTF-8 bytes, and a chat
+    template adds a handful per message (16 is generous for ChatML, Llama and Gemma)."""
+    size = sum(len(_content_text(m.get("content")).encode()) for m in messages)
+    return size + 16 * len(messages) + 16
+
+
 def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     """A rough prompt token count (4 characters a token) for cost estimates before a call."""
     chars = sum(len(_content_text(m.get("content"))) for m in messages)
