@@ -21,7 +21,6 @@ from api.errors import (
     InvalidRequest,
     ModelNotFound,
     NoExpertAvailable,
-    NotImplementedYet,
     RejectedByExpert,
     UpstreamTimeout,
     error_body,
@@ -56,8 +55,11 @@ class CoeMeta:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    #: coe-compose only: strategy, every sub-answer with its cost, failures (`api.compose`).
+    compose: Json | None = None
 
     def as_json(self) -> Json:
+        composed = {"compose": self.compose} if self.compose is not None else {}
         return {
             "experts": self.experts,
             "tried": [a.as_json() for a in self.tried],
@@ -70,7 +72,7 @@ class CoeMeta:
             },
             "cost_usd": self.cost_usd,
             "latency_ms": round(self.latency_ms, 2),
-        }
+        } | composed
 
     def headers(self, final: bool = True) -> dict[str, str]:
         headers = {
@@ -138,6 +140,9 @@ class ChatService:
         self.routing = routing
         self.settings = settings
         self.store = store
+        from api.compose import ComposeService  # it builds on this module's CoeMeta
+
+        self.composer = ComposeService(pool, routing, settings)
 
     async def _log(self, record: RequestRecord, request: ChatCompletionRequest) -> None:
         if self.settings.log_prompts:
@@ -159,13 +164,7 @@ class ChatService:
         """Experts to try, in order, and the routing decision when a router made one."""
         if request.model in self.pool.engines:
             return [request.model], None
-        if request.model == "coe-compose":
-            raise NotImplementedYet(
-                "coe-compose (several experts and an aggregator) is not available in this "
-                "version; use coe-auto or an expert's name",
-                param="model",
-            )
-        if request.model != "coe-auto":
+        if request.model not in VIRTUAL_MODELS:
             raise ModelNotFound(
                 f"model {request.model!r} does not exist; valid models: "
                 f"{', '.join(self.model_names())}",
@@ -245,6 +244,8 @@ class ChatService:
         return JSONResponse(answer, headers=headers)
 
     async def _complete(self, request: ChatCompletionRequest) -> tuple[Json, CoeMeta]:
+        if request.model == "coe-compose":
+            return await self.composer.complete(request)
         started = time.perf_counter()
         ranked, decision = await self.plan(request)
         body = request.upstream_body(self.settings.default_max_tokens)
@@ -272,6 +273,8 @@ class ChatService:
     async def stream(self, request: ChatCompletionRequest) -> StreamingResponse:
         arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
         started = time.perf_counter()
+        if request.model == "coe-compose":
+            return await self._compose_stream(request, request_id, arrived)
         try:
             ranked, decision = await self.plan(request)
             body = request.upstream_body(self.settings.default_max_tokens)
@@ -300,6 +303,21 @@ class ChatService:
             self._logged(events, request, request_id, arrived, meta),
             media_type="text/event-stream",
             headers=headers,
+        )
+
+    async def _compose_stream(
+        self, request: ChatCompletionRequest, request_id: str, arrived: float
+    ) -> StreamingResponse:
+        try:
+            meta, events = await self.composer.stream(request, request_id)
+        except APIError as exc:
+            await self._log_failure(request, request_id, arrived, exc)
+            raise
+        headers = meta.headers(final=False) | {"x-request-id": request_id}
+        return StreamingResponse(
+            self._logged(events, request, request_id, arrived, meta),
+            media_type="text/event-stream",
+            headers=headers | {"cache-control": "no-cache"},
         )
 
     async def _logged(

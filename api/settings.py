@@ -6,7 +6,7 @@ Every setting is a field here; nothing else in coe reads the environment for con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,3 +52,16 @@ class Settings(BaseSettings):
         default=False, description="record prompts and answers in the request log"
     )
     log_level: str = "info"
+
+    compose_strategy: Literal["aggregate", "moa", "select", "vote"] = Field(
+        default="aggregate", description="coe-compose's strategy when a request names none"
+    )
+    compose_k: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=3, description="experts coe-compose recruits when a request sets no coe.k"
+    )
+    compose_layers: Annotated[int, Field(ge=1, le=8)] = Field(
+        default=2, description="rounds of proposers for the moa strategy"
+    )
+    compose_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="deadline for a whole composition (all its expert calls)"
+    )

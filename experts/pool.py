@@ -29,10 +29,11 @@ from typing import Annotated, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from experts.compose.templates import Templates
 from experts.errors import PoolConfigError
 from router.descriptor import ExpertDescriptor
 
-__all__ = ["VIRTUAL_MODELS", "ExpertConfig", "PoolConfig", "load_pool"]
+__all__ = ["VIRTUAL_MODELS", "ComposeConfig", "ExpertConfig", "PoolConfig", "load_pool"]
 
 #: Model names the gateway answers itself: routed to one expert, or composed from several.
 VIRTUAL_MODELS = ("coe-auto", "coe-compose")
@@ -107,11 +108,37 @@ class RouterConfig(BaseModel):
     cost_weight: Annotated[float, Field(ge=0)] = 0.0
 
 
+class ComposeConfig(BaseModel):
+    """How `coe-compose` picks its aggregator and judge, and the prompts it sends.
+
+    ::
+
+        compose:
+          aggregator: qwen-7b              # else the best by `aggregation_profile`, else routing
+          judge: qwen-7b                   # `select`'s judge; defaults to the aggregator
+          aggregation_profile: agg.json    # {expert: accuracy as aggregator}, by `coe profile`
+          templates: {select: "..."}       # see experts/compose/templates.py
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    aggregator: str | None = None
+    judge: str | None = None
+    aggregation_profile: Path | None = None
+    templates: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> Self:
+        Templates.with_overrides(self.templates)  # a ValueError names the template
+        return self
+
+
 class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     experts: Annotated[list[ExpertConfig], Field(min_length=1)]
     router: RouterConfig = Field(default_factory=RouterConfig)
+    compose: ComposeConfig = Field(default_factory=ComposeConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
@@ -122,6 +149,10 @@ class PoolConfig(BaseModel):
             if expert.name in seen:
                 raise ValueError(f"two experts are named {expert.name!r}")
             seen.add(expert.name)
+        for role in ("aggregator", "judge"):
+            named = getattr(self.compose, role)
+            if named is not None and named not in seen:
+                raise ValueError(f"compose.{role} {named!r} is not an expert of this pool")
         return self
 
 
@@ -162,6 +193,10 @@ def load_pool(path: str | Path) -> PoolConfig:
             f"{_field_path(err['loc'], data)}: {err['msg']}" for err in exc.errors()
         )
         raise PoolConfigError(f"{path}: invalid pool file: {problems}") from exc
+    profile = pool.compose.aggregation_profile
+    if profile is not None and not profile.is_absolute():
+        compose = pool.compose.model_copy(update={"aggregation_profile": path.parent / profile})
+        pool = pool.model_copy(update={"compose": compose})
     experts = [
         e.model_copy(update={"gguf": path.parent / e.gguf})
         if e.gguf is not None and not e.gguf.is_absolute()
