@@ -77,9 +77,8 @@ class ComposeService:
     def _role(self, named: str | None, ranked: list[str], down: set[str]) -> str | None:
         """The pool's named expert for a role, else the best aggregator by the profile, else
         the router's best-ranked expert; experts that are down only if nothing else is up."""
-        order = sorted(ranked, key=lambda e: -self.aggregation.get(e, float("-inf")))
-        if not self.aggregation:
-            order = list(ranked)
+        # sorted() is stable: without a profile (or among unprofiled experts) routing order holds
+        order = sorted(ranked, key=lambda e: -self.aggregation.get(e, -1.0))
         if named is not None:
             order = [named, *(e for e in order if e != named)]
         up = [e for e in order if e not in down]
@@ -88,7 +87,8 @@ class ComposeService:
     def _recruit(
         self,
         decision: RouteDecision,
-        plan: tuple[str, int, int],
+        strategy: str,
+        k: int,
         closer: str | None,
         messages: list[Json],
         budget: Budget,
@@ -97,7 +97,6 @@ class ComposeService:
         """The k best-ranked experts that are up whose first answers and the closing call
         (aggregator or judge, over their answers) fit `max_cost_usd`; moa adds layers later
         only while they fit."""
-        strategy, k, _ = plan
         down = self.pool.health.down()
         ranked = [e for e in decision.ranked if e not in down] or list(decision.ranked)
         estimate = self._estimate_cost(limit)
@@ -181,7 +180,7 @@ class ComposeService:
         aggregator = self._role(config.aggregator, list(decision.ranked), down)
         judge = self._role(config.judge or config.aggregator, list(decision.ranked), down)
         closer = judge if strategy == "select" else aggregator
-        recruited = self._recruit(decision, (strategy, k, layers), closer, messages, budget, limit)
+        recruited = self._recruit(decision, strategy, k, closer, messages, budget, limit)
         composition = Composition(
             self._call(body), budget, self._estimate_cost(limit), self.templates
         )
