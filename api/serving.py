@@ -340,6 +340,11 @@ class ChatService:
             if status == 499:
                 error, status = None, 200
         finally:
+            # Closing this generator does not close the one it iterates: do it, so that the
+            # relay's own `finally` closes the upstream stream and frees the expert's slot.
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
             await self._log(_record(request, request_id, arrived, meta, status, error), request)
 
     async def _relay(

@@ -358,3 +358,20 @@ async def test_bad_strategy_is_a_400(trio: Gateway) -> None:
     r = await compose(trio, strategy="telepathy")
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "coe.strategy"
+
+
+async def test_a_client_leaving_a_composed_stream_frees_the_aggregator(trio: Gateway) -> None:
+    from api.schemas import ChatCompletionRequest
+
+    trio.fakes["gamma"].enqueue("a b c d e f g h")
+    chat = trio.app.state.chat
+    request = ChatCompletionRequest.model_validate(
+        {"model": "coe-compose", "messages": QUESTION, "stream": True, "coe": {"k": 2}}
+    )
+    response = await chat.stream(request)
+    assert chat.pool.client.in_flight("gamma") == 1  # the aggregator's stream is open
+    body = response.body_iterator
+    assert b"chat.completion.chunk" in bytes(await anext(body))
+    await body.aclose()  # what Starlette does when the client goes away
+    assert chat.pool.client.in_flight("gamma") == 0
+    assert (await trio.app.state.store.requests())[-1].status == 499
