@@ -194,8 +194,14 @@ def load_pool(path: str | Path) -> PoolConfig:
         )
         raise PoolConfigError(f"{path}: invalid pool file: {problems}") from exc
     profile = pool.compose.aggregation_profile
-    if profile is not None and not profile.is_absolute():
-        compose = pool.compose.model_copy(update={"aggregation_profile": path.parent / profile})
+    if profile is not None:
+        profile = profile if profile.is_absolute() else path.parent / profile
+        if not profile.is_file():
+            raise PoolConfigError(
+                f"{path}: compose.aggregation_profile: no such file {profile} "
+                "(`coe profile` writes it as OUT/aggregation.json)"
+            )
+        compose = pool.compose.model_copy(update={"aggregation_profile": profile})
         pool = pool.model_copy(update={"compose": compose})
     experts = [
         e.model_copy(update={"gguf": path.parent / e.gguf})

@@ -334,6 +334,7 @@ async def test_aggregator_by_profile_and_templates_from_the_pool_file(tmp_path: 
         ({"aggregator": "nobody"}, "compose.aggregator 'nobody' is not an expert"),
         ({"templates": {"select": "pick one"}}, "lacks placeholder(s) {answers}, {n}"),
         ({"templates": {"judge": "{answers}"}}, "unknown template 'judge'"),
+        ({"aggregation_profile": "missing.json"}, "compose.aggregation_profile: no such file"),
     ],
 )
 def test_bad_compose_config_fails_at_load_naming_the_field(
