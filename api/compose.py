@@ -200,7 +200,7 @@ class ComposeService:
         created = int(time.time())
         if outcome.final_call is not None:
             expert, messages = outcome.final_call
-            final = SubAnswer(expert, "aggregator", 0)
+            final = SubAnswer(expert, "aggregator", 1 + max(a.layer for a in outcome.answers))
             outcome.answers.append(final)
             call_started = time.perf_counter()
             try:
@@ -235,7 +235,7 @@ class ComposeService:
         upstream = None
         if outcome.final_call is not None:
             expert, messages = outcome.final_call
-            final = SubAnswer(expert, "aggregator", 0)
+            final = SubAnswer(expert, "aggregator", 1 + max(a.layer for a in outcome.answers))
             outcome.answers.append(final)
             stream_body = {**body, "messages": messages, "stream_options": {"include_usage": True}}
             final_started = time.perf_counter()

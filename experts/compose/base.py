@@ -47,7 +47,11 @@ Estimate = Callable[[str, list[Json]], float]
 
 @dataclass
 class SubAnswer:
-    """One call made by a composition, successful or not."""
+    """One call made by a composition, successful or not.
+
+    `layer` counts rounds: proposers answer in layer 1 (moa's revisions in 2, 3, ...), and the
+    closing call (aggregator or judge) is the layer after the last.
+    """
 
     expert: str
     role: Role

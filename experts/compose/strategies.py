@@ -191,7 +191,7 @@ class Composition:
         if judge is None or not self._affordable([judge], prompt):
             outcome.notes.append("no affordable judge: fell back to a vote")
             return self._vote(outcome, answers, messages)
-        verdict = (await self.ask([judge], prompt, "judge", 1))[0]
+        verdict = (await self.ask([judge], prompt, "judge", 2))[0]
         choice = _choice(verdict.text, len(answers)) if verdict.ok else None
         if choice is None:
             why = verdict.error or f"judge answered {verdict.text[:80]!r}, not a number"

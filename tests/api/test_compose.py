@@ -104,7 +104,7 @@ async def test_moa_runs_layers_where_proposers_see_the_last_layer(trio: Gateway)
         ("beta", 1),
         ("alpha", 2),
         ("beta", 2),
-        ("gamma", 0),
+        ("gamma", 3),
     ]
     layer_two = trio.fakes["alpha"].requests[1]["messages"][0]["content"]
     assert "[1] 41" in layer_two and "[2] 42" in layer_two
