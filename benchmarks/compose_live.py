@@ -125,6 +125,7 @@ def table(rows: list[dict[str, Any]], modes: list[str]) -> str:
         by_mode[row["mode"]].append(row)
     tasks = sorted({r["task"] for r in rows})
     head = ["mode", "n", "accuracy", *tasks, "USD/question", "s/question", "calls", "errors"]
+    head.append("early stops")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode in modes:
         group = by_mode.get(mode, [])
@@ -145,6 +146,7 @@ def table(rows: list[dict[str, Any]], modes: list[str]) -> str:
             f"{sum(r['seconds'] for r in group) / n:.1f}",
             f"{sum(r.get('calls', 0) for r in group) / n:.1f}",
             str(sum(1 for r in group if r.get("error"))),
+            str(sum(1 for r in group if r.get("early_stopped"))),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -165,6 +167,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18510)
     parser.add_argument("--out", type=Path, default=Path("reports/compose-live.jsonl"))
     parser.add_argument("--modes", help="comma-separated; default: experts, coe-auto, strategies")
+    parser.add_argument(
+        "--report", action="store_true", help="only print the table of what --out holds"
+    )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     experts = [e.name for e in load_pool(args.pool).experts]
@@ -172,14 +177,22 @@ def main() -> None:
     modes = args.modes.split(",") if args.modes else default
     out = Path(args.out)
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    process, url = start_gateway(args)
-    try:
-        with out.open("a") as sink:
-            rows = asyncio.run(run(args, url, modes, done, sink))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    print(f"\n{len({r['query_id'] for r in rows})} questions, seed {args.seed}, k={args.k}")
+    rows = done
+    if not args.report:
+        process, url = start_gateway(args)
+        try:
+            with out.open("a") as sink:
+                rows = asyncio.run(run(args, url, modes, done, sink))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    # Compare modes on the same questions only: those every mode has answered.
+    answered: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        answered[row["query_id"]].add(row["mode"])
+    complete = {q for q, got in answered.items() if set(modes) <= got}
+    rows = [r for r in rows if r["query_id"] in complete and r["mode"] in modes]
+    print(f"\n{len(complete)} questions answered by every mode, seed {args.seed}, k={args.k}")
     print(table(rows, modes))
 
 
