@@ -106,5 +106,5 @@ class Store(ABC):
     async def feedback(self, since: float = 0.0, limit: int = 10_000) -> list[FeedbackRecord]:
         """Feedback with `ts >= since`, in the order received, at most the last `limit`."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: most stores hold nothing)
         """Release connections; the in-process store has none."""

@@ -62,9 +62,7 @@ async def test_a_stream_is_logged_when_it_ends_with_its_time_to_first_token(
 
 
 async def test_a_bad_request_is_logged_with_its_status(gateway: Gateway) -> None:
-    r = await gateway.client.post(
-        "/v1/chat/completions", json={"model": "nope", "messages": HELLO}
-    )
+    r = await gateway.client.post("/v1/chat/completions", json={"model": "nope", "messages": HELLO})
     assert r.status_code == 404
     [record] = await gateway.app.state.store.requests()
     assert record.status == 404 and record.model == "nope"
@@ -73,8 +71,9 @@ async def test_a_bad_request_is_logged_with_its_status(gateway: Gateway) -> None
 async def test_memory_store_is_bounded_and_filters_by_time() -> None:
     store = MemoryStore(max_requests=3)
     for i in range(5):
-        await store.log_request(RequestRecord(ts=float(i), request_id=f"r{i}", model="m",
-                                              status=200, latency_ms=1.0))
+        await store.log_request(
+            RequestRecord(ts=float(i), request_id=f"r{i}", model="m", status=200, latency_ms=1.0)
+        )
     assert [r.request_id for r in await store.requests()] == ["r2", "r3", "r4"]
     assert [r.request_id for r in await store.requests(since=3.0)] == ["r3", "r4"]
     assert [r.request_id for r in await store.requests(limit=1)] == ["r4"]
