@@ -98,7 +98,11 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
     app.state.metrics = metrics
     app.state.cache = _cache(settings, store, routing)
     app.state.guard = ChatGuard(
-        app.state.chat, store, Limiter(store, routing), metrics, app.state.cache
+        app.state.chat,
+        store,
+        Limiter(store, routing, app.state.chat.composer.max_calls),
+        metrics,
+        app.state.cache,
     )
     app.state.budgets = StoreBudgets(store, period_window)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import calendar
 import math
 import time
+from collections.abc import Callable
 
 from api.errors import BudgetExceeded, RateLimited
 from api.routing import RoutingService
@@ -42,9 +43,16 @@ def period_window(period: str, now: float) -> tuple[str, int, float]:
 
 
 class Limiter:
-    def __init__(self, store: Store, routing: RoutingService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        routing: RoutingService,
+        compose_calls: Callable[[ChatCompletionRequest], int] | None = None,
+    ) -> None:
         self.store = store
         self.routing = routing
+        #: How many expert calls a `coe-compose` request may make (its reservation scales).
+        self.compose_calls = compose_calls
 
     def estimate(self, request: ChatCompletionRequest) -> tuple[int, float]:
         """Tokens and the most USD this request may cost, before any expert is called."""
@@ -59,7 +67,14 @@ class Limiter:
             request.completion_limit or self.routing.expected_completion_tokens,
             self.routing.expected_completion_tokens,
         )
-        return estimate_tokens(messages) + completion, max(reachable)
+        calls = 1
+        if request.model == "coe-compose" and self.compose_calls is not None:
+            calls = self.compose_calls(request)
+        usd = calls * max(reachable)
+        cap = request.coe.max_cost_usd if request.coe else None
+        if cap is not None:  # the composition itself never spends past it
+            usd = min(usd, cap)
+        return calls * (estimate_tokens(messages) + completion), usd
 
     async def admit(
         self, key: ApiKey | None, request: ChatCompletionRequest, now: float | None = None

@@ -44,6 +44,15 @@ class CoeOptions(BaseModel):
     cost_weight: Annotated[float, Field(ge=0)] | None = None
     max_cost_usd: Annotated[float, Field(ge=0)] | None = None
     k: Annotated[int, Field(ge=1, le=16)] | None = None
+    strategy: Literal["aggregate", "moa", "select", "vote"] | None = Field(
+        default=None, description="coe-compose: how the k answers become one"
+    )
+    layers: Annotated[int, Field(ge=1, le=8)] | None = Field(
+        default=None, description="coe-compose with strategy moa: rounds of proposers"
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        default=None, description="coe-compose: deadline for the whole composition"
+    )
 
 
 class ChatCompletionRequest(BaseModel):

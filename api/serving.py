@@ -22,7 +22,6 @@ from api.errors import (
     InvalidRequest,
     ModelNotFound,
     NoExpertAvailable,
-    NotImplementedYet,
     RejectedByExpert,
     UpstreamTimeout,
     error_body,
@@ -68,9 +67,11 @@ class CoeMeta:
     steps: list[Json] = field(default_factory=list)
     #: A learning router's episode (not sent): what feedback on this request updates.
     trace: Any = None
+    #: coe-compose only: strategy, every sub-answer with its cost, failures (`api.compose`).
+    compose: Json | None = None
 
     def as_json(self) -> Json:
-        return ({"steps": self.steps} if self.steps else {}) | {
+        meta: Json = {
             "experts": self.experts,
             "tried": [a.as_json() for a in self.tried],
             "router": self.router,
@@ -84,6 +85,11 @@ class CoeMeta:
             "latency_ms": round(self.latency_ms, 2),
             "cache_hit": self.cache_hit,
         }
+        if self.steps:
+            meta["steps"] = self.steps
+        if self.compose is not None:
+            meta["compose"] = self.compose
+        return meta
 
     def headers(self, final: bool = True) -> dict[str, str]:
         headers = {
@@ -153,6 +159,9 @@ class ChatService:
         self.store = store
         self._finishing: set[asyncio.Task[None]] = set()
         self.cascade: Cascade | None = None  # set by the app when a learning router is loaded
+        from api.compose import ComposeService  # it builds on this module's CoeMeta
+
+        self.composer = ComposeService(pool, routing, settings)
 
     async def _log(
         self,
@@ -199,13 +208,7 @@ class ChatService:
         """Experts to try, in order, and the routing decision when a router made one."""
         if request.model in self.pool.engines:
             return [request.model], None
-        if request.model == "coe-compose":
-            raise NotImplementedYet(
-                "coe-compose (several experts and an aggregator) is not available in this "
-                "version; use coe-auto or an expert's name",
-                param="model",
-            )
-        if request.model != "coe-auto":
+        if request.model not in VIRTUAL_MODELS:
             raise ModelNotFound(
                 f"model {request.model!r} does not exist; valid models: "
                 f"{', '.join(self.model_names())}",
@@ -293,6 +296,8 @@ class ChatService:
         return JSONResponse(answer, headers=headers)
 
     async def _complete(self, request: ChatCompletionRequest) -> tuple[Json, CoeMeta]:
+        if request.model == "coe-compose":
+            return await self.composer.complete(request)
         started = time.perf_counter()
         ranked, decision = await self.plan(request)
         if self.cascade is not None and decision and self.cascade.applies(request, decision):
@@ -328,6 +333,8 @@ class ChatService:
         """Stream the answer to `request`; `key_id` and `on_end` as for `complete`."""
         arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
         started = time.perf_counter()
+        if request.model == "coe-compose":
+            return await self._compose_stream(request, request_id, arrived, key_id, on_end)
         try:
             ranked, decision = await self.plan(request)
             body = request.upstream_body(self.settings.default_max_tokens)
@@ -356,6 +363,26 @@ class ChatService:
             self._logged(events, request, request_id, arrived, meta, key_id, on_end),
             media_type="text/event-stream",
             headers=headers,
+        )
+
+    async def _compose_stream(
+        self,
+        request: ChatCompletionRequest,
+        request_id: str,
+        arrived: float,
+        key_id: str | None,
+        on_end: OnEnd | None,
+    ) -> StreamingResponse:
+        try:
+            meta, events = await self.composer.stream(request, request_id)
+        except APIError as exc:
+            await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
+            raise
+        headers = meta.headers(final=False) | {"x-request-id": request_id}
+        return StreamingResponse(
+            self._logged(events, request, request_id, arrived, meta, key_id, on_end),
+            media_type="text/event-stream",
+            headers=headers | {"cache-control": "no-cache"},
         )
 
     async def _logged(

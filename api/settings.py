@@ -114,3 +114,15 @@ class Settings(BaseSettings):
     feedback_learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.05, description="step size of a learning router's update per feedback"
     )
+    compose_strategy: Literal["aggregate", "moa", "select", "vote"] = Field(
+        default="aggregate", description="coe-compose's strategy when a request names none"
+    )
+    compose_k: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=3, description="experts coe-compose recruits when a request sets no coe.k"
+    )
+    compose_layers: Annotated[int, Field(ge=1, le=8)] = Field(
+        default=2, description="rounds of proposers for the moa strategy"
+    )
+    compose_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="deadline for a whole composition (all its expert calls)"
+    )

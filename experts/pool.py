@@ -30,10 +30,11 @@ from typing import Annotated, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from experts.compose.templates import Templates
 from experts.errors import PoolConfigError
 from router.descriptor import ExpertDescriptor
 
-__all__ = ["VIRTUAL_MODELS", "ExpertConfig", "PoolConfig", "load_pool"]
+__all__ = ["VIRTUAL_MODELS", "ComposeConfig", "ExpertConfig", "PoolConfig", "load_pool"]
 
 #: Model names the gateway answers itself: routed to one expert, or composed from several.
 VIRTUAL_MODELS = ("coe-auto", "coe-compose")
@@ -120,6 +121,31 @@ class RouterConfig(BaseModel):
     cost_weight: Annotated[float, Field(ge=0)] = 0.0
 
 
+class ComposeConfig(BaseModel):
+    """How `coe-compose` picks its aggregator and judge, and the prompts it sends.
+
+    ::
+
+        compose:
+          aggregator: qwen-7b              # else the best by `aggregation_profile`, else routing
+          judge: qwen-7b                   # `select`'s judge; defaults to the aggregator
+          aggregation_profile: agg.json    # {expert: accuracy as aggregator}, by `coe profile`
+          templates: {select: "..."}       # see experts/compose/templates.py
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    aggregator: str | None = None
+    judge: str | None = None
+    aggregation_profile: Path | None = None
+    templates: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> Self:
+        Templates.with_overrides(self.templates)  # a ValueError names the template
+        return self
+
+
 class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -130,6 +156,7 @@ class PoolConfig(BaseModel):
         description="how many local (llamacpp, vllm) experts may be in memory at once; "
         "unset: all of them. Remote (openai) experts do not count: they are always resident",
     )
+    compose: ComposeConfig = Field(default_factory=ComposeConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
@@ -140,6 +167,10 @@ class PoolConfig(BaseModel):
             if expert.name in seen:
                 raise ValueError(f"two experts are named {expert.name!r}")
             seen.add(expert.name)
+        for role in ("aggregator", "judge"):
+            named = getattr(self.compose, role)
+            if named is not None and named not in seen:
+                raise ValueError(f"compose.{role} {named!r} is not an expert of this pool")
         return self
 
 
@@ -180,6 +211,16 @@ def load_pool(path: str | Path) -> PoolConfig:
             f"{_field_path(err['loc'], data)}: {err['msg']}" for err in exc.errors()
         )
         raise PoolConfigError(f"{path}: invalid pool file: {problems}") from exc
+    profile = pool.compose.aggregation_profile
+    if profile is not None:
+        profile = profile if profile.is_absolute() else path.parent / profile
+        if not profile.is_file():
+            raise PoolConfigError(
+                f"{path}: compose.aggregation_profile: no such file {profile} "
+                "(`coe profile` writes it as OUT/aggregation.json)"
+            )
+        compose = pool.compose.model_copy(update={"aggregation_profile": profile})
+        pool = pool.model_copy(update={"compose": compose})
     experts = [
         e.model_copy(update={"gguf": path.parent / e.gguf})
         if e.gguf is not None and not e.gguf.is_absolute()

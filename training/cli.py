@@ -1,4 +1,4 @@
-"""`coe data import`, `coe train`, `coe eval`, `coe calibrate`: the training command line.
+"""`coe data import`, `coe train`, `coe eval`, `coe calibrate`, `coe profile`: the training CLI.
 
 `app` is a `typer.Typer`; the root `coe` CLI mounts it. Importing this module is cheap: pandas,
 scikit-learn and torch load inside the commands.
@@ -151,3 +151,58 @@ def calibrate(
     except CoeTrainingError as exc:
         raise _fail(exc) from exc
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def profile(
+    pool: Annotated[Path, typer.Option("--pool", help="Pool file (YAML) of the experts.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (resumed if present).")],
+    bench: Annotated[
+        str, typer.Option(help="Comma-separated benches (see training/benchsets.py).")
+    ] = "gsm8k,mmlu_pro,medmcqa,gpqa,humaneval",
+    n: Annotated[int, typer.Option(min=1, help="Questions per bench (a seeded sample).")] = 20,
+    data_dir: Annotated[
+        Path, typer.Option(help="The benchsets folder with the gold-answer files.")
+    ] = Path("../shared/data/benchsets"),
+    seed: Annotated[int, typer.Option(help="Seed of the question sample.")] = 0,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Completion limit per call.")] = 512,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Calls in flight per expert; default its pool's.")
+    ] = None,
+    aggregation: Annotated[
+        bool, typer.Option(help="Also measure each expert as aggregator of the others.")
+    ] = True,
+    aggregation_n: Annotated[
+        int | None, typer.Option(min=1, help="Questions per bench for the aggregation profile.")
+    ] = None,
+    work_dir: Annotated[Path, typer.Option(help="Local experts' logs and weights.")] = Path(".coe"),
+    read_timeout_s: Annotated[float, typer.Option(help="Per call, seconds.")] = 300.0,
+) -> None:
+    """Run every expert of a pool on gold-answer questions, grade, and write a routing dataset
+    (OUT/dataset.parquet, for `coe train`) and the aggregation profile (OUT/aggregation.json)."""
+    import asyncio
+
+    from experts.errors import EngineStartError, PoolConfigError
+    from training.errors import CoeTrainingError
+    from training.profile_cli import run_profile
+
+    benches = [b.strip() for b in bench.split(",") if b.strip()]
+    try:
+        asyncio.run(
+            run_profile(
+                pool,
+                benches,
+                n,
+                data_dir,
+                out,
+                seed=seed,
+                max_tokens=max_tokens,
+                concurrency=concurrency,
+                aggregation=aggregation,
+                aggregation_n=aggregation_n,
+                work_dir=work_dir,
+                read_timeout_s=read_timeout_s,
+            )
+        )
+    except (CoeTrainingError, PoolConfigError, EngineStartError) as exc:
+        raise _fail(exc) from exc

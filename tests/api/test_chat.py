@@ -171,14 +171,6 @@ async def test_max_cost_excludes_dear_experts(gateway: Gateway) -> None:
     assert [t["expert"] for t in r.json()["error"]["tried"]] == ["alpha"]
 
 
-async def test_compose_is_listed_but_says_it_is_not_available(gateway: Gateway) -> None:
-    r = await gateway.client.post(
-        "/v1/chat/completions", json={"model": "coe-compose", "messages": HELLO}
-    )
-    assert r.status_code == 501
-    assert r.json()["error"]["param"] == "model"
-
-
 async def test_client_disconnect_closes_the_upstream_stream(gateway: Gateway) -> None:
     from api.schemas import ChatCompletionRequest
 

@@ -124,3 +124,20 @@ async def test_a_stream_is_logged_with_its_key_and_settled_on_redis(
         # the reservation was settled: what stays charged is what the record says it cost
         spent = await gw.app.state.store.spent_nano_usd(key_id, period)
         assert spent == nano_usd(record.cost_usd)
+
+
+def test_a_composition_reserves_every_call_it_may_make(gateway: Gateway) -> None:
+    limiter = gateway.app.state.guard.limiter
+
+    def estimate(**coe: Any) -> tuple[int, float]:
+        body = {"model": "coe-compose", "messages": HELLO, "coe": coe}
+        return limiter.estimate(ChatCompletionRequest.model_validate(body))
+
+    auto_tokens, auto_usd = limiter.estimate(
+        ChatCompletionRequest.model_validate({"model": "coe-auto", "messages": HELLO})
+    )
+    tokens, usd = estimate(k=2, strategy="aggregate")  # 2 proposers + the aggregator
+    assert (tokens, usd) == (3 * auto_tokens, pytest.approx(3 * auto_usd))
+    assert estimate(k=2, strategy="vote")[1] == pytest.approx(2 * auto_usd)  # no closing call
+    assert estimate(k=2, strategy="moa", layers=2)[1] == pytest.approx(5 * auto_usd)
+    assert estimate(k=2, max_cost_usd=auto_usd)[1] == pytest.approx(auto_usd)  # never past it

@@ -1,0 +1,112 @@
+"""Short answers out of long ones: the final number, the chosen option letter.
+
+Voting, agreement-based early stopping and the graders of `coe profile` all compare answers by
+what they conclude, not by how they are worded. One module, so the gateway votes exactly as the
+profiler grades.
+
+>>> extract_number("She makes 9 * $2 = $18 every day.\\n#### 18")
+'18'
+>>> extract_option("The answer is (C) because ...", "ABCD")
+'C'
+>>> normalise("The answer is 1,000.")
+'1000'
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["extract_number", "extract_option", "normalise", "option_letters"]
+
+_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?")
+_FINAL_MARKERS = (
+    re.compile(r"####\s*(-?\$?\s?\d[\d,]*(?:\.\d+)?)"),
+    re.compile(r"\\boxed\{\s*(-?\$?\s?\d[\d,]*(?:\.\d+)?)"),
+    re.compile(
+        r"(?:final answer|the answer|answer)\s*(?:is|:|=)?\s*[:=]?\s*(-?\$?\s?\d[\d,]*(?:\.\d+)?)",
+        re.IGNORECASE,
+    ),
+)
+
+
+def _clean_number(raw: str) -> str | None:
+    text = raw.replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
+    if not text or text == "-":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if value.is_integer():
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def extract_number(text: str) -> str | None:
+    """The answer's final number, canonical (`'1000'`, `'2.5'`), or None when there is none.
+
+    An explicit marker wins (GSM8K's `#### 18`, `\\boxed{18}`, "the answer is 18"); otherwise
+    the last number in the text, where chains of reasoning put their result.
+    """
+    for marker in _FINAL_MARKERS:
+        found = marker.findall(text)
+        if found:
+            cleaned = _clean_number(found[-1])
+            if cleaned is not None:
+                return cleaned
+    for raw in reversed(_NUMBER.findall(text)):
+        cleaned = _clean_number(raw)
+        if cleaned is not None:
+            return cleaned
+    return None
+
+
+def extract_option(text: str, letters: str = "ABCDEFGHIJ") -> str | None:
+    """The option letter an answer chose, or None.
+
+    Looked for in order: "answer is (C)" / "answer: C", a parenthesised `(C)`, a line that is
+    just `C` or starts `C.`/`C)`; the last such mention counts (answers often restate options
+    before concluding). `letters` bounds the valid options (`"ABCD"` for a 4-way question).
+    """
+    valid = re.escape(letters)
+    patterns = (
+        rf"answer\s*(?:is|:)?\s*:?\s*\(?([{valid}])\)?(?![A-Za-z])",
+        rf"\(([{valid}])\)",
+        rf"(?m)^\s*\**([{valid}])\**\s*(?:[.):]|$)",
+    )
+    for pattern in patterns:
+        found = re.findall(pattern, text, flags=re.IGNORECASE if pattern is patterns[0] else 0)
+        if found:
+            return str(found[-1]).upper()
+    return None
+
+
+def option_letters(question: str) -> str | None:
+    """The option letters a multiple-choice question offers (`"ABCD"`), or None.
+
+    Options are recognised as `(A) ... (B) ...` in the text, the form MMLU-Pro, GPQA and
+    MedMCQA use; at least two consecutive letters from A are needed.
+    """
+    present = set(re.findall(r"\(([A-J])\)", question))
+    letters = ""
+    for letter in "ABCDEFGHIJ":
+        if letter not in present:
+            break
+        letters += letter
+    return letters if len(letters) >= 2 else None
+
+
+def normalise(text: str, letters: str | None = None) -> str:
+    """A comparable key for an answer: its option letter (when `letters` is given), else its
+    final number, else its lowercased words without punctuation.
+
+    Two answers agree when their keys are equal.
+    """
+    if letters:
+        option = extract_option(text, letters)
+        if option is not None:
+            return option
+    number = extract_number(text)
+    if number is not None:
+        return number
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
