@@ -8,7 +8,7 @@ app = create_app(Settings(pool=Path("config/local.yaml")))
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -28,6 +28,7 @@ from api.middleware import BodySizeLimit
 from api.routes import chat, dashboard, feedback, health, models
 from api.routes import metrics as metrics_route
 from api.routing import RoutingService, build_routers
+from api.schemas import ChatCompletionRequest
 from api.serving import ChatService
 from api.settings import Settings
 from api.store import Store
@@ -84,6 +85,18 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
     return ResponseCache(store, settings, embedder)
 
 
+def _max_calls(chat: ChatService) -> Callable[[ChatCompletionRequest], int]:
+    """How many expert calls a request may make, for budget reservations: every call of a
+    composition or of an `rl` cascade, else one."""
+
+    def calls(request: ChatCompletionRequest) -> int:
+        if request.model == "coe-compose":
+            return chat.composer.max_calls(request)
+        return chat.cascade.max_calls(request) if chat.cascade is not None else 1
+
+    return calls
+
+
 def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingService) -> None:
     """Limits, cache and metrics around the chat service, all on `app.state`."""
     store: Store = app.state.store
@@ -100,7 +113,7 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
     app.state.guard = ChatGuard(
         app.state.chat,
         store,
-        Limiter(store, routing, app.state.chat.composer.max_calls),
+        Limiter(store, routing, _max_calls(app.state.chat)),
         metrics,
         app.state.cache,
     )

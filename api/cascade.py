@@ -59,6 +59,14 @@ class Cascade:
             return False
         return isinstance(self.routing.routers.get(decision.router), RLRouter)
 
+    def max_calls(self, request: ChatCompletionRequest) -> int:
+        """The most calls a cascade for `request` may make (1 when it will not run one)."""
+        if request.model != "coe-auto" or request.stream:
+            return 1
+        name = (request.coe.router if request.coe else None) or self.routing.default
+        router = self.routing.routers.get(name)
+        return router.max_calls if isinstance(router, RLRouter) else 1
+
     def _affordable_tokens(self, expert: str, prompt: int, left: float, limit: int) -> int:
         if math.isinf(left):
             return limit

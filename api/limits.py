@@ -47,12 +47,13 @@ class Limiter:
         self,
         store: Store,
         routing: RoutingService,
-        compose_calls: Callable[[ChatCompletionRequest], int] | None = None,
+        max_calls: Callable[[ChatCompletionRequest], int] | None = None,
     ) -> None:
         self.store = store
         self.routing = routing
-        #: How many expert calls a `coe-compose` request may make (its reservation scales).
-        self.compose_calls = compose_calls
+        #: How many expert calls a request may make (a composition, a cascade): the reservation
+        #: covers all of them.
+        self.max_calls = max_calls
 
     def estimate(self, request: ChatCompletionRequest) -> tuple[int, float]:
         """Tokens and the most USD this request may cost, before any expert is called."""
@@ -68,8 +69,8 @@ class Limiter:
             self.routing.expected_completion_tokens,
         )
         calls = 1
-        if request.model == "coe-compose" and self.compose_calls is not None:
-            calls = self.compose_calls(request)
+        if request.model not in costs and self.max_calls is not None:
+            calls = self.max_calls(request)
         usd = calls * max(reachable)
         cap = request.coe.max_cost_usd if request.coe else None
         if cap is not None:  # the composition itself never spends past it

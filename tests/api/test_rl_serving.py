@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from api.app import create_app
+from api.schemas import ChatCompletionRequest
 from api.settings import Settings
 from experts.testing import FakeExpert, FakeNetwork
 from router.data import RoutingData
@@ -115,6 +116,20 @@ async def test_max_cost_is_a_hard_cap(tmp_path: Path, artifact: Path) -> None:
         assert response.status_code == 400
         assert response.json()["error"]["param"] == "coe.max_cost_usd"
         assert not fakes["beta"].requests
+
+
+async def test_a_budget_reserves_every_call_a_cascade_may_make(
+    tmp_path: Path, artifact: Path
+) -> None:
+    async with gateway(tmp_path, artifact) as (_, _, app):
+        limiter = app.state.guard.limiter  # type: ignore[attr-defined]
+        router = app.state.routing.routers[app.state.routing.default]  # type: ignore[attr-defined]
+        one = limiter.estimate(ChatCompletionRequest.model_validate(ASK | {"model": "beta"}))
+        cascade = limiter.estimate(ChatCompletionRequest.model_validate(ASK))
+        assert router.max_calls >= 2
+        assert cascade[1] == pytest.approx(router.max_calls * one[1])
+        streamed = limiter.estimate(ChatCompletionRequest.model_validate(ASK | {"stream": True}))
+        assert streamed[1] == pytest.approx(one[1])  # streams take the one-shot path
 
 
 async def test_feedback_errors_updates_and_survives_a_restart(
