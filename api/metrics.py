@@ -74,7 +74,7 @@ class Metrics:
             ("router", "expert"), registry=r
         )  # fmt: skip
         self.fallbacks = Counter(
-            "coe_fallbacks", "requests answered (or failed) after more than one expert was tried",
+            "coe_fallbacks", "requests where an expert failed and another was tried",
             ("model",), registry=r
         )  # fmt: skip
         self.cache = Counter(

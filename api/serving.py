@@ -139,6 +139,7 @@ def _record(
     if meta is not None:
         record.experts = list(meta.experts)
         record.tried = [a.expert for a in meta.tried]
+        record.failed = [a.expert for a in meta.tried if a.error is not None]
         record.router = meta.router
         record.scores = dict(meta.scores)
         record.prompt_tokens = meta.prompt_tokens
@@ -199,6 +200,9 @@ class ChatService:
         tried = [str(t.get("expert")) for t in (exc.extra or {}).get("tried", [])]
         record = _record(request, request_id, arrived, None, exc.status_code, exc.message)
         record.tried = tried
+        record.failed = [
+            str(t.get("expert")) for t in (exc.extra or {}).get("tried", []) if t.get("error")
+        ]
         await self._log(record, request, key_id, on_end)
 
     def model_names(self) -> list[str]:

@@ -141,7 +141,7 @@ class Frame:
                 r.cost_usd,
                 r.key_id or NO_KEY,
                 r.cache_hit,
-                len(r.tried) > 1,  # RequestRecord.fallback, without a property call per row
+                bool(r.failed) and len(r.tried) > 1,  # RequestRecord.fallback, inlined
                 r.status >= 400 or r.error is not None,
                 list(r.experts),
             )

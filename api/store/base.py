@@ -50,6 +50,8 @@ class RequestRecord:
     stream: bool = False
     experts: list[str] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)
+    #: The tried experts whose call failed (an error or a timeout), in order.
+    failed: list[str] = field(default_factory=list)
     router: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -65,8 +67,9 @@ class RequestRecord:
 
     @property
     def fallback(self) -> bool:
-        """More than one expert was tried before one answered (or all failed)."""
-        return len(self.tried) > 1
+        """An expert failed and another was tried (a composition calling several experts that
+        all answered is not a fallback)."""
+        return bool(self.failed) and len(self.tried) > 1
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,9 +52,17 @@ def rec(ago: float, experts: list[str], status: int = 200, **fields: object) -> 
 LOG = [
     rec(250, ["alpha"], cost_usd=0.01, latency_ms=100, ttft_ms=20, stream=True),
     rec(245, ["alpha"], cost_usd=0.01, latency_ms=300, model="alpha"),
-    rec(120, ["beta"], cost_usd=0.04, latency_ms=900, tried=["alpha", "beta"], key_id="k1"),
+    rec(
+        120,
+        ["beta"],
+        cost_usd=0.04,
+        latency_ms=900,
+        tried=["alpha", "beta"],
+        failed=["alpha"],
+        key_id="k1",
+    ),
     rec(115, ["alpha", "beta"], cost_usd=0.06, latency_ms=2000, model="coe-compose"),
-    rec(30, [], status=503, tried=["beta"], error="beta: down", cost_usd=0.0),
+    rec(30, [], status=503, tried=["beta"], failed=["beta"], error="beta: down", cost_usd=0.0),
     rec(25, ["alpha"], cost_usd=0.01, cache_hit=True, key_id="k1"),
     rec(400, ["alpha"], cost_usd=9.0),  # before the 5-minute window: never counted
 ]
@@ -75,8 +83,9 @@ def test_window_grid_and_requests_per_bucket() -> None:
     assert sum(alpha) / 6 == pytest.approx(4)  # four answers by alpha (one composed)
     assert sum(report.by_expert.series[NO_EXPERT]) / 6 == pytest.approx(1)
     assert set(report.by_model.series) == {"coe-auto", "alpha", "coe-compose"}
-    # bucket 17 (120 and 115 s ago): a fallback, and a composed answer that tried two experts
-    assert report.rates.series["fallback_rate"][17] == 1.0
+    # bucket 17 (120 and 115 s ago): a fallback, and a composed answer that called two experts
+    # (both answered: not a fallback)
+    assert report.rates.series["fallback_rate"][17] == 0.5
     assert report.rates.series["error_rate"][26] == 0.5  # 30 s ago failed, 25 s ago did not
     assert report.rates.series["error_rate"][0] is None  # no requests, no rate
     assert report.status == {"2xx": 5, "5xx": 1}
@@ -151,7 +160,7 @@ def test_summary_and_an_empty_window() -> None:
     s = summary(frame(), [], 2, 2)
     assert s.requests == 6
     assert s.error_rate == pytest.approx(1 / 6)
-    assert s.fallback_rate == pytest.approx(2 / 6)  # the fallback and the composed answer
+    assert s.fallback_rate == pytest.approx(1 / 6)  # the composed answer is no fallback
     assert s.cost_usd == pytest.approx(0.13) and s.usd_per_request == pytest.approx(0.13 / 6)
     empty = Frame.build([], "1h", NOW)
     assert summary(empty, [], 0, 0).error_rate is None

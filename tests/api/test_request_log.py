@@ -41,7 +41,7 @@ async def test_a_fallback_and_a_failure_are_logged(gateway: Gateway) -> None:
     )
     assert (ok.status_code, failed.status_code) == (200, 503)
     first, second = await gateway.app.state.store.requests()
-    assert first.tried == ["alpha", "beta"] and first.fallback
+    assert first.tried == ["alpha", "beta"] and first.failed == ["alpha"] and first.fallback
     assert first.experts == ["beta"]
     assert second.status == 503 and second.tried == ["beta"] and second.experts == []
     assert second.error is not None and "beta" in second.error
@@ -82,3 +82,14 @@ async def test_memory_store_is_bounded_and_filters_by_time() -> None:
     assert [f.score for f in await store.feedback()] == [0.5]
     record = (await store.requests())[0]
     assert RequestRecord.from_json(record.as_json()) == record
+
+
+async def test_a_composition_is_no_fallback_unless_an_expert_failed(gateway: Gateway) -> None:
+    ask = {"model": "coe-compose", "messages": HELLO, "coe": {"k": 2, "strategy": "vote"}}
+    assert (await gateway.client.post("/v1/chat/completions", json=ask)).status_code == 200
+    gateway.network.down.add("beta")
+    assert (await gateway.client.post("/v1/chat/completions", json=ask)).status_code == 200
+    whole, partial = await gateway.app.state.store.requests()
+    assert sorted(whole.tried) == ["alpha", "beta"] and not whole.failed
+    assert not whole.fallback
+    assert partial.failed == ["beta"] and partial.fallback
