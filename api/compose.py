@@ -152,20 +152,7 @@ class ComposeService:
         started = time.perf_counter()
         options = request.coe
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
-        decision = await self.routing.decide(
-            messages,
-            router=options.router if options else None,
-            cost_weight=options.cost_weight if options else None,
-            max_cost_usd=options.max_cost_usd if options else None,
-            completion_limit=request.completion_limit,
-            unavailable=self.pool.health.down(),
-        )
-        if not decision.ranked:
-            raise InvalidRequest(
-                "no expert fits this request's limits: "
-                + "; ".join(f"{k}: {v}" for k, v in decision.excluded.items()),
-                param="coe.max_cost_usd",
-            )
+        decision = await self.routing.route(request, self.pool.health.down())
         budget = Budget.within(
             (options.timeout_s if options else None) or self.settings.compose_timeout_s,
             options.max_cost_usd if options else None,

@@ -15,6 +15,7 @@ import numpy as np
 import router.baselines  # noqa: F401  (registers the baseline routers)
 from api.embedding import BatchingEmbedder
 from api.errors import InvalidRequest
+from api.schemas import ChatCompletionRequest
 from router.base import ROUTERS, Router
 from router.descriptor import ExpertDescriptor
 from router.load import LoadBoard
@@ -106,6 +107,28 @@ class RoutingService:
             completion_limit or self.expected_completion_tokens, self.expected_completion_tokens
         )
         return {n: e.cost_usd(prompt, completion) for n, e in self.experts.items()}
+
+    async def route(
+        self, request: ChatCompletionRequest, unavailable: set[str] | None = None
+    ) -> RouteDecision:
+        """The decision for a chat request under its `coe` options; a 400 naming
+        `coe.max_cost_usd` when no expert fits the request's limits."""
+        options = request.coe
+        decision = await self.decide(
+            [m.model_dump(exclude_none=True) for m in request.messages],
+            router=options.router if options else None,
+            cost_weight=options.cost_weight if options else None,
+            max_cost_usd=options.max_cost_usd if options else None,
+            completion_limit=request.completion_limit,
+            unavailable=unavailable,
+        )
+        if not decision.ranked:
+            raise InvalidRequest(
+                "no expert fits this request's limits: "
+                + "; ".join(f"{k}: {v}" for k, v in decision.excluded.items()),
+                param="coe.max_cost_usd",
+            )
+        return decision
 
     async def decide(
         self,

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.errors import (
     APIError,
-    InvalidRequest,
     ModelNotFound,
     NoExpertAvailable,
     RejectedByExpert,
@@ -218,21 +217,7 @@ class ChatService:
                 f"{', '.join(self.model_names())}",
                 param="model",
             )
-        options = request.coe
-        decision = await self.routing.decide(
-            [m.model_dump() for m in request.messages],
-            router=options.router if options else None,
-            cost_weight=options.cost_weight if options else None,
-            max_cost_usd=options.max_cost_usd if options else None,
-            completion_limit=request.completion_limit,
-            unavailable=self.pool.health.down(),
-        )
-        if not decision.ranked:
-            raise InvalidRequest(
-                "no expert fits this request's limits: "
-                + "; ".join(f"{k}: {v}" for k, v in decision.excluded.items()),
-                param="coe.max_cost_usd",
-            )
+        decision = await self.routing.route(request, self.pool.health.down())
         return decision.ranked, decision
 
     def _meta(
