@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from api.keys_cli import RedisUrl
 from api.keys_cli import app as keys_app
 from api.settings import Settings
 from training.cli import app as training_app
@@ -110,6 +111,19 @@ def batch(
     )
     if summary.failed or summary.malformed:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    window: Annotated[str, typer.Option(help="how far back: 5m, 15m, 1h, 6h or 24h")] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    redis_url: RedisUrl = None,
+) -> None:
+    """Requests, errors, cost and latency per expert and per API key, from the request log in
+    the Redis that COE_REDIS_URL names."""
+    from api.report_cli import report as run_report
+
+    run_report(window, as_json, redis_url)
 
 
 app.add_typer(training_app)  # no name: `coe train`, `coe eval`, ... sit beside `coe serve`

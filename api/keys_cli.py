@@ -16,7 +16,7 @@ import typer
 from api.settings import Settings
 from api.store import ApiKey, Store
 
-__all__ = ["app"]
+__all__ = ["RedisUrl", "app", "on_redis"]
 
 app = typer.Typer(
     help="Manage API keys (stored hashed in the Redis that COE_REDIS_URL names).",
@@ -30,17 +30,21 @@ RedisUrl = Annotated[
 ]
 
 
-def _run(redis_url: str | None, op: Callable[..., Awaitable[T]]) -> T:
+_NO_REDIS = (
+    "keys are kept in Redis, shared by every gateway replica: set COE_REDIS_URL "
+    "(or pass --redis-url). Without Redis the gateway runs open, with no keys."
+)
+
+
+def on_redis(redis_url: str | None, op: Callable[..., Awaitable[T]], without: str = _NO_REDIS) -> T:
+    """Run `op(store)` against the Redis store of `--redis-url` or `COE_REDIS_URL`; exit 2 with
+    `without` when none is configured, 1 when it cannot be reached."""
     from api.store import StoreUnavailable
     from api.store.factory import open_redis
 
     settings = Settings(redis_url=redis_url) if redis_url else Settings()
     if not settings.redis_url:
-        typer.echo(
-            "error: keys are kept in Redis, shared by every gateway replica: set COE_REDIS_URL "
-            "(or pass --redis-url). Without Redis the gateway runs open, with no keys.",
-            err=True,
-        )
+        typer.echo(f"error: {without}", err=True)
         raise typer.Exit(2)
 
     async def main() -> T:
@@ -82,7 +86,7 @@ def create(
         await store.add_key(key)
 
     try:
-        _run(redis_url, add)
+        on_redis(redis_url, add)
     except ValueError as exc:
         typer.echo(f"error: {exc}; revoke it first or choose another --name", err=True)
         raise typer.Exit(1) from exc
@@ -108,7 +112,7 @@ def list_keys(redis_url: RedisUrl = None) -> None:
         spent = [await store.spent_nano_usd(k.id, period_window(k.period, now)[0]) for k in keys]
         return list(zip(keys, spent, strict=True))
 
-    rows = _run(redis_url, fetch)
+    rows = on_redis(redis_url, fetch)
     table = Table("name", "id", "prefix", "role", "rpm", "tpm", "budget", "spent", "status")
     for key, spent in rows:
         budget = f"${key.budget_usd:g}/{key.period}" if key.budget_usd is not None else "-"
@@ -138,7 +142,7 @@ def revoke(
     async def drop(store: Store) -> ApiKey | None:
         return await store.revoke_key(name)
 
-    if _run(redis_url, drop) is None:
+    if on_redis(redis_url, drop) is None:
         typer.echo(f"error: no active key named {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked key {name!r}")

@@ -56,7 +56,9 @@ class Summary(_Windowed):
     requests: int
     requests_per_min: float
     error_rate: float | None = Field(description="share of requests answered with status ≥ 400")
-    fallback_rate: float | None = Field(description="share of requests that tried > 1 expert")
+    fallback_rate: float | None = Field(
+        description="share of requests where an expert failed and another was tried"
+    )
     cost_usd: float
     usd_per_hour: float
     usd_per_request: float | None
