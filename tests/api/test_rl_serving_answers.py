@@ -13,7 +13,7 @@ import pytest
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
 from router.rl import RLRouter
-from tests.api.test_rl_serving import ASK, gateway, pytestmark  # noqa: F401
+from tests.api.test_rl_serving import ASK, gateway, pytestmark
 
 __all__ = ["pytestmark"]
 

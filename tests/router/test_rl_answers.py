@@ -71,7 +71,7 @@ def test_features_are_length_format_and_agreement_of_the_response_text() -> None
     for i, (prompt, cheap, dear) in enumerate(ROWS):
         assert np.allclose(state.answers[i, 0], answer_features(cheap, prompt))
         assert np.allclose(state.answers[i, 1], answer_features(dear, prompt, [cheap]))
-    glob, dyn = observe(state, env.est_costs(), 1e-3, 2)
+    _, dyn = observe(state, env.est_costs(), 1e-3, 2)
     assert np.array_equal(dyn[:, :, 3:], state.answers)  # the policy sees them
 
 
