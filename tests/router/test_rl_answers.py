@@ -103,6 +103,6 @@ def test_validation_holds_out_queries_and_keeps_the_best_parameters() -> None:
     ).fit(data, x)
     assert [("validation_return" in h) for h in router.history_] == [False, True, False, True]
     with pytest.raises(ValueError, match="leaves a split empty"):
-        RLRouter(
-            iterations=1, descriptor_embedder="hashing", progress=False, validation=0.01
-        ).fit(data, x)
+        RLRouter(iterations=1, descriptor_embedder="hashing", progress=False, validation=0.01).fit(
+            data, x
+        )
