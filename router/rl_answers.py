@@ -15,7 +15,7 @@ gateway's cascade), so the served policy sees exactly what it was trained on:
 Example::
 
     answer_features("3 * 6 = 18\\n#### 18", "How many ...?", earlier=["#### 18"])
-    # array([0.33, 1.0, 1.0])
+    # array([0.368, 1.0, 1.0]): 17 characters, concludes with "#### 18", agrees
 """
 
 from __future__ import annotations
