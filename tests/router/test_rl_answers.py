@@ -6,14 +6,12 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from router.rl import RLRouter
 from router.rl_answers import ANSWER_FEATURES, answer_features, recorded_answers
 from router.rl_env import RecordedEnv, observe
 from training.dataset import to_routing_data, validate
-from training.rl_eval import evaluate_steps
 
 MODELS = ("cheap", "dear")
 #: (prompt, cheap's response, dear's response); dear's always concludes with a marker.
@@ -25,6 +23,8 @@ ROWS = (
 
 
 def frame(with_responses: bool = True) -> Any:
+    import pandas as pd
+
     rows = []
     for i, (prompt, *answers) in enumerate(ROWS):
         for model, text in zip(MODELS, answers, strict=True):
@@ -76,6 +76,8 @@ def test_features_are_length_format_and_agreement_of_the_response_text() -> None
 
 
 def test_rl_trains_on_response_features_and_evaluation_requires_them() -> None:
+    from training.rl_eval import evaluate_steps
+
     data = to_routing_data(frame())
     x = np.eye(3, 8)
     router = RLRouter(
