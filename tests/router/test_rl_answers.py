@@ -11,9 +11,17 @@ import pytest
 from router.rl import RLRouter
 from router.rl_answers import ANSWER_FEATURES, answer_features, recorded_answers
 from router.rl_env import RecordedEnv, observe
-from training.dataset import to_routing_data, validate
 
 MODELS = ("cheap", "dear")
+
+
+def to_routing_data(frame: Any, models: list[str] | None = None) -> Any:
+    """`training.dataset.to_routing_data`, imported when a test runs."""
+    from training.dataset import to_routing_data as pivot
+
+    return pivot(frame, models=models)
+
+
 #: (prompt, cheap's response, dear's response); dear's always concludes with a marker.
 ROWS = (
     ("What is 2 + 3?", "2 + 3 = 5\n#### 5", "#### 5"),
@@ -24,6 +32,8 @@ ROWS = (
 
 def frame(with_responses: bool = True) -> Any:
     import pandas as pd
+
+    from training.dataset import validate
 
     rows = []
     for i, (prompt, *answers) in enumerate(ROWS):
