@@ -7,6 +7,10 @@ never offered an expert whose estimated cost does not fit what is left, and each
 `max_tokens` is cut so that even its worst case fits (the prompt counted at its upper bound,
 one token a byte, and the whole completion). The response's `coe.steps`
 lists every call with its expert, cost and predicted quality. Streams use the one-shot path.
+
+A policy trained on answer features (`RLRouter.observes_answers`: length, format, agreement
+from recorded responses) observes the same features of each live answer, computed from its text
+by the same function (`router.rl_answers.answer_features`), before deciding whether to escalate.
 """
 
 from __future__ import annotations
@@ -24,13 +28,19 @@ from api.schemas import ChatCompletionRequest
 from experts.errors import ExpertError
 from experts.fallback import Attempt
 from experts.live import LivePool
-from router.query import estimate_tokens, max_prompt_tokens
+from router.query import estimate_tokens, max_prompt_tokens, routing_text
 from router.rl import RLRouter
+from router.rl_answers import answer_features
 from router.rl_online import LiveEpisode, Trace
 
 __all__ = ["Cascade", "CascadeResult"]
 
 Json = dict[str, Any]
+
+
+def _answer_text(answer: Json) -> str:
+    choices = answer.get("choices") or [{}]
+    return str((choices[0].get("message") or {}).get("content") or "")
 
 
 class CascadeResult:
@@ -97,6 +107,8 @@ class Cascade:
         steps: list[Json] = []
         attempts: list[Attempt] = []
         answer: Json | None = None
+        question = routing_text(body["messages"], max_chars=1_000_000)
+        texts: list[str] = []  # the answers so far, for the features' agreement
         while (expert := episode.next_expert()) is not None:
             tokens = self._affordable_tokens(
                 expert, worst_prompt, episode.remaining, body["max_tokens"]
@@ -123,7 +135,12 @@ class Cascade:
             cost = self.routing.experts[expert].cost_usd(
                 int(usage.get("prompt_tokens") or prompt), int(usage.get("completion_tokens") or 0)
             )
-            episode.record(expert, round(cost, 12))
+            features = None
+            if router.observes_answers:
+                text = _answer_text(result)
+                features = answer_features(text, question, texts)
+                texts.append(text)
+            episode.record(expert, round(cost, 12), features)
             steps.append(
                 {
                     "expert": expert,

@@ -37,6 +37,7 @@ def _drop(data: RoutingData, model: str) -> RoutingData:
         scores=data.scores[:, keep],
         costs=data.costs[:, keep],
         experts=[data.experts[j] for j in keep],
+        responses=None if data.responses is None else data.responses[:, keep],
     )
 
 

@@ -22,6 +22,8 @@ class RoutingData:
 
     `scores[i, j]` is model j's quality on query i in [0, 1]; `costs[i, j]` its cost in USD.
     `tasks[i]` is the query's task or subject label, or None where the source has none.
+    `responses[i, j]` (optional, an object array) is model j's answer text to query i, None
+    where the source recorded none; the RL router derives answer features from it.
     """
 
     query_ids: Sequence[str]
@@ -31,6 +33,7 @@ class RoutingData:
     scores: np.ndarray
     costs: np.ndarray
     experts: Sequence[ExpertDescriptor] = ()
+    responses: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -40,6 +43,8 @@ class RoutingData:
             )
         if len(self.query_ids) != n or len(self.tasks) != n:
             raise ValueError("query_ids, prompts and tasks must have one entry per query")
+        if self.responses is not None and self.responses.shape != (n, m):
+            raise ValueError(f"responses {self.responses.shape} must be ({n}, {m})")
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -39,6 +39,7 @@ import numpy as np
 from router.base import Router, register
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
+from router.rl_answers import ANSWER_FEATURES, recorded_answers
 from router.rl_env import EpisodeState, RecordedEnv, advance, new_state, observe, valid_actions
 from router.rl_net import NetOutput, forward, quality_logits
 
@@ -93,6 +94,9 @@ class RLRouter(Router):
     `cost_weight` is the λ trained most and used when a request names none;
     `cost_weight_range` the λ the policy learns to handle besides. `run_dir`, when set, gets
     checkpoints (`checkpoint_<iteration>.npz`), `history.json` and `learning_curve.png`.
+    `validation` > 0 holds out that share of the training queries and keeps the parameters
+    whose greedy return on them is best, checked every `validate_every` iterations (early
+    stopping against overfitting on small datasets; `router.rl_train`).
     """
 
     name = "rl"
@@ -112,6 +116,8 @@ class RLRouter(Router):
         checkpoint_every: int = 100,
         seed: int = 0,
         progress: bool = True,
+        validation: float = 0.0,
+        validate_every: int = 25,
     ) -> None:
         self.cost_weight = cost_weight
         self.max_calls = max_calls
@@ -126,6 +132,8 @@ class RLRouter(Router):
         self.checkpoint_every = checkpoint_every
         self.seed = seed
         self.progress = progress
+        self.validation = validation
+        self.validate_every = validate_every
 
     # -- training ---------------------------------------------------------------------------
 
@@ -135,7 +143,12 @@ class RLRouter(Router):
         embeddings: np.ndarray,
         answer_features: np.ndarray | None = None,
     ) -> Self:
-        """Train on episodes simulated from `data` (`answer_features`: `(n, m, k)`, optional)."""
+        """Train on episodes simulated from `data`.
+
+        The policy observes answer features when there are any: `answer_features` `(n, m, k)`
+        when given, else those `router.rl_answers` derives from `data.responses` (length,
+        format, agreement), which the gateway's cascade computes the same way from live answers.
+        """
         from router.rl_train import TrainConfig, plot_learning_curve, train_policy
 
         super().fit(data, embeddings)
@@ -145,10 +158,16 @@ class RLRouter(Router):
         self.trained_features_ = {e.name: features[j] for j, e in enumerate(experts)}
         self.expert_matrix_ = features
         assert self.cost_scale_ is not None
+        answers = None
+        if answer_features is None and data.responses is not None:
+            answers = recorded_answers(data.responses, data.prompts)
         env = RecordedEnv(
-            data.scores, data.costs, self.cost_scale_, self.max_calls, answer_features
+            data.scores, data.costs, self.cost_scale_, self.max_calls, answer_features, answers
         )
         self.n_answer_features_ = env.n_answer_features
+        #: The features' names when they come from responses (the gateway computes them live);
+        #: empty when there are none or they were given as an array.
+        self.answer_feature_names_: tuple[str, ...] = ANSWER_FEATURES if answers else ()
         cfg = TrainConfig(
             hidden=self.hidden,
             iterations=self.iterations,
@@ -160,6 +179,8 @@ class RLRouter(Router):
             seed=self.seed,
             checkpoint_every=self.checkpoint_every,
             progress=self.progress,
+            validation=self.validation,
+            validate_every=self.validate_every,
         )
         run_dir = Path(self.run_dir) if self.run_dir else None
         if run_dir is not None:
@@ -177,6 +198,12 @@ class RLRouter(Router):
             (run_dir / "history.json").write_text(json.dumps(self.history_))
             plot_learning_curve(self.history_, run_dir / "learning_curve.png")
         return self
+
+    @property
+    def observes_answers(self) -> bool:
+        """Whether the policy was trained on answer features derived from response text (so
+        evaluation and serving must compute them; pickles from before this existed: no)."""
+        return bool(getattr(self, "answer_feature_names_", ()))
 
     # -- the pool ---------------------------------------------------------------------------
 

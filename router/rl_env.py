@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from router.rl_answers import ANSWER_FEATURES, RecordedAnswers, with_agreement
+
 __all__ = [
     "EpisodeState",
     "RecordedEnv",
@@ -191,7 +193,9 @@ class RecordedEnv:
     """Episodes simulated from recorded outcomes: `scores[i, j]`, `costs[i, j]` (USD).
 
     `answer_features[i, j]` (optional, `(n, m, k)`) is what the router observes after calling
-    expert j on query i (response length, agreement, format: derived from recorded responses).
+    expert j on query i. `answers` (optional, instead) are recorded responses' features
+    (`router.rl_answers`): length and format per answer, plus agreement with the answers the
+    episode has already seen, computed at each call.
     Rewards: `−λ · cost / cost_scale` at each call, plus the score of the current answer on stop.
     """
 
@@ -202,15 +206,23 @@ class RecordedEnv:
         cost_scale: float,
         max_calls: int,
         answer_features: np.ndarray | None = None,
+        answers: RecordedAnswers | None = None,
     ) -> None:
         if scores.shape != costs.shape:
             raise ValueError(f"scores {scores.shape} and costs {costs.shape} differ")
+        if answers is not None and answer_features is not None:
+            raise ValueError("give answer_features or answers, not both")
+        if answers is not None and answers.keys.shape != scores.shape:
+            raise ValueError(f"answers {answers.keys.shape} and scores {scores.shape} differ")
+        self.answers = answers
         self.scores = np.asarray(scores, dtype=np.float64)
         self.costs = np.asarray(costs, dtype=np.float64)
         n, m = scores.shape
         self.answer_features = (
             np.zeros((n, m, 0)) if answer_features is None else np.asarray(answer_features)
         )
+        if answers is not None:  # only its width: `step` computes agreement per episode
+            self.answer_features = np.zeros((n, m, len(ANSWER_FEATURES)))
         self.cost_scale = cost_scale if cost_scale > 0 else 1.0
         self.max_calls = max_calls
         self.rows = np.zeros(0, dtype=np.int64)
@@ -249,7 +261,10 @@ class RecordedEnv:
         m = self.n_models
         pick = np.minimum(actions, m - 1)
         call_cost = self.costs[self.rows, pick]
-        features = self.answer_features[self.rows, pick]
+        if self.answers is not None:
+            features = with_agreement(self.answers, self.rows, pick, state.called)
+        else:
+            features = self.answer_features[self.rows, pick]
         was_done = state.done
         after = advance(state, actions, call_cost, features)
         calling = (actions < m) & ~was_done

@@ -43,6 +43,17 @@ def _params(text: str | None) -> dict[str, Any]:
     return value
 
 
+def _family_params(text: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """`coe eval --params`: a JSON object of family → hyperparameters, for families named."""
+    value = _params(text)
+    for family, hyper in value.items():
+        if family not in names:
+            raise typer.BadParameter(f"--params names {family!r}, which --routers does not list")
+        if not isinstance(hyper, dict):
+            raise typer.BadParameter(f"--params[{family!r}] must be a JSON object")
+    return value
+
+
 @data_app.command("import")
 def data_import(
     sources: Annotated[list[Path], typer.Argument(help="Source files or folders.")],
@@ -112,6 +123,12 @@ def eval_(
     ] = DEFAULT_ROUTERS,
     seed: Annotated[int, typer.Option(help="Seed for routers that draw randomness.")] = 0,
     embed_cache: CacheOpt = Path(".cache/coe/embeddings"),
+    params: Annotated[
+        str | None,
+        typer.Option(
+            help='Hyperparameters per family as JSON, e.g. \'{"rl": {"validation": 0.2}}\'.'
+        ),
+    ] = None,
 ) -> None:
     """Train each router on --train, sweep cost_weight on --test, write report.json + plots."""
     from training.errors import CoeTrainingError
@@ -120,7 +137,9 @@ def eval_(
 
     names = [r.strip() for r in routers.split(",") if r.strip()]
     try:
-        report, written = run_eval(train_file, test_file, names, out, seed, embed_cache)
+        report, written = run_eval(
+            train_file, test_file, names, out, seed, embed_cache, _family_params(params, names)
+        )
     except CoeTrainingError as exc:
         raise _fail(exc) from exc
     typer.echo(markdown_table(report))

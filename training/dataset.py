@@ -183,7 +183,20 @@ def to_routing_data(
         scores=scores.to_numpy(dtype=np.float64),
         costs=costs.to_numpy(dtype=np.float64),
         experts=_experts(df, order),
+        responses=_responses(df, queries, order),
     )
+
+
+def _responses(df: Any, queries: Sequence[str], models: Sequence[str]) -> np.ndarray | None:
+    """`(n, m)` object array of response texts (None where missing), or None when the frame
+    records no response at all."""
+    if "response" not in df.columns or not df["response"].notna().any():
+        return None
+    table = df.pivot(index="query_id", columns="model", values="response")
+    table = table.reindex(index=queries, columns=list(models))
+    out: np.ndarray = table.to_numpy(dtype=object)
+    out[~np.vectorize(lambda v: isinstance(v, str), otypes=[bool])(out)] = None
+    return out
 
 
 def _experts(df: Any, models: Sequence[str]) -> list[ExpertDescriptor]:

@@ -81,14 +81,22 @@ def run_eval(
     out_dir: Path,
     seed: int,
     cache_dir: Path | None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[Path]]:
-    """Fit each named router on the train file, evaluate on the test file, write the report."""
+    """Fit each named router on the train file, evaluate on the test file, write the report.
+
+    `params` maps a family to its hyperparameters (`coe eval --params`); others use defaults.
+    """
+    params = params or {}
     train_frame, test_frame = read_dataset(train_file), read_dataset(test_file)
     train = to_routing_data(train_frame, train_file)
     test = to_routing_data(test_frame, test_file, models=train.models)
     for name in names:
         if name not in REFERENCES:
-            build_router(name)  # fail on a bad name before minutes of embedding
+            try:  # fail on a bad name or parameter before minutes of embedding
+                build_router(name, params.get(name))
+            except TypeError as exc:
+                raise CoeTrainingError(f"bad parameters for router {name!r}: {exc}") from exc
     x_train = embed_prompts(train.prompts, cache_dir=cache_dir, description="embedding train")
     x_test = embed_prompts(test.prompts, cache_dir=cache_dir, description="embedding test")
     cost_scale = float(train.costs.max(axis=1).mean())
@@ -96,7 +104,7 @@ def run_eval(
     for name in names:
         if name in REFERENCES:
             continue
-        router = fit_router(name, train, x_train, {}, seed)
+        router = fit_router(name, train, x_train, params.get(name, {}), seed)
         results[name] = evaluate_scores(router.score(x_test, test.prompts), test, cost_scale)
         if is_multi_step(router):  # a policy that may call several experts: run its episodes
             results[f"{name}-steps"] = evaluate_steps(router, x_test, test)

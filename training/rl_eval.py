@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from router.data import RoutingData
+from router.rl_answers import recorded_answers
 from router.rl_env import RecordedEnv
+from training.errors import CoeTrainingError
 from training.evaluate import COST_WEIGHTS, RouterResult, evaluate_curve
 
 __all__ = ["evaluate_steps", "is_multi_step"]
@@ -34,9 +36,20 @@ def evaluate_steps(
 ) -> RouterResult:
     """Metrics of `router`'s greedy episodes on `data` as λ sweeps `weights`.
 
-    The curve's rows carry a fourth value, the mean number of calls per query.
+    The curve's rows carry a fourth value, the mean number of calls per query. A policy trained
+    on answer features observes those of `data`'s recorded responses, which it must then have.
     """
-    env = RecordedEnv(data.scores, data.costs, router.cost_scale_, router.max_calls)
+    answers = None
+    if getattr(router, "observes_answers", False):
+        if data.responses is None:
+            raise CoeTrainingError(
+                f"router {router.name!r} was trained on answer features (response length, "
+                "format, agreement) but the test data records no responses"
+            )
+        answers = recorded_answers(data.responses, data.prompts)
+    env = RecordedEnv(
+        data.scores, data.costs, router.cost_scale_, router.max_calls, answers=answers
+    )
     rows = np.arange(len(data))
     curve, picks = [], []
     for w in weights:

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_number", "extract_option", "normalise", "option_letters"]
+__all__ = [
+    "extract_marked_number",
+    "extract_number",
+    "extract_option",
+    "normalise",
+    "option_letters",
+]
 
 _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?")
 _FINAL_MARKERS = (
@@ -42,11 +48,10 @@ def _clean_number(raw: str) -> str | None:
     return f"{value:.6g}"
 
 
-def extract_number(text: str) -> str | None:
-    """The answer's final number, canonical (`'1000'`, `'2.5'`), or None when there is none.
-
-    An explicit marker wins (GSM8K's `#### 18`, `\\boxed{18}`, "the answer is 18"); otherwise
-    the last number in the text, where chains of reasoning put their result.
+def extract_marked_number(text: str) -> str | None:
+    """The number after an explicit final-answer marker (`#### 18`, `\\boxed{18}`, "the answer
+    is 18"), canonical, or None: whether an answer concludes in the format a math task asks
+    for, which the RL router observes (`router.rl_answers`).
     """
     for marker in _FINAL_MARKERS:
         found = marker.findall(text)
@@ -54,6 +59,18 @@ def extract_number(text: str) -> str | None:
             cleaned = _clean_number(found[-1])
             if cleaned is not None:
                 return cleaned
+    return None
+
+
+def extract_number(text: str) -> str | None:
+    """The answer's final number, canonical (`'1000'`, `'2.5'`), or None when there is none.
+
+    An explicit marker wins (GSM8K's `#### 18`, `\\boxed{18}`, "the answer is 18"); otherwise
+    the last number in the text, where chains of reasoning put their result.
+    """
+    marked = extract_marked_number(text)
+    if marked is not None:
+        return marked
     for raw in reversed(_NUMBER.findall(text)):
         cleaned = _clean_number(raw)
         if cleaned is not None:
