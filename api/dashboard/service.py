@@ -1,8 +1,7 @@
 """What each dashboard endpoint computes, from the store and the sources on `app.state`.
 
-Read per request from `app.state` (`store`, `pool`, `settings`, and, once they exist, `budgets`
-and `load_board`), so a source installed after start is used without the dashboard knowing who
-installed it.
+Read per request from `app.state` (`store`, `pool`, `settings`, and `budgets` once the key store
+has put it there); the experts' load comes from the pool's scheduler (`PoolLoad`).
 """
 
 from __future__ import annotations
@@ -78,7 +77,7 @@ class DashboardService:
 
     @classmethod
     def from_state(cls, state: State) -> DashboardService:
-        board = getattr(state, "load_board", None) or PoolLoad(state.pool)
+        board = PoolLoad(state.pool)
         budgets = getattr(state, "budgets", None)
         if getattr(state, "dashboard_frames", None) is None:  # one per app, made on first use
             state.dashboard_frames = FrameCache()

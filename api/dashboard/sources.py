@@ -1,9 +1,8 @@
 """What the dashboard reads besides the request log: per-key budgets and the experts' load now.
 
 Both are narrow protocols so that the pieces which own the data plug in without the dashboard
-knowing them: the key store puts a `BudgetProvider` on `app.state.budgets`; a scheduler that
-knows residency puts a `LoadBoard` on `app.state.load_board`. Until then budgets read "no keys
-configured" and the load comes from the pool's own counters (`PoolLoad`).
+knowing them: the key store puts a `BudgetProvider` on `app.state.budgets` (until then budgets
+read "no keys configured"); `PoolLoad` joins the scheduler's load board with the health board.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ async def ready(pool: PoolDep, store: StoreDep) -> JSONResponse:
     experts: dict[str, Any] = {
         name: {
             "status": status,
-            "in_flight": pool.client.in_flight(name),
-            "waiting": pool.client.waiting[name],
+            "in_flight": load[name].in_flight,
             "queued": load[name].queued,
+            "waiting": load[name].queued,  # the name /ready had before the scheduler
             "resident": load[name].resident,
             "loads": load[name].loads,
         }
