@@ -113,7 +113,7 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
     app.state.guard = ChatGuard(
         app.state.chat,
         store,
-        Limiter(store, routing, _max_calls(app.state.chat)),
+        Limiter(store, routing, _max_calls(app.state.chat), settings.default_max_tokens),
         metrics,
         app.state.cache,
     )

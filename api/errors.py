@@ -12,6 +12,8 @@
     ├── BudgetExceeded     429    the key's USD budget for this day or month is used up
     ├── NotImplementedYet  501    a documented model whose implementation has not landed
     ├── NoExpertAvailable  503    every expert tried failed (lists them)
+    ├── Overloaded         503    every expert's queue is full or its wait too long (retry-after)
+    ├── AuthUnavailable    503    keys are required but cannot be checked now (retry-after)
     └── UpstreamTimeout    504    every expert tried timed out
 
 FastAPI's validation errors and Starlette's HTTP errors are converted to the same envelope, so a
@@ -32,11 +34,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 __all__ = [
     "APIError",
     "AdminRequired",
+    "AuthUnavailable",
     "BudgetExceeded",
     "InvalidRequest",
     "ModelNotFound",
     "NoExpertAvailable",
     "NotImplementedYet",
+    "Overloaded",
     "PayloadTooLarge",
     "RateLimited",
     "RejectedByExpert",
@@ -152,6 +156,30 @@ class NoExpertAvailable(APIError):
     status_code = 503
     type = "service_unavailable_error"
     code = "no_expert_available"
+
+
+class Overloaded(NoExpertAvailable):
+    """503 with `retry-after`: the experts' queues are full (load shedding, not an endless
+    queue); the client should come back later."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.headers = {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+
+
+class AuthUnavailable(APIError):
+    """503 with `retry-after`: API keys are required but cannot be checked (the shared store is
+    unreachable and this gateway never saw its keys). Failing closed: nobody is let in."""
+
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "auth_unavailable"
+
+    def __init__(self, message: str, retry_after_s: float = 5, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.headers = {"retry-after": str(max(1, math.ceil(retry_after_s)))}
 
 
 class UpstreamTimeout(APIError):

@@ -102,6 +102,7 @@ class Metrics:
             self.latency.labels(record.model, expert).observe(record.latency_ms / 1000)
             if record.ttft_ms is not None:
                 self.ttft.labels(record.model, expert).observe(record.ttft_ms / 1000)
+        if expert:  # what was paid, a stream the client left (499) included
             self.tokens.labels(expert, "prompt").inc(record.prompt_tokens)
             self.tokens.labels(expert, "completion").inc(record.completion_tokens)
             self.cost.labels(expert).inc(record.cost_usd)

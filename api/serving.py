@@ -25,6 +25,7 @@ from api.errors import (
     UpstreamTimeout,
     error_body,
 )
+from api.limits import completion_tokens
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
@@ -34,7 +35,7 @@ from experts.errors import ExpertError
 from experts.fallback import AllExpertsFailed, Attempt, ExpertRejected, call_with_fallback
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS
-from router.query import estimate_tokens
+from router.query import estimate_tokens, max_prompt_tokens
 
 if TYPE_CHECKING:
     from api.cascade import Cascade
@@ -230,6 +231,15 @@ class ChatService:
             tried=attempts,
         )
 
+    def _for(self, expert: str, body: Json, request: ChatCompletionRequest) -> Json:
+        """`body` as `expert` gets it: `max_tokens` within its context and `coe.max_cost_usd`
+        (what `api.limits` reserved for the call)."""
+        cap = request.coe.max_cost_usd if request.coe else None
+        descriptor = self.routing.experts[expert]
+        prompt = max_prompt_tokens(body["messages"])
+        tokens = completion_tokens(descriptor, int(body["max_tokens"]), prompt, cap)
+        return {**body, "max_tokens": tokens}
+
     def _settle(
         self,
         meta: CoeMeta,
@@ -295,7 +305,7 @@ class ChatService:
         try:
             expert, answer, attempts = await call_with_fallback(
                 ranked,
-                lambda e: self.pool.client.complete(e, body),
+                lambda e: self.pool.client.complete(e, self._for(e, body, request)),
                 self.pool.health,
                 self.settings.max_attempts,
             )
@@ -331,7 +341,7 @@ class ChatService:
             try:
                 expert, upstream, attempts = await call_with_fallback(
                     ranked,
-                    lambda e: self.pool.client.open_stream(e, body),
+                    lambda e: self.pool.client.open_stream(e, self._for(e, body, request)),
                     self.pool.health,
                     self.settings.max_attempts,
                 )
@@ -411,6 +421,9 @@ class ChatService:
         started: float,
         prompt_estimate: int,
     ) -> AsyncGenerator[bytes, None]:
+        """Pass the expert's chunks on, then the final chunk with `coe`. However the stream
+        ends (done, the expert failed, the client went away), `meta` is settled to what was
+        streamed: the prompt and the chunks sent are paid for."""
         expert = upstream.expert
         usage: Json | None = None
         pieces = 0  # content-bearing chunks: one token each from llama.cpp and vLLM
@@ -436,8 +449,8 @@ class ChatService:
             yield b"data: [DONE]\n\n"
             return
         finally:
+            self._settle(meta, expert, usage, started, pieces, prompt_estimate)
             await upstream.aclose()
-        self._settle(meta, expert, usage, started, pieces, prompt_estimate)
         final: Json = {
             "id": request_id,
             "object": "chat.completion.chunk",

@@ -89,6 +89,9 @@ class FakeExpert:
                 {"error": {"message": reply.message, "type": "fake", "code": reply.status}},
                 status_code=reply.status,
             )
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and len(reply.split(" ")) > limit:  # a word a token
+            reply = " ".join(reply.split(" ")[:limit])
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         usage = {
             "prompt_tokens": prompt_tokens,

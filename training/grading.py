@@ -148,15 +148,18 @@ def grade_code(
         command = [*_isolation(), sys.executable, "-I", "-S", str(path)]
         env = {"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         output = Path(folder) / "stdout"  # a file: RLIMIT_FSIZE bounds it, a pipe would not
-        with output.open("wb") as out, subprocess.Popen(
-            command,
-            cwd=folder,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        ) as child:
+        with (
+            output.open("wb") as out,
+            subprocess.Popen(
+                command,
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            ) as child,
+        ):
             try:
                 status = child.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

@@ -132,16 +132,27 @@ class RedisStore(Store):
         timeout_s: float = 0.5,
         max_requests: int = 100_000,
         retention_s: float | None = None,
+        *,
+        connect_timeout_s: float | None = None,
+        max_connections: int = 64,
+        pool_timeout_s: float = 10.0,
     ) -> RedisStore:
-        """A store on its own connection pool (no I/O until the first call)."""
-        client = aioredis.Redis.from_url(
+        """A store on its own bounded connection pool (no I/O until the first call).
+
+        A burst of calls beyond `max_connections` waits for a free connection (up to
+        `pool_timeout_s`) instead of failing: a busy Redis is not an outage. `timeout_s` bounds
+        each command once it has a connection, `connect_timeout_s` (default: the same) a new
+        connection; those are what make Redis count as unreachable.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
             socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s or timeout_s,
             retry=Retry(NoBackoff(), 0),
-            max_connections=256,
         )
-        return cls(client, prefix, max_requests, retention_s)
+        return cls(aioredis.Redis.from_pool(pool), prefix, max_requests, retention_s)
 
     def k(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -277,6 +288,16 @@ class RedisStore(Store):
         with _unavailable():
             value = await self.redis.get(self.k(f"usd:{key_id}:{period}"))
         return int(value or 0)
+
+    async def add_counters(self, counters: list[tuple[str, int, float]]) -> None:
+        if not counters:
+            return
+        with _unavailable():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for name, amount, ttl_s in counters:
+                    pipe.incrby(self.k(name), amount)
+                    pipe.expire(self.k(name), max(1, int(ttl_s)), nx=True)
+                await pipe.execute()
 
     # --- response cache --------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from training.grading import grade_code
 
-PROMPT = "def add(a: int, b: int) -> int:\n    \"\"\"a + b\"\"\"\n"
+PROMPT = 'def add(a: int, b: int) -> int:\n    """a + b"""\n'
 TEST = "\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
 
 
