@@ -29,13 +29,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
+    "ERROR_RESPONSES",
     "APIError",
     "AdminRequired",
     "AuthUnavailable",
     "BudgetExceeded",
+    "ErrorResponse",
     "InvalidRequest",
     "ModelNotFound",
     "NoExpertAvailable",
@@ -52,6 +55,43 @@ __all__ = [
 ]
 
 log = logging.getLogger("coe.api")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # e.g. `tried`: the experts tried and why each failed
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope: every error status of this API answers with it."""
+
+    error: ErrorDetail
+
+
+_STATUSES = {
+    400: "the body is malformed, a value is out of range, or no expert fits its limits",
+    401: "API keys exist and the request has none, or an unknown one",
+    403: "the key is valid but not an admin key",
+    404: "the model, the request (feedback) or the file does not exist",
+    413: "the body is larger than COE_MAX_BODY_BYTES, or the expert found the prompt too long",
+    422: "the expert refused the request itself",
+    429: "the key's requests, tokens per minute or budget are used up (`retry-after`)",
+    500: "an unexpected error (a bug: the message says what happened)",
+    501: "a documented model whose implementation has not landed",
+    503: "no expert could answer, the experts are overloaded (`retry-after`), or keys cannot be "
+    "checked now",
+    504: "every expert tried timed out",
+}
+
+#: Every error a route may answer, for the OpenAPI document (`include_router(responses=...)`).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in _STATUSES.items()
+}
 
 
 def error_body(
@@ -188,8 +228,16 @@ class UpstreamTimeout(APIError):
     code = "upstream_timeout"
 
 
-def _loc_to_param(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+#: The tags of a discriminated union (a message's role), which pydantic puts in an error's loc.
+_TAGS = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _loc_to_param(loc: tuple[Any, ...], kind: str | None = None) -> str:
+    """`messages.0.content` for pydantic's `("body", "messages", 0, "user", "content")`."""
+    tag = [i > 0 and isinstance(loc[i - 1], int) and p in _TAGS for i, p in enumerate(loc)]
+    parts = [str(p) for p, is_tag in zip(loc, tag, strict=True) if p != "body" and not is_tag]
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        parts.append("role")
     return ".".join(parts)
 
 
@@ -197,7 +245,7 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _loc_to_param(tuple(first.get("loc", ())))
+    param = _loc_to_param(tuple(first.get("loc", ())), first.get("type"))
     if first.get("type") == "json_invalid":
         message = "the request body is not valid JSON"
     elif first.get("type") == "missing" and param:
