@@ -134,6 +134,8 @@ def create_app(
             config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
         )
         pool.scheduler.max_wait_s, pool.scheduler.mode = settings.max_wait_s, settings.scheduling
+        pool.scheduler.max_queue = settings.max_queue
+        pool.scheduler.queue_timeout_s = settings.queue_timeout_s
         await pool.start()
         routing: RoutingService | None = None
         store: Store | None = None

@@ -112,6 +112,15 @@ class Settings(BaseSettings):
         default=30.0,
         description="longest a call waits for an asleep expert before a switch is forced",
     )
+    max_queue: Annotated[int, Field(ge=1)] = Field(
+        default=512, description="calls that may wait per expert; past it they are shed (503)"
+    )
+    queue_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="longest a call waits for its expert before it is shed (503)"
+    )
+    stream_deadline_s: Annotated[float, Field(gt=0)] = Field(
+        default=900.0, description="longest a streamed answer may take, slow readers included"
+    )
     scheduling: Literal["grouped", "fcfs"] = Field(
         default="grouped",
         description="grouped: each wake serves a batch; fcfs: switch in arrival order",
