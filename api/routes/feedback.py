@@ -45,4 +45,5 @@ async def feedback(body: FeedbackRequest, request: Request, key: CallerDep) -> d
     learned = learner.apply(body.request_id, body.score) if record.status == 200 else {
         "learned": False, "router": record.router, "reason": "the request failed"
     }  # fmt: skip
+    await learner.save()  # in a worker thread
     return {"object": "coe.feedback", "request_id": body.request_id, "score": body.score, **learned}
