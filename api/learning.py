@@ -101,7 +101,8 @@ class OnlineLearner:
         async with self._saving:
             while self._unsaved:
                 name = self._unsaved.pop()
-                state = {k: np.array(v, copy=True) for k, v in online_state(self.routers[name]).items()}
+                learned = online_state(self.routers[name])
+                state = {k: np.array(v, copy=True) for k, v in learned.items()}
                 await asyncio.to_thread(self._write, self.path(name), state)
 
     def _write(self, path: Path, state: dict[str, np.ndarray]) -> None:
