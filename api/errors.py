@@ -245,7 +245,7 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _loc_to_param(tuple(first.get("loc", ())), first.get("type"))
+    param = _loc_to_param(tuple(first.get("loc", ())), str(first.get("type", "")))
     if first.get("type") == "json_invalid":
         message = "the request body is not valid JSON"
     elif first.get("type") == "missing" and param:
