@@ -68,6 +68,7 @@ class FallbackStore(Store):
         self._synced_keys_at = 0.0
         #: the keys were read from Redis or the mirror at least once: auth can be decided
         self.keys_known = False
+        self._keys_exist = False  # what Redis said last: whether any active key exists
 
     @property
     def degraded(self) -> bool:
@@ -226,10 +227,15 @@ class FallbackStore(Store):
 
     async def lookup_key(self, key_hash: str | None) -> tuple[bool, ApiKey | None]:
         found = await self._use(lambda s: s.lookup_key(key_hash))
-        if self.degraded and not self.keys_known:
+        if not self.degraded:
+            self._keys_exist = found[0]
+            return found
+        # Memory stands in: it must not open a gateway that Redis says has keys (a key created
+        # since the last sync leaves the mirror empty), nor one whose keys it never saw.
+        if not self.keys_known or (self._keys_exist and not found[0]):
             raise KeysUnknown(
-                "API keys cannot be checked: Redis is unreachable and this gateway has no key "
-                f"mirror yet ({self.key_mirror}); retry when Redis is back"
+                "API keys cannot be checked: Redis is unreachable and this gateway's copy of "
+                f"the keys ({self.key_mirror}) is missing or out of date; retry when Redis is back"
             )
         return found
 

@@ -241,3 +241,19 @@ async def test_a_burst_of_calls_queues_for_connections_instead_of_failing(
         assert await store.spent_nano_usd("kb", "2026-11-23") == 400
     finally:
         await store.aclose()
+
+
+async def test_a_key_created_since_the_last_sync_keeps_the_gateway_closed(
+    own_redis: OwnRedis,
+) -> None:
+    store = FallbackStore(RedisStore.from_url(own_redis.url, timeout_s=0.3), MemoryStore())
+    await store.start()  # no keys yet: the mirror in memory is empty
+    try:
+        _, key = new_key("late")
+        await store.primary.add_key(key)  # created elsewhere, not synced here
+        assert (await store.lookup_key(None))[0]  # Redis says keys exist
+        own_redis.stop()
+        with pytest.raises(StoreUnavailable):  # memory alone would say "open"
+            await store.lookup_key(None)
+    finally:
+        await store.aclose()
