@@ -231,6 +231,15 @@ async def _paced(
     return list(await asyncio.gather(*tasks))
 
 
+def _failures(calls: list[Call], expected: tuple[int, ...] = (200,)) -> str:
+    """`failed: {status: count}` of the unexpected statuses (0: no answer at all), or ''."""
+    odd: dict[int, int] = {}
+    for c in calls:
+        if c.status not in expected:
+            odd[c.status] = odd.get(c.status, 0) + 1
+    return f"failed statuses {odd}" if odd else ""
+
+
 def _latencies(row: Row, calls: list[Call]) -> None:
     ok = [c.latency_ms for c in calls if 200 <= c.status < 300]
     if ok:
@@ -302,7 +311,7 @@ async def expert_killed(lab: Lab, client: httpx.AsyncClient) -> Row:
     _latencies(row, calls)
     during = [c.latency_ms for c in calls if 3.0 <= c.started < 5.0 and c.status == 200]
     row.verdict.append(f"p99 in the 2 s after the kill {np.percentile(during, 99):.0f} ms")
-    row.verdict.append("0 failed" if row.failed == 0 else f"{row.failed} FAILED")
+    row.verdict.append("0 failed" if row.failed == 0 else _failures(calls))
     row.verdict.append("spend = log" if settled == logged else "spend != log")
     await store.aclose()
     return row
@@ -346,7 +355,7 @@ async def redis_outage(lab: Lab, client: httpx.AsyncClient) -> Row:
     row.failed = row.sent - row.answered
     row.expected = f"{sum(s == 401 for s in wrong)}/{len(wrong)} bad keys 401"
     _latencies(row, calls)
-    row.verdict.append("0 failed" if row.failed == 0 else f"{row.failed} FAILED")
+    row.verdict.append("0 failed" if row.failed == 0 else _failures(calls))
     row.verdict.append("keys enforced" if set(wrong) == {401} else f"keys NOT enforced {wrong}")
     row.verdict.append("Redis = log" if settled == logged else f"Redis {settled} != log {logged}")
     await store.aclose()
