@@ -18,7 +18,7 @@ from api.cache import ResponseCache
 from api.cascade import Cascade
 from api.dashboard import StoreBudgets
 from api.embedding import BatchingEmbedder
-from api.errors import install_error_handlers
+from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.guard import ChatGuard
 from api.keys import KeyAuth, require_admin
 from api.learning import OnlineLearner
@@ -35,7 +35,7 @@ from api.store import Store
 from api.store.factory import open_store
 from experts.client import Timeouts
 from experts.live import LivePool
-from experts.pool import PoolConfig, load_pool
+from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from router.base import Router
 from router.policy import Policy
 
@@ -100,7 +100,7 @@ def _max_calls(chat: ChatService) -> Callable[[ChatCompletionRequest], int]:
 def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingService) -> None:
     """Limits, cache and metrics around the chat service, all on `app.state`."""
     store: Store = app.state.store
-    metrics = Metrics()
+    metrics = Metrics(known_models=[*pool.names, *VIRTUAL_MODELS])
     pool_gauges(metrics, pool)
     degraded = getattr(store, "degraded", None)
     if degraded is not None:
@@ -113,7 +113,7 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
     app.state.guard = ChatGuard(
         app.state.chat,
         store,
-        Limiter(store, routing, _max_calls(app.state.chat)),
+        Limiter(store, routing, _max_calls(app.state.chat), settings.default_max_tokens),
         metrics,
         app.state.cache,
     )
@@ -134,6 +134,8 @@ def create_app(
             config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
         )
         pool.scheduler.max_wait_s, pool.scheduler.mode = settings.max_wait_s, settings.scheduling
+        pool.scheduler.max_queue = settings.max_queue
+        pool.scheduler.queue_timeout_s = settings.queue_timeout_s
         await pool.start()
         routing: RoutingService | None = None
         store: Store | None = None
@@ -180,8 +182,10 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(KeyAuth)  # added last: runs first, before the body is read
     for module in (chat, models, health, feedback, metrics_route):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     # The data needs an admin key once keys exist; the page itself asks for the key.
-    app.include_router(dashboard.router, dependencies=[Depends(require_admin)])
-    app.include_router(dashboard.page)
+    app.include_router(
+        dashboard.router, dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES
+    )
+    app.include_router(dashboard.page, responses=ERROR_RESPONSES)
     return app

@@ -67,18 +67,27 @@ class ResponseCache:
         deterministic = request.temperature == 0 or self.settings.cache_any_temperature
         return deterministic and not request.stream and (request.n or 1) == 1
 
-    @staticmethod
-    def exact_key(request: ChatCompletionRequest) -> str:
-        return _digest(request.model_dump(exclude={"stream", "stream_options"}, exclude_none=True))
+    def scope(self, key_id: str | None) -> str | None:
+        """Whose answers a key may be served: its own, unless `COE_CACHE_SHARED` shares them
+        among every key (one key's answers may hold what another must not read)."""
+        return None if self.settings.cache_shared else key_id
 
     @staticmethod
-    def _namespace(request: ChatCompletionRequest, expert: str, turn: int) -> str:
+    def exact_key(request: ChatCompletionRequest, scope: str | None = None) -> str:
+        body = request.model_dump(exclude={"stream", "stream_options"}, exclude_none=True)
+        return _digest(body if scope is None else {"scope": scope, "request": body})
+
+    @staticmethod
+    def _namespace(
+        request: ChatCompletionRequest, expert: str, turn: int, scope: str | None = None
+    ) -> str:
         """Same expert, same sampling, same conversation before the last user turn."""
         body = request.model_dump(
             exclude={"stream", "stream_options", "model", "coe", "messages"}, exclude_none=True
         )
         context = [m.model_dump(exclude_none=True) for m in request.messages[:turn]]
-        return _digest({"expert": expert, "sampling": body, "context": context})
+        names = {"expert": expert, "sampling": body, "context": context}
+        return _digest(names if scope is None else {**names, "scope": scope})
 
     async def _vector(self, text: str) -> np.ndarray:
         assert self.embedder is not None
@@ -86,15 +95,19 @@ class ResponseCache:
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
-    async def lookup(self, request: ChatCompletionRequest, routed: str | None) -> CacheHit | None:
-        """A cached answer for `request`, which the router would send to `routed`."""
-        entry = await self.store.cache_get(self.exact_key(request))
+    async def lookup(
+        self, request: ChatCompletionRequest, routed: str | None, scope: str | None = None
+    ) -> CacheHit | None:
+        """A cached answer for `request`, which the router would send to `routed`, among the
+        answers of `scope` (`scope(key_id)`)."""
+        entry = await self.store.cache_get(self.exact_key(request, scope))
         if entry is not None:
             return CacheHit("exact", entry)
         last = _last_user(request)
         if not self.semantic or self.embedder is None or routed is None or last is None:
             return None
-        candidates = await self.store.cache_candidates(self._namespace(request, routed, last[0]))
+        namespace = self._namespace(request, routed, last[0], scope)
+        candidates = await self.store.cache_candidates(namespace)
         if not candidates:
             return None
         query = await self._vector(last[1])
@@ -106,9 +119,12 @@ class ResponseCache:
         entry = await self.store.cache_get(candidates[best][0])
         return CacheHit("semantic", entry, float(similarity[best])) if entry else None
 
-    async def save(self, request: ChatCompletionRequest, answer: Json) -> None:
-        """Cache an answer (the OpenAI body with its `coe` object) for this request."""
-        key = self.exact_key(request)
+    async def save(
+        self, request: ChatCompletionRequest, answer: Json, scope: str | None = None
+    ) -> None:
+        """Cache an answer (the OpenAI body with its `coe` object) for this request, in
+        `scope`."""
+        key = self.exact_key(request, scope)
         ttl = self.settings.cache_ttl_s
         coe = answer.get("coe") or {}
         entry = {"answer": {k: v for k, v in answer.items() if k not in ("id", "coe")}, "coe": coe}
@@ -117,7 +133,7 @@ class ResponseCache:
         experts = coe.get("experts") or []
         if self.semantic and self.embedder is not None and last is not None and experts:
             vector = await self._vector(last[1])
-            namespace = self._namespace(request, experts[0], last[0])
+            namespace = self._namespace(request, experts[0], last[0], scope)
             await self.store.cache_index(
                 namespace, key, vector.tobytes(), ttl, self.settings.cache_max_entries
             )

@@ -30,7 +30,7 @@ from experts.fallback import Attempt
 from experts.live import LivePool
 from router.query import estimate_tokens, max_prompt_tokens, routing_text
 from router.rl import RLRouter
-from router.rl_answers import answer_features
+from router.rl_answers import ANSWER_FEATURES, answer_features
 from router.rl_online import LiveEpisode, Trace
 
 __all__ = ["Cascade", "CascadeResult"]
@@ -41,6 +41,19 @@ Json = dict[str, Any]
 def _answer_text(answer: Json) -> str:
     choices = answer.get("choices") or [{}]
     return str((choices[0].get("message") or {}).get("content") or "")
+
+
+def _check_servable(router: RLRouter) -> None:
+    """Refuse a policy trained on answer features the gateway cannot compute: it would see
+    zeros where training showed it evidence, and decide on nothing."""
+    trained = int(getattr(router, "n_answer_features_", 0))
+    names = tuple(getattr(router, "answer_feature_names_", ()))
+    if trained and names != ANSWER_FEATURES[:trained]:
+        raise ValueError(
+            f"router {router.name!r} was trained on {trained} answer feature(s) that coe cannot "
+            f"compute from a live answer (it computes {', '.join(ANSWER_FEATURES)} from the "
+            "recorded responses: train with RoutingData.responses, not answer_features=)"
+        )
 
 
 class CascadeResult:
@@ -58,6 +71,9 @@ class Cascade:
         learner: OnlineLearner,
         default_max_tokens: int,
     ) -> None:
+        for router in routing.routers.values():
+            if isinstance(router, RLRouter):
+                _check_servable(router)
         self.pool = pool
         self.routing = routing
         self.learner = learner
@@ -120,6 +136,8 @@ class Cascade:
                 result = await self.pool.client.complete(expert, {**body, "max_tokens": tokens})
             except ExpertError as exc:
                 attempts.append(Attempt(expert, exc.message))
+                if not exc.retryable and answer is not None:
+                    break  # the request is what the later expert refused: keep the paid answer
                 if not exc.retryable:
                     raise RejectedByExpert(
                         f"the expert rejected the request: {exc}",

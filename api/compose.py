@@ -100,16 +100,18 @@ class ComposeService:
         down = self.pool.health.down()
         ranked = [e for e in decision.ranked if e not in down] or list(decision.ranked)
         estimate = self._estimate_cost(limit)
+        prompt = estimate_tokens(messages)
         recruited: list[str] = []
         for expert in ranked:
             if len(recruited) == k:
                 break
             trial = [*recruited, expert]
-            answers = [{"role": "assistant", "content": "x" * 4 * limit}] * len(trial)
-            later = messages + answers  # what the aggregator or judge reads
             cost = sum(estimate(e, messages) for e in trial)
             if strategy != "vote" and closer is not None and len(trial) > 1:
-                cost += estimate(closer, later)
+                # The aggregator or judge reads the messages and every answer at full length:
+                # `limit` tokens and a message's 4 of framing each (computed, never allocated).
+                later = prompt + len(trial) * (limit + 4)
+                cost += self.routing.experts[closer].cost_usd(later, limit)
             if budget.affords(cost):
                 recruited = trial
         if not recruited:
@@ -124,8 +126,9 @@ class ComposeService:
 
     def _call(self, body: Json) -> Call:
         async def call(expert: str, messages: list[Json]) -> Reply:
+            upstream = {**body, "messages": messages, "max_tokens": self._limit(expert, body)}
             try:
-                answer = await self.pool.client.complete(expert, {**body, "messages": messages})
+                answer = await self.pool.client.complete(expert, upstream)
             except ExpertError as exc:
                 if exc.retryable:
                     self.pool.health.mark_failed(expert, exc.message)
@@ -134,6 +137,10 @@ class ComposeService:
             return self._reply(expert, answer, messages)
 
         return call
+
+    def _limit(self, expert: str, body: Json) -> int:
+        """The request's token limit, never above what `expert`'s context holds."""
+        return max(1, min(int(body["max_tokens"]), self.routing.experts[expert].context_length))
 
     def _reply(self, expert: str, answer: Json, messages: list[Json]) -> Reply:
         text = _answer_text(answer)
@@ -236,6 +243,7 @@ class ComposeService:
             final = SubAnswer(expert, "aggregator", 1 + max(a.layer for a in outcome.answers))
             outcome.answers.append(final)
             stream_body = {**body, "messages": messages, "stream_options": {"include_usage": True}}
+            stream_body["max_tokens"] = self._limit(expert, body)
             final_started = time.perf_counter()
             try:
                 async with asyncio.timeout(budget.remaining_s()):
@@ -264,7 +272,8 @@ class ComposeService:
         request: ChatCompletionRequest,
     ) -> AsyncGenerator[bytes, None]:
         """Pass the aggregator's chunks on, then settle its cost into `meta` (in place: the
-        request log reads the same object when the stream ends)."""
+        request log reads the same object when the stream ends). However the stream ends (the
+        client gone, the aggregator failed), what it streamed is settled and paid for."""
         started, final_started = timing
         final = outcome.answers[-1]
         messages = outcome.final_call[1] if outcome.final_call else []
@@ -283,16 +292,17 @@ class ComposeService:
         except (ExpertError, TimeoutError) as exc:
             self.pool.health.mark_failed(final.expert, str(exc))
             why = "the composition's deadline passed" if isinstance(exc, TimeoutError) else exc
+            final.error = str(why)
             yield _sse(error_body(f"the aggregator failed mid-answer: {why}", "server_error"))
             yield b"data: [DONE]\n\n"
             return
         finally:
+            text = "".join(pieces)
+            answer = {"choices": [{"message": {"content": text}}], "usage": usage or {}}
+            final.settle(self._reply(final.expert, answer, messages), final_started)
+            outcome.text, outcome.expert = text, final.expert
+            _settle(meta, outcome, started)
             await upstream.aclose()
-        text = "".join(pieces)
-        answer = {"choices": [{"message": {"content": text}}], "usage": usage or {}}
-        final.settle(self._reply(final.expert, answer, messages), final_started)
-        outcome.text, outcome.expert = text, final.expert
-        _settle(meta, outcome, started)
         for event in _closing(meta, chunk, request, final.expert):
             yield event
 

@@ -40,34 +40,47 @@ class BatchingEmbedder:
         if (hit := self._cache.get(text)) is not None:
             self._cache.move_to_end(text)
             return hit
-        if self._worker is None:
+        if self._worker is None or self._worker.done():  # supervised: a dead worker restarts
             self._worker = asyncio.create_task(self._run(), name="coe-embedder")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         await self._queue.put((text, future))
         return await future
 
     async def _run(self) -> None:
+        """Embed batch after batch. Whatever goes wrong with one batch (the model raises,
+        returns the wrong number of vectors) fails that batch's waiters only; the worker goes
+        on, and should it die anyway, the next `embed_one` starts another."""
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < self.max_batch:
                 batch.append(self._queue.get_nowait())
-            texts = list(dict.fromkeys(text for text, _ in batch))
             try:
-                vectors = await asyncio.to_thread(self.embedder.embed, texts)
-            except Exception as exc:  # hand the failure to every waiter, keep serving
+                self._answer(batch, await self._embed(batch))
+            except Exception as exc:  # hand the failure to this batch's waiters, keep serving
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
-            self.batches += 1
-            by_text = dict(zip(texts, vectors, strict=True))
-            for text, future in batch:
-                if not future.done():
-                    future.set_result(by_text[text])
-            for text, vector in by_text.items():
-                self._cache[text] = vector
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+
+    async def _embed(
+        self, batch: list[tuple[str, asyncio.Future[np.ndarray]]]
+    ) -> dict[str, np.ndarray]:
+        texts = list(dict.fromkeys(text for text, _ in batch))
+        vectors = await asyncio.to_thread(self.embedder.embed, texts)
+        if len(vectors) != len(texts):
+            raise ValueError(f"the embedder gave {len(vectors)} vectors for {len(texts)} texts")
+        self.batches += 1
+        return dict(zip(texts, vectors, strict=True))
+
+    def _answer(
+        self, batch: list[tuple[str, asyncio.Future[np.ndarray]]], by_text: dict[str, np.ndarray]
+    ) -> None:
+        for text, future in batch:
+            if not future.done():
+                future.set_result(by_text[text])
+        for text, vector in by_text.items():
+            self._cache[text] = vector
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     async def aclose(self) -> None:
         if self._worker is not None:

@@ -12,6 +12,8 @@
     ├── BudgetExceeded     429    the key's USD budget for this day or month is used up
     ├── NotImplementedYet  501    a documented model whose implementation has not landed
     ├── NoExpertAvailable  503    every expert tried failed (lists them)
+    ├── Overloaded         503    every expert's queue is full or its wait too long (retry-after)
+    ├── AuthUnavailable    503    keys are required but cannot be checked now (retry-after)
     └── UpstreamTimeout    504    every expert tried timed out
 
 FastAPI's validation errors and Starlette's HTTP errors are converted to the same envelope, so a
@@ -27,16 +29,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
+    "ERROR_RESPONSES",
     "APIError",
     "AdminRequired",
+    "AuthUnavailable",
     "BudgetExceeded",
+    "ErrorResponse",
     "InvalidRequest",
     "ModelNotFound",
     "NoExpertAvailable",
     "NotImplementedYet",
+    "Overloaded",
     "PayloadTooLarge",
     "RateLimited",
     "RejectedByExpert",
@@ -48,6 +55,43 @@ __all__ = [
 ]
 
 log = logging.getLogger("coe.api")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # e.g. `tried`: the experts tried and why each failed
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope: every error status of this API answers with it."""
+
+    error: ErrorDetail
+
+
+_STATUSES = {
+    400: "the body is malformed, a value is out of range, or no expert fits its limits",
+    401: "API keys exist and the request has none, or an unknown one",
+    403: "the key is valid but not an admin key",
+    404: "the model, the request (feedback) or the file does not exist",
+    413: "the body is larger than COE_MAX_BODY_BYTES, or the expert found the prompt too long",
+    422: "the expert refused the request itself",
+    429: "the key's requests, tokens per minute or budget are used up (`retry-after`)",
+    500: "an unexpected error (a bug: the message says what happened)",
+    501: "a documented model whose implementation has not landed",
+    503: "no expert could answer, the experts are overloaded (`retry-after`), or keys cannot be "
+    "checked now",
+    504: "every expert tried timed out",
+}
+
+#: Every error a route may answer, for the OpenAPI document (`include_router(responses=...)`).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in _STATUSES.items()
+}
 
 
 def error_body(
@@ -154,14 +198,46 @@ class NoExpertAvailable(APIError):
     code = "no_expert_available"
 
 
+class Overloaded(NoExpertAvailable):
+    """503 with `retry-after`: the experts' queues are full (load shedding, not an endless
+    queue); the client should come back later."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.headers = {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+
+
+class AuthUnavailable(APIError):
+    """503 with `retry-after`: API keys are required but cannot be checked (the shared store is
+    unreachable and this gateway never saw its keys). Failing closed: nobody is let in."""
+
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "auth_unavailable"
+
+    def __init__(self, message: str, retry_after_s: float = 5, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.headers = {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+
+
 class UpstreamTimeout(APIError):
     status_code = 504
     type = "timeout_error"
     code = "upstream_timeout"
 
 
-def _loc_to_param(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+#: The tags of a discriminated union (a message's role), which pydantic puts in an error's loc.
+_TAGS = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _loc_to_param(loc: tuple[Any, ...], kind: str | None = None) -> str:
+    """`messages.0.content` for pydantic's `("body", "messages", 0, "user", "content")`."""
+    tag = [i > 0 and isinstance(loc[i - 1], int) and p in _TAGS for i, p in enumerate(loc)]
+    parts = [str(p) for p, is_tag in zip(loc, tag, strict=True) if p != "body" and not is_tag]
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        parts.append("role")
     return ".".join(parts)
 
 
@@ -169,7 +245,7 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _loc_to_param(tuple(first.get("loc", ())))
+    param = _loc_to_param(tuple(first.get("loc", ())), str(first.get("type", "")))
     if first.get("type") == "json_invalid":
         message = "the request body is not valid JSON"
     elif first.get("type") == "missing" and param:

@@ -74,12 +74,12 @@ class ChatGuard:
         key_id = key.id if key else None
         cache = self.cache if self.cache is not None and self.cache.cacheable(request) else None
         if cache is not None:
-            hit = await self._lookup(cache, request)
+            hit = await self._lookup(cache, request, cache.scope(key_id))
             if hit is not None:
                 return await self._answer_from_cache(request, hit, key_id, charge)
         response = await self.chat.complete(request, key_id, self._on_end(charge))
         if cache is not None:
-            await cache.save(request, _json(response))
+            await cache.save(request, _json(response), cache.scope(key_id))
         return response
 
     async def stream(self, request: ChatCompletionRequest, key: ApiKey | None) -> StreamingResponse:
@@ -87,7 +87,7 @@ class ChatGuard:
         return await self.chat.stream(request, key.id if key else None, self._on_end(charge))
 
     async def _lookup(
-        self, cache: ResponseCache, request: ChatCompletionRequest
+        self, cache: ResponseCache, request: ChatCompletionRequest, scope: str | None
     ) -> CacheHit | None:
         routed: str | None = None
         if cache.semantic:
@@ -96,7 +96,7 @@ class ChatGuard:
                 routed = ranked[0]
             except APIError:
                 routed = None  # ChatService will refuse the request and log why
-        hit = await cache.lookup(request, routed)
+        hit = await cache.lookup(request, routed, scope)
         self.metrics.cache_lookup(hit.kind if hit else "any", hit is not None)
         return hit
 

@@ -24,8 +24,8 @@ from fastapi import Depends, Request
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import AdminRequired, APIError, Unauthorized
-from api.store import ApiKey, Store
+from api.errors import AdminRequired, APIError, AuthUnavailable, Unauthorized
+from api.store import ApiKey, Store, StoreUnavailable
 
 __all__ = [
     "AdminDep",
@@ -84,8 +84,12 @@ def _presented(headers: Headers, cookies: dict[str, str] | None = None) -> str |
 
 
 async def authenticate(store: Store, secret: str | None) -> ApiKey | None:
-    """The caller's key; None while no key exists (an open gateway). Raises `Unauthorized`."""
-    any_keys, key = await store.lookup_key(hash_key(secret) if secret else None)
+    """The caller's key; None while no key exists (an open gateway). Raises `Unauthorized`, or
+    `AuthUnavailable` when the store cannot tell which keys exist (it fails closed)."""
+    try:
+        any_keys, key = await store.lookup_key(hash_key(secret) if secret else None)
+    except StoreUnavailable as exc:
+        raise AuthUnavailable(str(exc)) from exc
     if not any_keys:
         return None
     if key is None:

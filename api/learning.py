@@ -12,6 +12,7 @@ after `n` updates: it fades as feedback accumulates and never exceeds the settin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -57,6 +58,8 @@ class OnlineLearner:
         self.learning_rate = learning_rate
         self.max_contexts = max_contexts
         self._traces: OrderedDict[str, tuple[str, Trace]] = OrderedDict()
+        self._unsaved: set[str] = set()  # routers that learned since the last `save`
+        self._saving = asyncio.Lock()
         for name, router in self.routers.items():
             path = self.path(name)
             if path.is_file():
@@ -89,12 +92,21 @@ class OnlineLearner:
         name, trace = found
         router = self.routers[name]
         learn(router, trace, score, self.learning_rate)
-        self._persist(name, router)
+        self._unsaved.add(name)
         return {"learned": True, "router": name, "updates": router.online_updates_}
 
-    def _persist(self, name: str, router: RLRouter) -> None:
+    async def save(self) -> None:
+        """Write the routers that learned since the last save, in a worker thread (a file write
+        never blocks the event loop); one save at a time, each of a snapshot of the state."""
+        async with self._saving:
+            while self._unsaved:
+                name = self._unsaved.pop()
+                learned = online_state(self.routers[name])
+                state = {k: np.array(v, copy=True) for k, v in learned.items()}
+                await asyncio.to_thread(self._write, self.path(name), state)
+
+    def _write(self, path: Path, state: dict[str, np.ndarray]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(name)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **online_state(router))  # type: ignore[arg-type]
+        np.savez(tmp, **state)  # type: ignore[arg-type]
         os.replace(tmp, path)  # a crash mid-write never leaves a torn file

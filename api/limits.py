@@ -1,12 +1,15 @@
 """Per-key rate limits (requests and tokens per minute) and USD budgets (per day or month, UTC).
 
-Before a request is sent, `Limiter.admit` takes one request, its estimated tokens and its
-estimated cost from the key's windows in one atomic store call (a Lua script on Redis), or
-refuses with 429 and `retry-after`. After it ends, `Limiter.settle` replaces the estimates by
-what the request really used, so a budget is charged the real cost. The estimate is the most the
-request could cost: the dearest expert it may reach, at the completion length the router assumes
-(`COE_EXPECTED_COMPLETION_TOKENS`, or the request's limit when lower). Concurrent requests
-therefore cannot overrun a budget by more than the estimates undershoot the truth.
+Before a request is sent, `Limiter.admit` takes one request, its estimated tokens and the most it
+can cost from the key's windows in one atomic store call (a Lua script on Redis), or refuses with
+429 and `retry-after`. After it ends, `Limiter.settle` replaces the reservation by what the
+request really used, so a budget is charged the real cost.
+
+The reservation is a bound, not a guess: every call is reserved at the `max_tokens` it is sent
+with (`completion_tokens`: the client's limit, else `COE_DEFAULT_MAX_TOKENS`, never above the
+expert's context, and cut to fit `coe.max_cost_usd`), its prompt at one token per UTF-8 byte,
+and at the dearest expert it may reach. Since no call can cost more than it reserved, concurrent
+requests never overrun a budget, on one gateway or on many sharing one Redis.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from api.errors import BudgetExceeded, RateLimited
 from api.routing import RoutingService
 from api.schemas import ChatCompletionRequest
 from api.store import ApiKey, Charge, RequestRecord, Store
-from router.query import estimate_tokens
+from router.descriptor import ExpertDescriptor
+from router.query import estimate_tokens, max_prompt_tokens
 
-__all__ = ["Limiter", "nano_usd", "period_window"]
+__all__ = ["Limiter", "completion_tokens", "nano_usd", "period_window"]
 
 _DAY = 86_400
 
@@ -42,39 +46,58 @@ def period_window(period: str, now: float) -> tuple[str, int, float]:
     return time.strftime("%Y-%m-%d", t), 2 * _DAY, start + _DAY - now
 
 
+def completion_tokens(
+    expert: ExpertDescriptor, max_tokens: int, prompt_bound: int, max_cost_usd: float | None
+) -> int:
+    """The `max_tokens` to send `expert`: the request's, never above the expert's context, and
+    cut so that the call's worst case (`prompt_bound` prompt tokens, every completion token
+    written) costs at most `max_cost_usd`. At least 1: a call that cannot fit the cap at all is
+    for the router to exclude, not for this to make free."""
+    tokens = min(max_tokens, expert.context_length)
+    if max_cost_usd is not None and expert.output_price > 0:
+        room = (max_cost_usd * 1e6 - prompt_bound * expert.input_price) / expert.output_price
+        tokens = min(tokens, math.floor(room))
+    return max(1, tokens)
+
+
 class Limiter:
     def __init__(
         self,
         store: Store,
         routing: RoutingService,
         max_calls: Callable[[ChatCompletionRequest], int] | None = None,
+        default_max_tokens: int = 512,
     ) -> None:
         self.store = store
         self.routing = routing
         #: How many expert calls a request may make (a composition, a cascade): the reservation
         #: covers all of them.
         self.max_calls = max_calls
+        #: what a request without its own limit is sent with (`COE_DEFAULT_MAX_TOKENS`)
+        self.default_max_tokens = default_max_tokens
 
     def estimate(self, request: ChatCompletionRequest) -> tuple[int, float]:
-        """Tokens and the most USD this request may cost, before any expert is called."""
+        """Tokens (for TPM: the prompt and the completion the router assumes) and the most USD
+        this request can cost, before any expert is called."""
         messages = [m.model_dump() for m in request.messages]
-        costs = self.routing.estimated_costs(messages, request.completion_limit)
-        if request.model in costs:
-            reachable = [costs[request.model]]
-        else:
-            cap = request.coe.max_cost_usd if request.coe else None
-            reachable = [c for c in costs.values() if cap is None or c <= cap] or [0.0]
-        completion = min(
-            request.completion_limit or self.routing.expected_completion_tokens,
-            self.routing.expected_completion_tokens,
-        )
-        calls = 1
-        if request.model not in costs and self.max_calls is not None:
-            calls = self.max_calls(request)
-        usd = calls * max(reachable)
         cap = request.coe.max_cost_usd if request.coe else None
+        limit = request.completion_limit or self.default_max_tokens
+        calls = 1
+        if request.model not in self.routing.experts and self.max_calls is not None:
+            calls = self.max_calls(request)
+        prompt = max_prompt_tokens(messages)
+        if request.model == "coe-compose":  # later calls read the earlier answers
+            prompt += (calls - 1) * (limit + 16)
+        experts = self.routing.experts
+        reachable = [experts[request.model]] if request.model in experts else experts.values()
+        worst = max(
+            (e.cost_usd(prompt, completion_tokens(e, limit, prompt, cap)) for e in reachable),
+            default=0.0,
+        )
+        usd = calls * worst
         if cap is not None:  # the composition itself never spends past it
             usd = min(usd, cap)
+        completion = min(limit, self.routing.expected_completion_tokens)
         return calls * (estimate_tokens(messages) + completion), usd
 
     async def admit(

@@ -11,7 +11,7 @@ registered with `Metrics.gauge`; a component with its own load board adds its ga
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -50,7 +50,9 @@ class _Gauges(Collector):
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, known_models: Collection[str] | None = None) -> None:
+        """`known_models`: the names that label series as themselves (others: `unknown`)."""
+        self.known_models = frozenset(known_models) if known_models is not None else None
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -92,23 +94,32 @@ class Metrics:
         """Add a gauge read by calling `read` at every scrape."""
         self._gauges.gauges.append(_Gauge(name, doc, tuple(labels), read))
 
+    def _model(self, name: str) -> str:
+        """A label value: the model's name if the gateway serves it, else `unknown` (a client
+        may send any name; each would be a series kept forever)."""
+        if self.known_models is None or name in self.known_models:
+            return name
+        return "unknown"
+
     def observe(self, record: RequestRecord) -> None:
         """Count one ended request from its request-log record."""
         expert = record.experts[0] if record.experts else ""
-        self.requests.labels(record.model, expert, str(record.status)).inc()
+        model = self._model(record.model)
+        self.requests.labels(model, expert, str(record.status)).inc()
         if record.cache_hit:
             return  # no expert worked: latency, tokens and cost are not an expert's
         if record.status == 200 and expert:
-            self.latency.labels(record.model, expert).observe(record.latency_ms / 1000)
+            self.latency.labels(model, expert).observe(record.latency_ms / 1000)
             if record.ttft_ms is not None:
-                self.ttft.labels(record.model, expert).observe(record.ttft_ms / 1000)
+                self.ttft.labels(model, expert).observe(record.ttft_ms / 1000)
+        if expert:  # what was paid, a stream the client left (499) included
             self.tokens.labels(expert, "prompt").inc(record.prompt_tokens)
             self.tokens.labels(expert, "completion").inc(record.completion_tokens)
             self.cost.labels(expert).inc(record.cost_usd)
         if record.router and record.tried:
             self.decisions.labels(record.router, record.tried[0]).inc()
         if record.fallback:
-            self.fallbacks.labels(record.model).inc()
+            self.fallbacks.labels(model).inc()
 
     def cache_lookup(self, kind: str, hit: bool) -> None:
         self.cache.labels(kind, "hit" if hit else "miss").inc()

@@ -8,25 +8,41 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "CoeOptions", "FeedbackRequest", "StreamOptions"]
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "CoeOptions",
+    "FeedbackRequest",
+    "PromptMessage",
+    "ReplyMessage",
+    "StreamOptions",
+]
 
-Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
-
-class ChatMessage(BaseModel):
+class _Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Role
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
 
-    @model_validator(mode="after")
-    def _content_required(self) -> ChatMessage:
-        if self.role in ("system", "developer", "user") and self.content is None:
-            raise ValueError(f"a {self.role} message needs 'content'")
-        return self
+
+class PromptMessage(_Message):
+    """A system, developer or user turn: its `content` is required (text or content parts)."""
+
+    role: Literal["system", "developer", "user"]
+    content: str | list[dict[str, Any]]
+
+
+class ReplyMessage(_Message):
+    """An assistant, tool or function turn: `content` may be null (a tool call carries none)."""
+
+    role: Literal["assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+#: One chat message; which fields it needs depends on its `role` (the schema says so too).
+ChatMessage = Annotated[PromptMessage | ReplyMessage, Field(discriminator="role")]
 
 
 class StreamOptions(BaseModel):
@@ -40,7 +56,9 @@ class CoeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    router: str | None = Field(default=None, description="router name for this request")
+    router: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None, description="router name for this request"
+    )
     cost_weight: Annotated[float, Field(ge=0)] | None = None
     max_cost_usd: Annotated[float, Field(ge=0)] | None = None
     k: Annotated[int, Field(ge=1, le=16)] | None = None
@@ -58,7 +76,7 @@ class CoeOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    model: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1, max_length=256)]
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -95,6 +113,6 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: Annotated[str, Field(min_length=1, description="the answer's `id`")]
+    request_id: Annotated[str, Field(min_length=1, max_length=128, description="the answer's `id`")]
     score: Annotated[float, Field(ge=0, le=1, description="0 = useless, 1 = perfect")]
     comment: Annotated[str, Field(max_length=2000)] | None = None

@@ -11,20 +11,24 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from api.errors import (
     APIError,
     ModelNotFound,
     NoExpertAvailable,
+    Overloaded,
     RejectedByExpert,
     UpstreamTimeout,
     error_body,
 )
+from api.limits import completion_tokens
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
@@ -34,7 +38,7 @@ from experts.errors import ExpertError
 from experts.fallback import AllExpertsFailed, Attempt, ExpertRejected, call_with_fallback
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS
-from router.query import estimate_tokens
+from router.query import estimate_tokens, max_prompt_tokens
 
 if TYPE_CHECKING:
     from api.cascade import Cascade
@@ -149,6 +153,45 @@ def _record(
     return record
 
 
+#: Ends a stream once (see `ChatService._ender`): called with the status and error to log.
+Ended = Callable[[int, str | None], Awaitable[None]]
+
+
+class _GuardedStream(StreamingResponse):
+    """A streamed response that cannot hold an expert: the whole response, a slow reader
+    included, is bounded by `deadline_s`; a body cut short is closed (and so logged) at once,
+    not when the garbage collector finds it; and `abandoned` runs when the body was never read
+    (the client went away before the first byte)."""
+
+    def __init__(
+        self,
+        body: AsyncGenerator[bytes, None],
+        abandoned: Callable[[], Awaitable[None]],
+        deadline_s: float,
+        **kwargs: Any,
+    ) -> None:
+        self._body, self._abandoned, self._deadline_s = body, abandoned, deadline_s
+        self._started = False
+        super().__init__(self._read(), **kwargs)
+
+    async def _read(self) -> AsyncGenerator[bytes, None]:
+        self._started = True
+        try:
+            async for chunk in self._body:
+                yield chunk
+        finally:  # closing this closes what it reads (Starlette, a test)
+            await self._body.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            with anyio.move_on_after(self._deadline_s):
+                await super().__call__(scope, receive, send)
+        finally:
+            await self._body.aclose()
+            if not self._started:
+                await self._abandoned()
+
+
 class ChatService:
     def __init__(
         self, pool: LivePool, routing: RoutingService, settings: Settings, store: Store
@@ -230,6 +273,15 @@ class ChatService:
             tried=attempts,
         )
 
+    def _for(self, expert: str, body: Json, request: ChatCompletionRequest) -> Json:
+        """`body` as `expert` gets it: `max_tokens` within its context and `coe.max_cost_usd`
+        (what `api.limits` reserved for the call)."""
+        cap = request.coe.max_cost_usd if request.coe else None
+        descriptor = self.routing.experts[expert]
+        prompt = max_prompt_tokens(body["messages"])
+        tokens = completion_tokens(descriptor, int(body["max_tokens"]), prompt, cap)
+        return {**body, "max_tokens": tokens}
+
     def _settle(
         self,
         meta: CoeMeta,
@@ -249,13 +301,18 @@ class ChatService:
         meta.cost_usd = round(descriptor.cost_usd(meta.prompt_tokens, meta.completion_tokens), 12)
         meta.latency_ms = (time.perf_counter() - started) * 1000
 
-    @staticmethod
-    def _failure(exc: AllExpertsFailed | ExpertRejected) -> APIError:
+    def _failure(self, exc: AllExpertsFailed | ExpertRejected) -> APIError:
         tried = [a.as_json() for a in exc.attempts]
         if isinstance(exc, ExpertRejected):
             status = getattr(exc.error, "status_code", 400)
             return RejectedByExpert(
                 f"the expert rejected the request: {exc.error}", status, tried=tried
+            )
+        if exc.attempts and all(a.shed for a in exc.attempts):
+            return Overloaded(
+                f"every expert tried is overloaded; retry later ({exc})",
+                min(self.settings.queue_timeout_s, 30.0),
+                tried=tried,
             )
         if exc.timed_out:
             return UpstreamTimeout(str(exc), tried=tried)
@@ -295,7 +352,7 @@ class ChatService:
         try:
             expert, answer, attempts = await call_with_fallback(
                 ranked,
-                lambda e: self.pool.client.complete(e, body),
+                lambda e: self.pool.client.complete(e, self._for(e, body, request)),
                 self.pool.health,
                 self.settings.max_attempts,
             )
@@ -331,7 +388,7 @@ class ChatService:
             try:
                 expert, upstream, attempts = await call_with_fallback(
                     ranked,
-                    lambda e: self.pool.client.open_stream(e, body),
+                    lambda e: self.pool.client.open_stream(e, self._for(e, body, request)),
                     self.pool.health,
                     self.settings.max_attempts,
                 )
@@ -344,15 +401,10 @@ class ChatService:
         meta.ttft_ms = (time.perf_counter() - started) * 1000
         prompt_estimate = estimate_tokens(body["messages"])
         events = self._relay(upstream, request, meta, request_id, started, prompt_estimate)
-        headers = meta.headers(final=False) | {
-            "x-request-id": request_id,
-            "cache-control": "no-cache",
-        }
-        return StreamingResponse(
-            self._logged(events, request, request_id, arrived, meta, key_id, on_end),
-            media_type="text/event-stream",
-            headers=headers,
-        )
+        ended = self._ender(events, request, request_id, arrived, meta, key_id, on_end)
+        return await self._respond(events, ended, meta.headers(final=False) | {
+            "x-request-id": request_id
+        })  # fmt: skip
 
     async def _compose_stream(
         self,
@@ -367,40 +419,65 @@ class ChatService:
         except APIError as exc:
             await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
-        headers = meta.headers(final=False) | {"x-request-id": request_id}
-        return StreamingResponse(
-            self._logged(events, request, request_id, arrived, meta, key_id, on_end),
-            media_type="text/event-stream",
-            headers=headers | {"cache-control": "no-cache"},
-        )
+        ended = self._ender(events, request, request_id, arrived, meta, key_id, on_end)
+        return await self._respond(events, ended, meta.headers(final=False) | {
+            "x-request-id": request_id
+        })  # fmt: skip
 
-    async def _logged(
+    def _ender(
         self,
         events: AsyncGenerator[bytes, None],
         request: ChatCompletionRequest,
         request_id: str,
         arrived: float,
         meta: CoeMeta,
-        key_id: str | None = None,
-        on_end: OnEnd | None = None,
-    ) -> AsyncIterator[bytes]:
-        """Relay `events`, then log the request however the stream ended (a client that goes
+        key_id: str | None,
+        on_end: OnEnd | None,
+    ) -> Ended:
+        """What ends a stream, once, however it ended: close `events` (its `finally` frees the
+        expert's slot and settles `meta` to what was streamed), then log with `status`."""
+
+        async def ended(status: int, error: str | None) -> None:
+            try:
+                await events.aclose()
+            finally:  # even when a cancelled scope cancels that await
+                record = _record(request, request_id, arrived, meta, status, error)
+                await self._log(record, request, key_id, on_end)
+
+        return ended
+
+    async def _respond(
+        self, events: AsyncGenerator[bytes, None], ended: Ended, headers: dict[str, str]
+    ) -> StreamingResponse:
+        """The response for `events`, started here: the expert's first event has arrived (it
+        is the fallback point), and a started generator's `finally` runs on `aclose()`, so the
+        expert is freed even if the client leaves before the body is read."""
+        first = await anext(events, None)
+        return _GuardedStream(
+            self._logged(first, events, ended),
+            lambda: ended(499, "the client went away before the answer started"),
+            self.settings.stream_deadline_s,
+            media_type="text/event-stream",
+            headers=headers | {"cache-control": "no-cache"},
+        )
+
+    async def _logged(
+        self, first: bytes | None, events: AsyncGenerator[bytes, None], ended: Ended
+    ) -> AsyncGenerator[bytes, None]:
+        """Relay `first` and `events`, then end the stream however it ended (a client that goes
         away mid-answer is logged as 499, nginx's "client closed request")."""
         error: str | None = "the client went away mid-answer"
         status = 499
         try:
-            async for event in events:  # closed below: its finally frees the expert's slot
-                if event.startswith(b'data: {"error"'):
-                    error, status = event[6:].decode(errors="replace").strip()[:500], 200
-                yield event
+            while first is not None:
+                if first.startswith(b'data: {"error"'):
+                    error, status = first[6:].decode(errors="replace").strip()[:500], 200
+                yield first
+                first = await anext(events, None)
             if status == 499:
                 error, status = None, 200
         finally:
-            try:
-                await events.aclose()  # release the expert's connection before logging
-            finally:  # even when a cancelled scope cancels that await
-                record = _record(request, request_id, arrived, meta, status, error)
-                await self._log(record, request, key_id, on_end)
+            await ended(status, error)
 
     async def _relay(
         self,
@@ -411,6 +488,9 @@ class ChatService:
         started: float,
         prompt_estimate: int,
     ) -> AsyncGenerator[bytes, None]:
+        """Pass the expert's chunks on, then the final chunk with `coe`. However the stream
+        ends (done, the expert failed, the client went away), `meta` is settled to what was
+        streamed: the prompt and the chunks sent are paid for."""
         expert = upstream.expert
         usage: Json | None = None
         pieces = 0  # content-bearing chunks: one token each from llama.cpp and vLLM
@@ -436,8 +516,8 @@ class ChatService:
             yield b"data: [DONE]\n\n"
             return
         finally:
+            self._settle(meta, expert, usage, started, pieces, prompt_estimate)
             await upstream.aclose()
-        self._settle(meta, expert, usage, started, pieces, prompt_estimate)
         final: Json = {
             "id": request_id,
             "object": "chat.completion.chunk",

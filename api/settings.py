@@ -60,7 +60,16 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field(default="coe:", description="prefix of every key coe writes")
     redis_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        default=0.5, description="per Redis call; past it the request is served from memory"
+        default=0.5, description="per Redis command; past it the request is served from memory"
+    )
+    redis_connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=2.0, description="per new Redis connection; past it Redis counts as unreachable"
+    )
+    redis_max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=64, description="Redis connections per gateway; a burst beyond waits its turn"
+    )
+    redis_pool_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="longest a Redis call waits for a free connection"
     )
     redis_retry_s: Annotated[float, Field(gt=0)] = Field(
         default=2.0, description="how often an unreachable Redis is pinged to go back to it"
@@ -80,6 +89,9 @@ class Settings(BaseSettings):
         default="off", description="response cache: exact request match, or also similar queries"
     )
     cache_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    cache_shared: bool = Field(
+        default=False, description="serve one key's cached answers to every key (else per key)"
+    )
     cache_similarity: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.95, description="semantic cache: least cosine similarity of the last user turn"
     )
@@ -99,6 +111,15 @@ class Settings(BaseSettings):
     max_wait_s: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="longest a call waits for an asleep expert before a switch is forced",
+    )
+    max_queue: Annotated[int, Field(ge=1)] = Field(
+        default=512, description="calls that may wait per expert; past it they are shed (503)"
+    )
+    queue_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="longest a call waits for its expert before it is shed (503)"
+    )
+    stream_deadline_s: Annotated[float, Field(gt=0)] = Field(
+        default=900.0, description="longest a streamed answer may take, slow readers included"
     )
     scheduling: Literal["grouped", "fcfs"] = Field(
         default="grouped",

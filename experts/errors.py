@@ -2,6 +2,7 @@
 
     ExpertError                  an expert could not give an answer
     ├── ExpertUnavailable        connection refused or reset, process not running
+    │   └── ExpertOverloaded     its queue in the gateway is full, or the wait in it too long
     ├── ExpertTimeout            no first byte (or no next byte) within the timeout
     └── ExpertHTTPError          the expert answered with an HTTP error status
     PoolConfigError              the pool file is missing or invalid (names file and field)
@@ -17,6 +18,7 @@ __all__ = [
     "EngineStartError",
     "ExpertError",
     "ExpertHTTPError",
+    "ExpertOverloaded",
     "ExpertTimeout",
     "ExpertUnavailable",
     "PoolConfigError",
@@ -37,6 +39,15 @@ class ExpertError(Exception):
 
 class ExpertUnavailable(ExpertError):
     """The expert cannot be reached."""
+
+
+class ExpertOverloaded(ExpertUnavailable):
+    """The call was shed before it reached the expert: its queue was full or the wait too long.
+    `retry_after_s` says when a retry may find room. The expert itself is not unhealthy."""
+
+    def __init__(self, expert: str, message: str, retry_after_s: float) -> None:
+        super().__init__(expert, message)
+        self.retry_after_s = retry_after_s
 
 
 class ExpertTimeout(ExpertError):

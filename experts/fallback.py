@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from experts.errors import ExpertError, ExpertTimeout
+from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout
 from experts.health import HealthBoard
 
 __all__ = ["AllExpertsFailed", "Attempt", "ExpertRejected", "call_with_fallback"]
@@ -24,6 +24,8 @@ class Attempt:
     expert: str
     error: str | None = None
     timed_out: bool = False
+    #: shed by the gateway's scheduler (queue full or wait too long): the expert never saw it
+    shed: bool = False
 
     def as_json(self) -> dict[str, str | None]:
         return {"expert": self.expert, "error": self.error}
@@ -60,10 +62,12 @@ async def call_with_fallback(
         try:
             result = await call(expert)
         except ExpertError as exc:
-            attempts.append(Attempt(expert, exc.message, isinstance(exc, ExpertTimeout)))
+            shed = isinstance(exc, ExpertOverloaded)
+            attempts.append(Attempt(expert, exc.message, isinstance(exc, ExpertTimeout), shed))
             if not exc.retryable:
                 raise ExpertRejected(exc, attempts) from exc
-            health.mark_failed(expert, exc.message)
+            if not shed:  # busy is not broken: routing must not take it for down
+                health.mark_failed(expert, exc.message)
             continue
         health.mark_ok(expert)
         attempts.append(Attempt(expert))

@@ -16,6 +16,10 @@ to sleep so that each wake serves a batch (Symbolic-MoE's grouping, online):
    that under overload the experts take turns, a full batch per wake, instead of thrashing;
 4. an expert with calls in flight is never put to sleep, and one switch runs at a time.
 
+Queues are bounded (load shedding, not an ever-growing queue): a call that finds `max_queue`
+calls already waiting for its expert, or that waits longer than `queue_timeout_s`, is refused
+with `ExpertOverloaded` (the gateway answers 503 with `retry-after`, or tries another expert).
+
 `mode="fcfs"` is the baseline the benchmark compares with: calls start in arrival order, and a
 call for an asleep expert at the head of the line causes a switch as soon as the in-flight calls
 end (a load per change of expert in the arrival sequence).
@@ -42,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from experts.errors import ExpertUnavailable
+from experts.errors import ExpertOverloaded, ExpertUnavailable
 from router.load import ExpertLoad
 
 __all__ = ["Residency", "Scheduler", "SchedulingMode", "Switch"]
@@ -92,12 +96,18 @@ class Scheduler:
         max_wait_s: float = 30.0,
         mode: SchedulingMode = "grouped",
         clock: Callable[[], float] = time.monotonic,
+        max_queue: int | None = None,
+        queue_timeout_s: float | None = None,
     ) -> None:
         self.limits = dict(limits)
         self.residency = residency
         self.max_wait_s = max_wait_s
         self.mode = mode
         self.clock = clock
+        #: calls that may wait per expert; one more is shed at once (None: unbounded)
+        self.max_queue = max_queue
+        #: longest a call may wait for its slot before it is shed (None: unbounded)
+        self.queue_timeout_s = queue_timeout_s
         self._queues: dict[str, deque[_Ticket]] = {n: deque() for n in limits}
         self._in_flight: dict[str, int] = dict.fromkeys(limits, 0)
         self._last_used: dict[str, float] = dict.fromkeys(limits, 0.0)
@@ -108,8 +118,8 @@ class Scheduler:
         self._switch_task: asyncio.Task[None] | None = None
         self._draining: str | None = None
         self._timer: asyncio.TimerHandle | None = None
-        #: every switch decided so far, in order (tests and benchmarks read it)
-        self.switches: list[Switch] = []
+        #: the latest switches decided, in order (tests and benchmarks read it; bounded)
+        self.switches: deque[Switch] = deque(maxlen=10_000)
 
     # -- the load board ------------------------------------------------------------------------
 
@@ -137,8 +147,26 @@ class Scheduler:
     async def acquire(self, expert: str) -> None:
         """Wait until `expert` is resident and has a free slot, then hold the slot.
 
-        Raises `ExpertUnavailable` when the expert had to be woken and could not be.
+        Raises `ExpertUnavailable` when the expert had to be woken and could not be, and
+        `ExpertOverloaded` when its queue is full or the wait passed `queue_timeout_s`.
         """
+        queue = self._queues[expert]
+        if self.max_queue is not None and len(queue) >= self.max_queue:
+            raise ExpertOverloaded(
+                expert, f"{len(queue)} calls are already waiting for it", self._retry_after()
+            )
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                await self._wait(expert)
+        except TimeoutError as exc:
+            raise ExpertOverloaded(
+                expert, f"no slot within {self.queue_timeout_s:g} s", self._retry_after()
+            ) from exc
+
+    def _retry_after(self) -> float:
+        return min(self.queue_timeout_s or 5.0, 30.0)
+
+    async def _wait(self, expert: str) -> None:
         loop = asyncio.get_running_loop()
         ticket = _Ticket(expert, self.clock(), next(self._seq), loop.create_future())
         self._queues[expert].append(ticket)

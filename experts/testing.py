@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible expert for tests and benchmarks: answers what a test enqueues.
 
 It is a real ASGI app, so it runs in-process behind `httpx.ASGITransport` or on a real port
-under uvicorn. Never used on the product's serving path.
+under uvicorn (`python -m experts.testing NAME PORT`, for benchmarks that kill experts). Never
+used on the product's serving path.
 
 Example::
 
@@ -13,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import time
 from collections import deque
@@ -38,9 +41,11 @@ class _Error:
 class FakeExpert:
     """Answers chat completions from a queue (or `default` when it is empty)."""
 
-    def __init__(self, name: str = "fake", default: str = "ok") -> None:
+    def __init__(self, name: str = "fake", default: str = "ok", chunk_delay_s: float = 0.0) -> None:
         self.name = name
         self.default = default
+        #: a pause before each streamed chunk (a stream that takes a while, for disconnects)
+        self.chunk_delay_s = chunk_delay_s
         self.replies: deque[str | _Error] = deque()
         self.requests: list[dict[str, Any]] = []
         #: vLLM sleep mode: `/sleep`, `/wake_up`, `/is_sleeping`; chat answers 503 while asleep
@@ -89,6 +94,9 @@ class FakeExpert:
                 {"error": {"message": reply.message, "type": "fake", "code": reply.status}},
                 status_code=reply.status,
             )
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and len(reply.split(" ")) > limit:  # a word a token
+            reply = " ".join(reply.split(" ")[:limit])
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -116,6 +124,8 @@ class FakeExpert:
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
         for delta in deltas:
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
             choice = {"index": 0, "delta": delta, "finish_reason": None}
             yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n".encode()
         final = {"index": 0, "delta": {}, "finish_reason": "stop"}
@@ -146,3 +156,22 @@ class FakeNetwork(httpx.AsyncBaseTransport):
         if host in self.silent:
             raise httpx.ReadTimeout(f"{host} sent nothing", request=request)
         return await self._transports[host].handle_async_request(request)
+
+
+def main() -> None:
+    """`python -m experts.testing NAME PORT [--reply TEXT] [--chunk-delay-s S]`: one fake
+    expert on 127.0.0.1:PORT, answering `--reply` to everything."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("name")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--reply", default="ok")
+    parser.add_argument("--chunk-delay-s", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeExpert(args.name, args.reply, args.chunk_delay_s)
+    uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -105,26 +105,28 @@ class DashboardService:
         frame = await self._frame(window, now)
         load = self._load()
         up = sum(e.up for e in load)
-        return aggregate.summary(frame, await self._feedback(frame), up, len(load))
+        feedback = await self._feedback(frame)
+        return await asyncio.to_thread(aggregate.summary, frame, feedback, up, len(load))
 
     async def traffic(self, window: Window, now: float | None = None) -> TrafficReport:
-        return aggregate.traffic(await self._frame(window, now))
+        return await asyncio.to_thread(aggregate.traffic, await self._frame(window, now))
 
     async def cost(self, window: Window, now: float | None = None) -> CostReport:
         budgets = await self.budgets.budgets() if self.budgets is not None else None
-        return aggregate.cost(await self._frame(window, now), budgets)
+        return await asyncio.to_thread(aggregate.cost, await self._frame(window, now), budgets)
 
     async def latency(self, window: Window, now: float | None = None) -> LatencyReport:
-        return aggregate.latency(await self._frame(window, now))
+        return await asyncio.to_thread(aggregate.latency, await self._frame(window, now))
 
     async def routing(self, window: Window, now: float | None = None) -> RoutingReport:
-        return aggregate.routing(await self._frame(window, now), self._load())
+        frame = await self._frame(window, now)
+        return await asyncio.to_thread(aggregate.routing, frame, self._load())
 
     async def quality(self, window: Window, now: float | None = None) -> QualityReport:
         frame = await self._frame(window, now)
         feedback = await self._feedback(frame)
         experts_of = await self._experts_of(frame, feedback)
-        return aggregate.quality(frame, feedback, experts_of)
+        return await asyncio.to_thread(aggregate.quality, frame, feedback, experts_of)
 
     async def _experts_of(
         self, frame: aggregate.Frame, feedback: list[FeedbackRecord]
@@ -141,5 +143,6 @@ class DashboardService:
                 known[request_id] = record.experts
         return known
 
-    def evaluations(self) -> EvalReports:
-        return load_reports(self.reports_dir)
+    async def evaluations(self) -> EvalReports:
+        """The `coe eval` reports, read and parsed in a worker thread."""
+        return await asyncio.to_thread(load_reports, self.reports_dir)

@@ -100,7 +100,7 @@ async def quality(dashboard: DashboardDep, window: WindowQuery = "1h") -> Qualit
 @router.get("/evaluations")
 async def evaluations(dashboard: DashboardDep) -> EvalReports:
     """The `coe eval` reports under COE_REPORTS_DIR: cost-quality curves and metric tables."""
-    return dashboard.evaluations()
+    return await dashboard.evaluations()
 
 
 @page.get("", response_class=HTMLResponse)

@@ -213,6 +213,11 @@ class Store(ABC):
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
         """What the key has spent (and holds reserved) in `period`."""
 
+    async def add_counters(self, counters: list[tuple[str, int, float]]) -> None:
+        """Add `(window name, amount, seconds left)` to the limit windows (a replica's outage
+        counts, written back when the shared store returns)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take counters")
+
     # --- response cache --------------------------------------------------------------------
 
     @abstractmethod

@@ -22,6 +22,9 @@ def open_redis(settings: Settings) -> Store:
         settings.redis_timeout_s,
         settings.request_log_max,
         settings.request_log_retention_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
     )
 
 

@@ -5,9 +5,11 @@ warning and switches every later call to the in-process store at once (no timeou
 a background task pings Redis every `retry_s` and switches back when it answers, moving the
 requests and feedback logged meanwhile into Redis so the dashboard misses nothing. API keys are
 mirrored in memory while Redis is up, and to `key_mirror` (hashes only) so that a gateway that
-restarts while Redis is away still refuses unknown keys; only a replica that has never reached
-Redis serves open until it does. Rate-limit and budget counters kept in memory during an outage
-are per replica and start from zero.
+restarts while Redis is away still refuses unknown keys. A replica that has never reached Redis
+and has no mirror cannot know whether keys exist: it fails closed (`lookup_key` raises
+`KeysUnknown`, a 503 for the client) until Redis answers. Rate-limit and budget counters kept
+in memory during an outage are per replica and start from zero; when Redis is back they are
+added to its counters, so the spend of the outage is charged to the keys' budgets there too.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ from typing import Any, TypeVar
 from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
 from api.store.memory import MemoryStore
 
-__all__ = ["FallbackStore"]
+__all__ = ["FallbackStore", "KeysUnknown"]
 
 log = logging.getLogger("coe.store")
 
 T = TypeVar("T")
+
+
+class KeysUnknown(StoreUnavailable):
+    """Redis is unreachable and this replica has never seen its keys: nobody can be let in."""
 
 
 class FallbackStore(Store):
@@ -60,6 +66,9 @@ class FallbackStore(Store):
         self.outages = 0
         self._watcher: asyncio.Task[None] | None = None
         self._synced_keys_at = 0.0
+        #: the keys were read from Redis or the mirror at least once: auth can be decided
+        self.keys_known = False
+        self._keys_exist = False  # what Redis said last: whether any active key exists
 
     @property
     def degraded(self) -> bool:
@@ -105,6 +114,7 @@ class FallbackStore(Store):
     async def _sync_keys(self) -> None:
         keys = await self.primary.keys()
         self.local.replace_keys(keys)
+        self.keys_known = True
         self._synced_keys_at = time.monotonic()
         if self.key_mirror is not None:
             text = json.dumps([k.as_json() for k in keys])
@@ -114,34 +124,64 @@ class FallbackStore(Store):
 
     def _load_mirror(self) -> None:
         if self.key_mirror is None or not self.key_mirror.exists():
-            log.warning("no key mirror at %s: serving without API keys until redis is back",
+            log.warning("no key mirror at %s: refusing /v1 requests (503) until redis is back",
                         self.key_mirror)  # fmt: skip
             return
         keys = [ApiKey.from_json(k) for k in json.loads(self.key_mirror.read_text())]
         self.local.replace_keys(keys)
+        self.keys_known = True
         log.warning("keys from %s (%d) stand in until redis is back", self.key_mirror, len(keys))
 
     async def _recover(self) -> None:
         await self.primary.ping()
         requests, feedback = self.local.take_logs()
+        counters = self.local.take_counters()
         try:
-            for record in requests:
-                await self.primary.log_request(record)
-            for item in feedback:
-                await self.primary.add_feedback(item)
+            await self._write_back(requests, feedback, counters)
+            await self._sync_keys()
         except StoreUnavailable:
-            for record in requests:  # gone again: keep them in memory for the next try
-                await self.local.log_request(record)
-            for item in feedback:
-                await self.local.add_feedback(item)
+            await self._keep_local(requests, feedback, counters)  # gone again: next try
             raise
-        await self._sync_keys()
         log.warning(
-            "redis is back after %.0f s; %d requests logged meanwhile moved to it",
+            "redis is back after %.0f s; %d requests logged and %d limit windows counted "
+            "meanwhile moved to it",
             time.time() - (self.degraded_since or time.time()),
             len(requests),
+            len(counters),
         )
-        self.degraded_since = None
+        self.degraded_since = None  # every call goes to Redis from here
+        # What memory took while the write-back above awaited: moved in the same way.
+        late = (*self.local.take_logs(), self.local.take_counters())
+        try:
+            await self._write_back(*late)
+        except StoreUnavailable as exc:
+            await self._keep_local(*late)
+            self._degrade(exc)
+
+    async def _write_back(
+        self,
+        requests: list[RequestRecord],
+        feedback: list[FeedbackRecord],
+        counters: list[tuple[str, int, float]],
+    ) -> None:
+        for record in requests:
+            await self.primary.log_request(record)
+        for item in feedback:
+            await self.primary.add_feedback(item)
+        await self.primary.add_counters(counters)
+
+    async def _keep_local(
+        self,
+        requests: list[RequestRecord],
+        feedback: list[FeedbackRecord],
+        counters: list[tuple[str, int, float]],
+    ) -> None:
+        # A record written to Redis before the failure may be logged twice: better than lost.
+        for record in requests:
+            await self.local.log_request(record)
+        for item in feedback:
+            await self.local.add_feedback(item)
+        await self.local.add_counters(counters)
 
     async def _watch(self) -> None:
         while True:
@@ -186,7 +226,18 @@ class FallbackStore(Store):
         await self._use(lambda s: s.add_key(key))
 
     async def lookup_key(self, key_hash: str | None) -> tuple[bool, ApiKey | None]:
-        return await self._use(lambda s: s.lookup_key(key_hash))
+        found = await self._use(lambda s: s.lookup_key(key_hash))
+        if not self.degraded:
+            self._keys_exist = found[0]
+            return found
+        # Memory stands in: it must not open a gateway that Redis says has keys (a key created
+        # since the last sync leaves the mirror empty), nor one whose keys it never saw.
+        if not self.keys_known or (self._keys_exist and not found[0]):
+            raise KeysUnknown(
+                "API keys cannot be checked: Redis is unreachable and this gateway's copy of "
+                f"the keys ({self.key_mirror}) is missing or out of date; retry when Redis is back"
+            )
+        return found
 
     async def keys(self) -> list[ApiKey]:
         return await self._use(lambda s: s.keys())

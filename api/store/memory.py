@@ -36,6 +36,7 @@ class MemoryStore(Store):
         self._keys: list[ApiKey] = []
         # window name -> (expires at, value); expired windows are dropped as they are read
         self._counters: dict[str, tuple[float, int]] = {}
+        self._next_sweep = 0.0
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._index: dict[str, deque[tuple[str, bytes, float]]] = {}
 
@@ -104,10 +105,28 @@ class MemoryStore(Store):
         return entry[1]
 
     def _add(self, name: str, amount: int, ttl_s: float) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:  # per-minute windows are never read again once past
+            self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+            self._next_sweep = now + 60
         entry = self._counters.get(name)
-        if entry is None or entry[0] <= time.monotonic():
-            entry = (time.monotonic() + ttl_s, 0)
+        if entry is None or entry[0] <= now:
+            entry = (now + ttl_s, 0)
         self._counters[name] = (entry[0], entry[1] + amount)
+
+    def take_counters(self) -> list[tuple[str, int, float]]:
+        """Every live window as `(name, amount, seconds left)`, and forget them: what an outage
+        counted here, to be written back to Redis."""
+        now = time.monotonic()
+        taken = [
+            (k, v, expires - now) for k, (expires, v) in self._counters.items() if expires > now
+        ]
+        self._counters = {}
+        return [t for t in taken if t[1] != 0]
+
+    async def add_counters(self, counters: list[tuple[str, int, float]]) -> None:
+        for name, amount, ttl_s in counters:
+            self._add(name, amount, ttl_s)
 
     async def admit(
         self, charge: Charge, rpm: int | None, tpm: int | None, budget_nano_usd: int | None
@@ -154,8 +173,11 @@ class MemoryStore(Store):
     async def cache_index(
         self, namespace: str, key: str, vector: bytes, ttl_s: float, max_entries: int
     ) -> None:
-        entries = self._index.setdefault(namespace, deque(maxlen=max_entries))
+        entries = self._index.pop(namespace, None) or deque(maxlen=max_entries)
         entries.appendleft((key, vector, time.monotonic() + ttl_s))
+        self._index[namespace] = entries  # newest last: the oldest namespace goes first
+        while len(self._index) > self.max_cache_entries:
+            del self._index[next(iter(self._index))]
 
     async def cache_candidates(self, namespace: str) -> list[tuple[str, bytes]]:
         now = time.monotonic()

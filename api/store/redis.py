@@ -20,6 +20,7 @@ store turns those into serving from memory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -88,6 +89,10 @@ def _unavailable() -> Iterator[None]:
         raise StoreUnavailable(f"redis: {exc}") from exc
 
 
+def _parse(entries: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(fields[b"r"]) for _, fields in entries]
+
+
 def _stream_ms(ts: float) -> str:
     return str(max(0, int(ts * 1000)))
 
@@ -132,16 +137,27 @@ class RedisStore(Store):
         timeout_s: float = 0.5,
         max_requests: int = 100_000,
         retention_s: float | None = None,
+        *,
+        connect_timeout_s: float | None = None,
+        max_connections: int = 64,
+        pool_timeout_s: float = 10.0,
     ) -> RedisStore:
-        """A store on its own connection pool (no I/O until the first call)."""
-        client = aioredis.Redis.from_url(
+        """A store on its own bounded connection pool (no I/O until the first call).
+
+        A burst of calls beyond `max_connections` waits for a free connection (up to
+        `pool_timeout_s`) instead of failing: a busy Redis is not an outage. `timeout_s` bounds
+        each command once it has a connection, `connect_timeout_s` (default: the same) a new
+        connection; those are what make Redis count as unreachable.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
             socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s or timeout_s,
             retry=Retry(NoBackoff(), 0),
-            max_connections=256,
         )
-        return cls(client, prefix, max_requests, retention_s)
+        return cls(aioredis.Redis.from_pool(pool), prefix, max_requests, retention_s)
 
     def k(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -175,7 +191,11 @@ class RedisStore(Store):
             entries: Any = await self.redis.xrevrange(
                 self.k(stream), max="+", min=_stream_ms(since), count=limit
             )
-        items = [json.loads(fields[b"r"]) for _, fields in reversed(entries or [])]
+        entries = list(reversed(entries or []))
+        if len(entries) > 500:  # a dashboard window: parse it off the event loop
+            items = await asyncio.to_thread(_parse, entries)
+        else:
+            items = _parse(entries)
         return [item for item in items if item["ts"] >= since]
 
     async def requests(self, since: float = 0.0, limit: int = 10_000) -> list[RequestRecord]:
@@ -277,6 +297,16 @@ class RedisStore(Store):
         with _unavailable():
             value = await self.redis.get(self.k(f"usd:{key_id}:{period}"))
         return int(value or 0)
+
+    async def add_counters(self, counters: list[tuple[str, int, float]]) -> None:
+        if not counters:
+            return
+        with _unavailable():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for name, amount, ttl_s in counters:
+                    pipe.incrby(self.k(name), amount)
+                    pipe.expire(self.k(name), max(1, int(ttl_s)), nx=True)
+                await pipe.execute()
 
     # --- response cache --------------------------------------------------------------------
 

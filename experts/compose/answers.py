@@ -10,6 +10,11 @@ profiler grades.
 'C'
 >>> normalise("The answer is 1,000.")
 '1000'
+
+Expert output is untrusted text that this module reads on the event loop, so every pattern runs
+in time linear in its input (possessive quantifiers where whitespace runs meet optional
+separators, which would otherwise backtrack cubically: "answer" and 800 spaces took 1.7 s), and
+only the last `MAX_SCAN_CHARS` of an answer are read, where answers conclude.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "MAX_SCAN_CHARS",
     "extract_marked_number",
     "extract_number",
     "extract_option",
@@ -24,13 +30,16 @@ __all__ = [
     "option_letters",
 ]
 
-_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?")
+#: Characters read from the end of an answer (its conclusion); the rest is not scanned.
+MAX_SCAN_CHARS = 10_000
+
+_NUM = r"(-?\$?\s?\d[\d,]*+(?:\.\d+)?)"
+_NUMBER = re.compile(_NUM)
 _FINAL_MARKERS = (
-    re.compile(r"####\s*(-?\$?\s?\d[\d,]*(?:\.\d+)?)"),
-    re.compile(r"\\boxed\{\s*(-?\$?\s?\d[\d,]*(?:\.\d+)?)"),
+    re.compile(r"####\s*+" + _NUM),
+    re.compile(r"\\boxed\{\s*+" + _NUM),
     re.compile(
-        r"(?:final answer|the answer|answer)\s*(?:is|:|=)?\s*[:=]?\s*(-?\$?\s?\d[\d,]*(?:\.\d+)?)",
-        re.IGNORECASE,
+        r"(?:final answer|the answer|answer)\s*+(?:is|:|=)?\s*+[:=]?\s*+" + _NUM, re.IGNORECASE
     ),
 )
 
@@ -53,6 +62,7 @@ def extract_marked_number(text: str) -> str | None:
     is 18"), canonical, or None: whether an answer concludes in the format a math task asks
     for, which the RL router observes (`router.rl_answers`).
     """
+    text = text[-MAX_SCAN_CHARS:]
     for marker in _FINAL_MARKERS:
         found = marker.findall(text)
         if found:
@@ -68,6 +78,7 @@ def extract_number(text: str) -> str | None:
     An explicit marker wins (GSM8K's `#### 18`, `\\boxed{18}`, "the answer is 18"); otherwise
     the last number in the text, where chains of reasoning put their result.
     """
+    text = text[-MAX_SCAN_CHARS:]
     marked = extract_marked_number(text)
     if marked is not None:
         return marked
@@ -85,11 +96,12 @@ def extract_option(text: str, letters: str = "ABCDEFGHIJ") -> str | None:
     just `C` or starts `C.`/`C)`; the last such mention counts (answers often restate options
     before concluding). `letters` bounds the valid options (`"ABCD"` for a 4-way question).
     """
+    text = text[-MAX_SCAN_CHARS:]
     valid = re.escape(letters)
     patterns = (
-        rf"answer\s*(?:is|:)?\s*:?\s*\(?([{valid}])\)?(?![A-Za-z])",
+        rf"answer\s*+(?:is|:)?\s*+:?\s*+\(?([{valid}])\)?(?![A-Za-z])",
         rf"\(([{valid}])\)",
-        rf"(?m)^\s*\**([{valid}])\**\s*(?:[.):]|$)",
+        rf"(?m)^[ \t]*+\**+([{valid}])\**+[ \t]*+(?:[.):]|$)",
     )
     for pattern in patterns:
         found = re.findall(pattern, text, flags=re.IGNORECASE if pattern is patterns[0] else 0)
@@ -119,6 +131,7 @@ def normalise(text: str, letters: str | None = None) -> str:
 
     Two answers agree when their keys are equal.
     """
+    text = text[-MAX_SCAN_CHARS:]
     if letters:
         option = extract_option(text, letters)
         if option is not None:

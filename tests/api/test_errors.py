@@ -24,7 +24,7 @@ HELLO = [{"role": "user", "content": "hi"}]
             {"model": "coe-auto", "messages": [{"role": "wizard", "content": "x"}]},
             "messages.0.role",
         ),
-        ({"model": "coe-auto", "messages": [{"role": "user"}]}, "messages.0"),
+        ({"model": "coe-auto", "messages": [{"role": "user"}]}, "messages.0.content"),
         ({"model": "coe-auto", "messages": "hello"}, "messages"),
         ({"model": 5, "messages": HELLO}, "model"),
         ({"model": "coe-auto", "messages": HELLO, "max_tokens": 0}, "max_tokens"),

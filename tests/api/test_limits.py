@@ -140,8 +140,9 @@ def test_a_composition_reserves_every_call_it_may_make(gateway: Gateway) -> None
     auto_tokens, auto_usd = limiter.estimate(
         ChatCompletionRequest.model_validate({"model": "coe-auto", "messages": HELLO})
     )
-    tokens, usd = estimate(k=2, strategy="aggregate")  # 2 proposers + the aggregator
-    assert (tokens, usd) == (3 * auto_tokens, pytest.approx(3 * auto_usd))
-    assert estimate(k=2, strategy="vote")[1] == pytest.approx(2 * auto_usd)  # no closing call
-    assert estimate(k=2, strategy="moa", layers=2)[1] == pytest.approx(5 * auto_usd)
+    # 2 proposers + the aggregator, whose prompt also holds the answers it reads
+    tokens, usd = estimate(k=2, strategy="aggregate")
+    assert tokens == 3 * auto_tokens and usd > 3 * auto_usd
+    assert 2 * auto_usd < estimate(k=2, strategy="vote")[1] < usd  # no closing call
+    assert estimate(k=2, strategy="moa", layers=2)[1] > 5 * auto_usd
     assert estimate(k=2, max_cost_usd=auto_usd)[1] == pytest.approx(auto_usd)  # never past it

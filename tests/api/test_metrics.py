@@ -51,7 +51,7 @@ async def test_metrics_count_what_the_gateway_did(make_gateway: GatewayFactory) 
     assert value(m, requests, model="coe-auto", expert="alpha", status="200") == 2  # 1 cached
     assert value(m, requests, model="coe-auto", expert="beta", status="200") == 1
     assert value(m, requests, model="beta", expert="beta", status="200") == 2
-    assert value(m, requests, model="x", expert="", status="404") == 1
+    assert value(m, requests, model="unknown", expert="", status="404") == 1  # not a label
     assert value(m, requests, model="coe-auto", expert="", status="429") == 1
     latency = "coe_request_latency_seconds_count"
     assert value(m, latency, model="coe-auto", expert="alpha") == 1  # not the cache hit

@@ -2,9 +2,11 @@
 `POST /v1/feedback` updating the router, persisted across a restart (real MiniLM embedder).
 
 The router is trained on a problem where the cheap expert (alpha) is right on a random half of
-the queries and only its answer's feature says which (the query cannot tell); the dear one
-(beta) is always right. The gateway extracts no answer features, so every first answer reads
-as "not known right" and the policy escalates: alpha first, then beta, deterministically.
+the queries and only its answer says which (the query cannot tell): right answers conclude with
+a final-answer marker (`#### 4`), wrong ones do not; the dear one (beta) is always right. The
+gateway computes the same answer features from the live text, and the fake alpha's answer has
+no marker, so it reads as "not known right" and the policy escalates: alpha first, then beta.
+A policy trained on features the gateway cannot compute is refused when it is loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -53,6 +56,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = load_embedder().embed(questions)[np.arange(n) % len(questions)]
     right = (rng.random(n) < 0.5).astype(float)
     scores = np.stack([right, np.ones(n)], axis=1)
+    alpha = np.where(right > 0, "2 + 2 = 4\n#### 4", "maybe 5, not sure")
+    responses = np.stack([alpha, np.full(n, "#### 4")], axis=1).astype(object)
     data = RoutingData(
         query_ids=[str(i) for i in range(n)],
         prompts=[f"q{i}" for i in range(n)],
@@ -61,13 +66,21 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         scores=scores,
         costs=np.tile([5.2e-5, 1.6e-3], (n, 1)),
         experts=[ExpertDescriptor("alpha", 0.1, 0.2), ExpertDescriptor("beta", 3.0, 6.0)],
+        responses=responses,
     )
     router = RLRouter(
         cost_weight=0.3, cost_weight_range=(0.1, 1.0), iterations=150, batch_size=192,
         descriptor_embedder="hashing", progress=False,
-    ).fit(data, x, answer_features=scores[:, :, None].copy())  # fmt: skip
+    ).fit(data, x)  # fmt: skip
+    assert router.observes_answers
     path = tmp_path_factory.mktemp("rl") / "rl.pkl"
     router.save(path)
+    # the same policy trained on a feature only the test knows (the score itself)
+    opaque = RLRouter(
+        cost_weight=0.3, cost_weight_range=(0.1, 1.0), iterations=5, batch_size=64,
+        descriptor_embedder="hashing", progress=False,
+    ).fit(replace(data, responses=None), x, answer_features=scores[:, :, None].copy())  # fmt: skip
+    opaque.save(path.with_name("opaque.pkl"))
     return path
 
 
@@ -158,3 +171,24 @@ async def test_feedback_errors_updates_and_survives_a_restart(
         reloaded = app.state.routing.routers["rl"]  # type: ignore[attr-defined]
         assert reloaded.online_updates_ == 1
         np.testing.assert_allclose(reloaded.score(np.ones((1, 384)) / np.sqrt(384), ["q"]), after)
+
+
+async def test_a_policy_on_features_coe_cannot_compute_is_refused_at_load(
+    tmp_path: Path, artifact: Path
+) -> None:
+    with pytest.raises(ValueError, match="answer feature"):
+        async with gateway(tmp_path, artifact.with_name("opaque.pkl")):
+            pass
+
+
+async def test_a_later_expert_refusing_keeps_the_answer_already_paid_for(
+    tmp_path: Path, artifact: Path
+) -> None:
+    async with gateway(tmp_path, artifact) as (client, fakes, _):
+        fakes["beta"].enqueue_error(400, "the prompt is too long for beta")
+        response = await client.post("/v1/chat/completions", json=ASK)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["choices"][0]["message"]["content"] == "alpha says 5"
+        assert [s["expert"] for s in body["coe"]["steps"]] == ["alpha"]
+        assert body["coe"]["cost_usd"] > 0

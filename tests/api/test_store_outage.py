@@ -23,7 +23,7 @@ from api.app import create_app
 from api.keys import new_key
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
-from api.store import MemoryStore, StoreUnavailable
+from api.store import Charge, MemoryStore, StoreUnavailable
 from api.store.fallback import FallbackStore
 from api.store.redis import RedisStore
 from tests.api.conftest import GatewayFactory, OwnRedis, _free_port, wait_for
@@ -79,15 +79,16 @@ async def test_gateway_serves_with_redis_down_from_the_start(
 ) -> None:
     own_redis.stop()  # the URL names a port where nothing listens
     async with make_gateway(redis_url=own_redis.url, redis_retry_s=0.1) as gw:
-        r = await gw.client.post(
-            "/v1/chat/completions", json={"model": "coe-auto", "messages": HELLO}
-        )
-        assert r.status_code == 200
+        chat = {"model": "coe-auto", "messages": HELLO}
+        # Whether keys exist is unknown (no Redis, no mirror): fail closed, never open.
+        refused = await gw.client.post("/v1/chat/completions", json=chat)
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "auth_unavailable"
         ready = (await gw.client.get("/ready")).json()
         assert ready["store"]["status"] == "degraded"
         assert ready["store"]["backend"] == "memory"
-        [logged] = await gw.app.state.store.requests()
-        assert logged.request_id == r.json()["id"]
+        # what the gateway does serve meanwhile (outside /v1) is logged in memory ...
+        await gw.app.state.store.log_request(record(1))
 
         own_redis.start()
 
@@ -96,8 +97,11 @@ async def test_gateway_serves_with_redis_down_from_the_start(
             return bool(ready["store"]["status"] == "ok")
 
         await wait_for(back)
+        r = await gw.client.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 200  # keys known now: an open gateway, as Redis says
         redis_store = gw.app.state.store.primary
-        assert [x.request_id for x in await redis_store.requests()] == [r.json()["id"]]
+        # ... and moved to Redis when it is back
+        assert [x.request_id for x in await redis_store.requests()] == ["r1", r.json()["id"]]
 
 
 async def _true(value: bool) -> bool:
@@ -195,3 +199,61 @@ async def test_keys_hold_when_the_gateway_restarts_while_redis_is_down(
         headers = {"authorization": f"Bearer {secret}"}
         ok = await gw.client.post("/v1/chat/completions", json=chat, headers=headers)
         assert ok.status_code == 200
+
+
+async def test_spend_counted_during_an_outage_is_written_back(own_redis: OwnRedis) -> None:
+    redis_store = RedisStore.from_url(own_redis.url, timeout_s=0.3)
+    store = FallbackStore(redis_store, MemoryStore(), retry_s=0.1)
+    await store.start()
+    try:
+        taken = Charge("k1", minute="1000", period="2026-11-23", period_ttl_s=600, tokens=10,
+                       nano_usd=700)  # fmt: skip
+        assert await store.admit(taken, None, None, 10_000) is None  # on Redis
+        own_redis.stop()
+        assert await store.admit(taken, None, None, 10_000) is None  # in memory
+        await store.adjust(taken, -5, -200)  # settled in memory too
+        assert store.degraded
+        own_redis.start()  # a fresh, empty Redis: only the outage's spend can come back
+
+        async def back() -> bool:
+            return not store.degraded
+
+        await wait_for(back)
+        assert await redis_store.spent_nano_usd("k1", "2026-11-23") == 500
+        ttl = await redis_store.redis.ttl(redis_store.k("usd:k1:2026-11-23"))
+        assert 0 < ttl <= 600
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.integration
+async def test_a_burst_of_calls_queues_for_connections_instead_of_failing(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = RedisStore.from_url(redis_url, prefix=redis_prefix, timeout_s=5.0, max_connections=8)
+    try:
+        taken = Charge("kb", minute="1000", period="2026-11-23", period_ttl_s=60, tokens=1,
+                       nano_usd=1)  # fmt: skip
+        results = await asyncio.gather(
+            *(store.admit(taken, None, None, None) for _ in range(400)), return_exceptions=True
+        )
+        assert results == [None] * 400
+        assert await store.spent_nano_usd("kb", "2026-11-23") == 400
+    finally:
+        await store.aclose()
+
+
+async def test_a_key_created_since_the_last_sync_keeps_the_gateway_closed(
+    own_redis: OwnRedis,
+) -> None:
+    store = FallbackStore(RedisStore.from_url(own_redis.url, timeout_s=0.3), MemoryStore())
+    await store.start()  # no keys yet: the mirror in memory is empty
+    try:
+        _, key = new_key("late")
+        await store.primary.add_key(key)  # created elsewhere, not synced here
+        assert (await store.lookup_key(None))[0]  # Redis says keys exist
+        own_redis.stop()
+        with pytest.raises(StoreUnavailable):  # memory alone would say "open"
+            await store.lookup_key(None)
+    finally:
+        await store.aclose()
