@@ -28,6 +28,7 @@ from api.schemas import ChatCompletionRequest
 from experts.errors import ExpertError
 from experts.fallback import Attempt
 from experts.live import LivePool
+from experts.tracing import span
 from router.query import estimate_tokens, max_prompt_tokens, routing_text
 from router.rl import RLRouter
 from router.rl_answers import answer_features
@@ -117,7 +118,13 @@ class Cascade:
                 episode.skip(expert)
                 continue
             try:
-                result = await self.pool.client.complete(expert, {**body, "max_tokens": tokens})
+                with span(
+                    "coe.cascade.step",
+                    step=len(steps) + 1,
+                    expert=expert,
+                    predicted_quality=decision.scores.get(expert),
+                ):
+                    result = await self.pool.client.complete(expert, {**body, "max_tokens": tokens})
             except ExpertError as exc:
                 attempts.append(Attempt(expert, exc.message))
                 if not exc.retryable:
@@ -163,7 +170,9 @@ class Cascade:
         """The answer and its `CoeMeta` (steps, summed tokens and cost) for `ChatService`."""
         from api.serving import CoeMeta
 
-        done = await self.run(request, decision)
+        with span("coe.cascade", router=decision.router) as traced:
+            done = await self.run(request, decision)
+            traced.set(steps=len(done.steps), cost_usd=sum(s["cost_usd"] for s in done.steps))
         last = done.steps[-1]["expert"]
         meta = CoeMeta(
             router=decision.router,

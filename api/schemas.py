@@ -53,6 +53,10 @@ class CoeOptions(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
         default=None, description="coe-compose: deadline for the whole composition"
     )
+    stickiness: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="coe-auto: predicted gain needed to switch a conversation's expert",
+    )
 
 
 class ChatCompletionRequest(BaseModel):
@@ -76,6 +80,9 @@ class ChatCompletionRequest(BaseModel):
         body = self.model_dump(
             exclude_none=True, exclude={"coe", "model", "stream", "stream_options"}
         )
+        for sent, message in zip(body["messages"], self.messages, strict=True):
+            if message.content is None and message.role == "assistant":
+                sent["content"] = None  # OpenAI's shape of a turn that only calls tools
         limit = self.max_completion_tokens or self.max_tokens or default_max_tokens
         body.pop("max_completion_tokens", None)
         body["max_tokens"] = limit

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from api.capabilities import check_expert
 from api.errors import (
     APIError,
     ModelNotFound,
@@ -38,6 +39,7 @@ from router.query import estimate_tokens
 
 if TYPE_CHECKING:
     from api.cascade import Cascade
+    from api.sticky import Stickiness
 
 __all__ = ["ChatService", "CoeMeta", "OnEnd"]
 
@@ -68,6 +70,8 @@ class CoeMeta:
     trace: Any = None
     #: coe-compose only: strategy, every sub-answer with its cost, failures (`api.compose`).
     compose: Json | None = None
+    #: coe-auto in a conversation: its earlier expert and whether this turn stayed (`api.sticky`).
+    sticky: Json | None = None
 
     def as_json(self) -> Json:
         meta: Json = {
@@ -88,6 +92,8 @@ class CoeMeta:
             meta["steps"] = self.steps
         if self.compose is not None:
             meta["compose"] = self.compose
+        if self.sticky is not None:
+            meta["sticky"] = self.sticky
         return meta
 
     def headers(self, final: bool = True) -> dict[str, str]:
@@ -159,6 +165,7 @@ class ChatService:
         self.store = store
         self._finishing: set[asyncio.Task[None]] = set()
         self.cascade: Cascade | None = None  # set by the app when a learning router is loaded
+        self.sticky: Stickiness | None = None  # set by the app: coe-auto conversations stay put
         from api.compose import ComposeService  # it builds on this module's CoeMeta
 
         self.composer = ComposeService(pool, routing, settings)
@@ -210,6 +217,7 @@ class ChatService:
     async def plan(self, request: ChatCompletionRequest) -> tuple[list[str], RouteDecision | None]:
         """Experts to try, in order, and the routing decision when a router made one."""
         if request.model in self.pool.engines:
+            check_expert(self.routing.experts[request.model], request)
             return [request.model], None
         if request.model not in VIRTUAL_MODELS:
             raise ModelNotFound(
@@ -218,6 +226,8 @@ class ChatService:
                 param="model",
             )
         decision = await self.routing.route(request, self.pool.health.down())
+        if self.sticky is not None:
+            decision = await self.sticky.apply(request, decision)
         return decision.ranked, decision
 
     def _meta(
@@ -228,6 +238,7 @@ class ChatService:
             scores=decision.scores if decision else {},
             experts=[expert] if expert else [],
             tried=attempts,
+            sticky=decision.sticky if decision else None,
         )
 
     def _settle(
@@ -275,6 +286,8 @@ class ChatService:
             await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
         record = _record(request, request_id, arrived, meta, 200)
+        if self.sticky is not None and request.model == "coe-auto" and meta.experts:
+            await self.sticky.remember(request, meta.experts[-1])
         if self.settings.log_prompts:
             record.answer = _answer_text(answer)
         await self._log(record, request, key_id, on_end)
@@ -341,6 +354,8 @@ class ChatService:
             await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
         meta = self._meta(decision, expert, attempts)
+        if self.sticky is not None and decision is not None:
+            await self.sticky.remember(request, expert)
         meta.ttft_ms = (time.perf_counter() - started) * 1000
         prompt_estimate = estimate_tokens(body["messages"])
         events = self._relay(upstream, request, meta, request_id, started, prompt_estimate)

@@ -64,6 +64,8 @@ class LlamaCppEngine(ProcessEngine):
         ]
         if cfg.chat_format:
             cmd += ["--chat_format", cfg.chat_format]
+        if "embeddings" in cfg.served_endpoints:
+            cmd += ["--embedding", "True"]  # the pool lists /v1/embeddings for it
         return cmd + cfg.extra_args
 
     def preflight(self) -> None:
