@@ -31,7 +31,7 @@ from api.errors import (
     error_body,
 )
 from api.guard import ChatGuard
-from api.schemas import ChatCompletionRequest
+from api.schemas import ChatCompletionRequest, ChatMessage
 from api.store import ApiKey, RequestRecord
 from experts.client import ExpertStream
 from experts.errors import ExpertError, ExpertTimeout
@@ -110,14 +110,17 @@ class PassThrough:
         # The limiter and the request log speak chat: the same text as one user turn.
         as_chat = ChatCompletionRequest(
             model=expert,
-            messages=[{"role": "user", "content": text}],  # type: ignore[list-item]
+            messages=[ChatMessage(role="user", content=text)],
             max_tokens=limit,
             stream=stream,
         )
         charge = await self.guard.admit(key, as_chat)
         on_end = self.guard.on_end(charge)
         arrived, started = time.time(), time.perf_counter()
-        log = lambda r: self.chat._log(r, as_chat, r.key_id, on_end)  # noqa: E731  (shielded)
+
+        async def log(record: RequestRecord) -> None:  # shielded: it must end even if cancelled
+            await self.chat._log(record, as_chat, record.key_id, on_end)
+
         record = RequestRecord(
             ts=arrived,
             request_id=f"{'cmpl' if endpoint == 'completions' else 'embd'}-{uuid.uuid4().hex}",

@@ -44,6 +44,7 @@ Modality = Literal["text", "image", "audio", "file"]
 Endpoint = Literal["chat", "completions", "embeddings"]
 #: llama-cpp-python chat formats that turn `tools` into function calls; any other format
 #: ignores the tools, so a llamacpp expert supports tools only with one of these.
+_TEXT_ONLY: list[Modality] = ["text"]
 FUNCTION_CALLING_FORMATS = (
     "chatml-function-calling",
     "functionary",
@@ -83,7 +84,8 @@ class ExpertConfig(BaseModel):
         "chat_format",
     )
     modalities: list[Modality] = Field(
-        default_factory=lambda: ["text"], description="content parts it reads; text-only: [text]"
+        default_factory=lambda: _TEXT_ONLY.copy(),
+        description="content parts it reads; text-only: [text]",
     )
     endpoints: list[Endpoint] | None = Field(
         default=None,
