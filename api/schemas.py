@@ -80,9 +80,6 @@ class ChatCompletionRequest(BaseModel):
         body = self.model_dump(
             exclude_none=True, exclude={"coe", "model", "stream", "stream_options"}
         )
-        for sent, message in zip(body["messages"], self.messages, strict=True):
-            if message.content is None and message.role == "assistant":
-                sent["content"] = None  # OpenAI's shape of a turn that only calls tools
         limit = self.max_completion_tokens or self.max_tokens or default_max_tokens
         body.pop("max_completion_tokens", None)
         body["max_tokens"] = limit

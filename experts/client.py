@@ -71,6 +71,26 @@ def _error_message(body: bytes) -> str:
     return str(data)[:500]
 
 
+def _tool_calls_once(event: Json, named: set[tuple[int, int]]) -> None:
+    """Some servers (llama-cpp-python) repeat a tool call's id, type and name in every streamed
+    delta, and a deprecated `function_call` twin beside it; OpenAI sends them in the call's
+    first delta only, and clients concatenate whatever repeats. Keep the first."""
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict) or not delta.get("tool_calls"):
+            continue
+        delta.pop("function_call", None)
+        for call in delta["tool_calls"]:
+            key = (choice.get("index", 0), call.get("index", 0))
+            if key not in named:
+                named.add(key)
+                continue
+            call.pop("id", None)
+            call.pop("type", None)
+            if isinstance(call.get("function"), dict):
+                call["function"].pop("name", None)
+
+
 class ExpertStream:
     """An open SSE stream from an expert: the first chunk has arrived, the rest is iterated."""
 
@@ -91,10 +111,13 @@ class ExpertStream:
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[Json]:
+        named: set[tuple[int, int]] = set()
+        _tool_calls_once(self.first, named)
         self._call.piece(self.first)
         yield self.first
         with _translated(self.expert):
             async for event in self._events:
+                _tool_calls_once(event, named)
                 self._call.piece(event)
                 yield event
 
@@ -164,7 +187,7 @@ class ExpertClient:
         engine = self.engines[expert]
         if not engine.alive():
             raise ExpertUnavailable(expert, "its local server process is not running")
-        payload = {**body, "model": engine.config.served_model, "stream": stream}
+        payload = engine.prepare({**body, "model": engine.config.served_model, "stream": stream})
         return self.http.build_request(
             "POST",
             f"{engine.base_url}{path}",
