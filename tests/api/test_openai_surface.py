@@ -65,6 +65,15 @@ async def chat(gw: Gateway, **body: Any) -> httpx.Response:
     return await gw.client.post("/v1/chat/completions", json={"model": "coe-auto"} | body)
 
 
+async def test_models_list_each_experts_capabilities(gw: Gateway) -> None:
+    data = {m["id"]: m.get("coe") for m in (await gw.client.get("/v1/models")).json()["data"]}
+    assert data["alpha"] is not None and data["beta"] is not None
+    assert (data["alpha"]["tools"], data["alpha"]["modalities"]) == (False, ["text"])
+    assert data["alpha"]["endpoints"] == ["chat", "embeddings"]
+    assert data["beta"]["modalities"] == ["text", "image"]
+    assert data["beta"]["endpoints"] == ["chat", "completions"]
+
+
 async def test_routing_skips_experts_that_lack_what_the_request_needs(gw: Gateway) -> None:
     assert (await chat(gw, messages=HELLO)).json()["model"] == "alpha"  # the cheaper one
     with_tools = await chat(gw, messages=HELLO, tools=TOOLS, tool_choice="auto")
