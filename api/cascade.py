@@ -104,7 +104,8 @@ class Cascade:
             explore=self.learner.exploration(router),
             rng=self.rng,
         )
-        episode.exclude(set(decision.unavailable))
+        # down, or lacking what the request needs (tools, modalities, context)
+        episode.exclude(set(decision.unavailable) | set(decision.excluded))
         steps: list[Json] = []
         attempts: list[Attempt] = []
         answer: Json | None = None

@@ -438,7 +438,10 @@ class ChatService:
                 created = chunk.get("created", created)
                 if not chunk.get("choices"):
                     continue  # upstream's usage-only chunk: folded into our final chunk
-                pieces += any((c.get("delta") or {}).get("content") for c in chunk["choices"])
+                pieces += any(  # a piece of text, or of a tool call's arguments
+                    (d := c.get("delta") or {}).get("content") or d.get("tool_calls")
+                    for c in chunk["choices"]
+                )
                 chunk |= {"id": request_id, "model": expert}
                 yield _sse(chunk)
         except ExpertError as exc:
