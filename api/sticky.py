@@ -19,7 +19,8 @@ A conversation is recognised without any change to the client, by what it sends 
 
 The expert is kept in the store (Redis with `COE_STICKY_TTL_S` expiry, or memory), so every
 replica sees it. The response's `coe.sticky` says what happened:
-`{"previous": expert, "stayed": bool, "gain": float, "stickiness": float, "reason": "..."}`.
+`{"previous", "router_choice", "stayed", "gain", "stickiness", "reason"}`: the earlier expert,
+the router's own first choice for this turn, and the utility it would have gained.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class Stickiness:
     @staticmethod
     def _decide(decision: RouteDecision, previous: str, threshold: float) -> tuple[list[str], Json]:
         best = decision.ranked[0]
-        sticky: Json = {"previous": previous, "stickiness": threshold}
+        sticky: Json = {"previous": previous, "router_choice": best, "stickiness": threshold}
         if previous == best:
             return decision.ranked, sticky | {"stayed": True, "gain": 0.0,
                                               "reason": "the router chose it again"}  # fmt: skip

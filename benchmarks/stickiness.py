@@ -57,9 +57,7 @@ async def _turn(client: httpx.AsyncClient, messages: list[dict[str, str]], s: fl
     body = {"model": "coe-auto", "messages": messages, "coe": {"stickiness": s}}
     r = await client.post("/v1/chat/completions", json=body)
     r.raise_for_status()
-    answer = r.json()
-    route = await client.post("/v1/route", json={"model": "coe-auto", "messages": messages})
-    return answer, route.json()
+    return r.json()
 
 
 async def measure(
@@ -72,13 +70,14 @@ async def measure(
         app = create_app(settings, transport=FakeNetwork({"integrate.api.nvidia.com": fake}))
         async with app.router.lifespan_context(app):
             routing = app.state.routing
-            old = routing.embedder
-            routing.embedder = BatchingEmbedder(load_embedder(cache_dir=cache))  # shared cache
-            await old.aclose()
+            if routing.embedder is not None:  # the shared cache: nothing is embedded twice
+                await routing.embedder.aclose()
+                routing.embedder = BatchingEmbedder(load_embedder(cache_dir=cache))
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
                 rows.append(await _run(client, questions, s))
-            await routing.embedder.aclose()
+            if routing.embedder is not None:
+                await routing.embedder.aclose()
     return rows
 
 
@@ -90,25 +89,21 @@ async def _run(client: httpx.AsyncClient, questions: list[dict[str, Any]], s: fl
     quality: list[float] = []
     for q in questions:
         first = [{"role": "user", "content": q["turns"][0]}]
-        answer1, _ = await _turn(client, first, s)
-        expert1 = answer1["model"]
+        expert1 = (await _turn(client, first, s))["model"]
         second = [*first, {"role": "assistant", "content": "Here is my answer."},
                   {"role": "user", "content": q["turns"][1]}]  # fmt: skip
-        answer2, route2 = await _turn(client, second, s)
-        expert2 = answer2["model"]
-        scores = answer2["coe"]["scores"]
-        best = (answer2["coe"].get("sticky") or {}).get("previous")
-        # the router's own choice: the first of /v1/route's ranking before stickiness,
-        # i.e. the utility maximum among the experts it ranked
-        utility = {e["name"]: e["utility"] for e in route2["experts"] if e["excluded"] is None}
-        choice = max(utility, key=lambda e: utility[e])
+        answer = await _turn(client, second, s)
+        expert2, coe = answer["model"], answer["coe"]
+        sticky = coe["sticky"]  # turn 2 always finds turn 1's expert
+        choice = sticky["router_choice"]  # the router's own first choice, before stickiness
         switched += expert2 != expert1
         router_switch += choice != expert1
-        given_up.append(scores[choice] - scores[expert2])
-        utility_given_up.append(utility[choice] - utility.get(expert2, utility[choice]))
-        quality.append(scores[expert2])
-        if best is not None and expert2 != choice:
-            kept.append(scores[choice] - scores[expert2])
+        lost = coe["scores"][choice] - coe["scores"][expert2]
+        given_up.append(lost)
+        utility_given_up.append(sticky.get("gain", 0.0) if expert2 != choice else 0.0)
+        quality.append(coe["scores"][expert2])
+        if expert2 != choice:
+            kept.append(lost)
     n = len(questions)
     return Row(
         s,
@@ -124,7 +119,8 @@ async def _run(client: httpx.AsyncClient, questions: list[dict[str, Any]], s: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--router-artifact", type=Path, required=True)
+    parser.add_argument("--router-artifact", type=Path, default=None, help="else the pool's")
+    parser.add_argument("--limit", type=int, default=None, help="first N questions only")
     parser.add_argument("--pool", type=Path, default=ROOT / "config" / "nvidia.yaml")
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--thresholds", default="0,0.02,0.05,0.1")
@@ -132,6 +128,7 @@ def main() -> None:
     parser.add_argument("--embed-cache", type=Path, default=Path("/work/cache/embeddings"))
     args = parser.parse_args()
     questions = [json.loads(line) for line in args.questions.read_text().splitlines() if line]
+    questions = questions[: args.limit]
     os.environ.setdefault("NVIDIA_API_KEY", "unused: the fake answers")
     with tempfile.TemporaryDirectory() as work:
         settings = Settings(

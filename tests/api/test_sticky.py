@@ -97,7 +97,8 @@ async def test_a_previous_expert_that_is_down_is_left(make_gateway: GatewayFacto
         moved = await ask(gw, turns("easy: one", "easy: two"))
         assert moved["model"] == "beta"
         assert moved["coe"]["sticky"] == {
-            "previous": "alpha", "stickiness": 1.0, "stayed": False, "reason": "alpha is down"
+            "previous": "alpha", "router_choice": "beta", "stickiness": 1.0, "stayed": False,
+            "reason": "alpha is down",
         }  # fmt: skip
 
 
