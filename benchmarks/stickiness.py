@@ -151,7 +151,7 @@ def main() -> None:
             f"{r.quality_given_up:.4f}", f"{r.quality_given_up_kept:.4f}",
             f"{r.utility_given_up:.4f}", f"{r.mean_quality:.4f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
