@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -194,19 +194,21 @@ class PassThrough:
         """Pass the expert's chunks on (ids rewritten), then log however the stream ended."""
         usage: Json | None = None
         pieces = 0
-        events: AsyncGenerator[Json, None] = upstream.__aiter__()  # type: ignore[assignment]
         record.status, record.error = 499, "the client went away mid-answer"
         try:
-            async for chunk in events:
-                if "error" in chunk:
-                    record.status, record.error = 200, str(chunk["error"])[:500]
-                    yield _sse(error_body(f"the expert failed mid-answer: {record.error}",
-                                          "server_error", code="expert_failed"))  # fmt: skip
-                    break
-                usage = chunk.pop("usage", None) or usage
-                if chunk.get("choices"):
-                    pieces += 1
-                    yield _sse(chunk | {"id": record.request_id, "model": record.tried[0]})
+            try:
+                async for chunk in upstream:
+                    if "error" in chunk:
+                        raise ExpertError(upstream.expert, str(chunk["error"])[:500])
+                    usage = chunk.pop("usage", None) or usage
+                    if chunk.get("choices"):
+                        pieces += 1
+                        yield _sse(chunk | {"id": record.request_id, "model": upstream.expert})
+            except ExpertError as exc:
+                self.chat.pool.health.mark_failed(upstream.expert, exc.message)
+                record.status, record.error = 200, exc.message
+                message = f"the expert failed mid-answer: {exc.message}"
+                yield _sse(error_body(message, "server_error", code="expert_failed"))
             else:
                 record.status, record.error = 200, None
             yield b"data: [DONE]\n\n"
