@@ -25,14 +25,17 @@ from api.learning import OnlineLearner
 from api.limits import Limiter, period_window
 from api.metrics import Metrics, pool_gauges
 from api.middleware import BodySizeLimit
-from api.routes import chat, dashboard, feedback, health, models
+from api.routes import chat, dashboard, feedback, health, models, passthrough
 from api.routes import metrics as metrics_route
 from api.routing import RoutingService, build_routers
 from api.schemas import ChatCompletionRequest
 from api.serving import ChatService
 from api.settings import Settings
+from api.sticky import Stickiness
 from api.store import Store
 from api.store.factory import open_store
+from api.tracing import TraceRequests, configure, wanted
+from experts import tracing
 from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
@@ -129,6 +132,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = load_pool(settings.pool)
+        stop_tracing = configure(settings)
         timeouts = Timeouts(connect=settings.connect_timeout_s, read=settings.read_timeout_s)
         pool = LivePool(
             config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
@@ -148,6 +152,7 @@ def create_app(
             app.state.routing = routing
             app.state.store = store = await open_store(settings)
             app.state.chat = ChatService(pool, routing, settings, app.state.store)
+            app.state.chat.sticky = Stickiness(store, settings.stickiness, settings.sticky_ttl_s)
             app.state.learner = OnlineLearner(
                 routing.routers,
                 settings.work_dir,
@@ -171,6 +176,8 @@ def create_app(
             if store is not None:
                 await store.aclose()
             await pool.stop()
+            if stop_tracing is not None:
+                stop_tracing()
 
     app = FastAPI(
         title="coe",
@@ -180,8 +187,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(KeyAuth)  # added last: runs first, before the body is read
-    for module in (chat, models, health, feedback, metrics_route):
+    app.add_middleware(KeyAuth)  # runs before the body is read
+    if wanted(settings) or tracing.enabled():
+        app.add_middleware(TraceRequests)  # added last: runs first, around everything
+    for module in (chat, passthrough, models, health, feedback, metrics_route):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     # The data needs an admin key once keys exist; the page itself asks for the key.
     app.include_router(

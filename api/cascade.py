@@ -28,6 +28,7 @@ from api.schemas import ChatCompletionRequest
 from experts.errors import ExpertError
 from experts.fallback import Attempt
 from experts.live import LivePool
+from experts.tracing import span
 from router.query import estimate_tokens, max_prompt_tokens, routing_text
 from router.rl import RLRouter
 from router.rl_answers import ANSWER_FEATURES, answer_features
@@ -119,7 +120,8 @@ class Cascade:
             explore=self.learner.exploration(router),
             rng=self.rng,
         )
-        episode.exclude(set(decision.unavailable))
+        # down, or lacking what the request needs (tools, modalities, context)
+        episode.exclude(set(decision.unavailable) | set(decision.excluded))
         steps: list[Json] = []
         attempts: list[Attempt] = []
         answer: Json | None = None
@@ -133,7 +135,13 @@ class Cascade:
                 episode.skip(expert)
                 continue
             try:
-                result = await self.pool.client.complete(expert, {**body, "max_tokens": tokens})
+                with span(
+                    "coe.cascade.step",
+                    step=len(steps) + 1,
+                    expert=expert,
+                    predicted_quality=decision.scores.get(expert),
+                ):
+                    result = await self.pool.client.complete(expert, {**body, "max_tokens": tokens})
             except ExpertError as exc:
                 attempts.append(Attempt(expert, exc.message))
                 if not exc.retryable and answer is not None:
@@ -181,7 +189,9 @@ class Cascade:
         """The answer and its `CoeMeta` (steps, summed tokens and cost) for `ChatService`."""
         from api.serving import CoeMeta
 
-        done = await self.run(request, decision)
+        with span("coe.cascade", router=decision.router) as traced:
+            done = await self.run(request, decision)
+            traced.set(steps=len(done.steps), cost_usd=sum(s["cost_usd"] for s in done.steps))
         last = done.steps[-1]["expert"]
         meta = CoeMeta(
             router=decision.router,

@@ -28,6 +28,7 @@ from experts.compose.templates import Templates
 from experts.errors import ExpertError, ExpertTimeout, PoolConfigError
 from experts.fallback import Attempt
 from experts.live import LivePool
+from experts.tracing import span
 from router.query import estimate_tokens
 
 __all__ = ["ComposeService"]
@@ -128,7 +129,8 @@ class ComposeService:
         async def call(expert: str, messages: list[Json]) -> Reply:
             upstream = {**body, "messages": messages, "max_tokens": self._limit(expert, body)}
             try:
-                answer = await self.pool.client.complete(expert, upstream)
+                with span("coe.compose.call", expert=expert):
+                    answer = await self.pool.client.complete(expert, upstream)
             except ExpertError as exc:
                 if exc.retryable:
                     self.pool.health.mark_failed(expert, exc.message)
@@ -179,9 +181,10 @@ class ComposeService:
             self._call(body), budget, self._estimate_cost(limit), self.templates
         )
         try:
-            outcome = await composition.run(
-                strategy, recruited, messages, aggregator=aggregator, judge=judge, layers=layers
-            )
+            with span("coe.compose", strategy=strategy, k=len(recruited), aggregator=aggregator):
+                outcome = await composition.run(
+                    strategy, recruited, messages, aggregator=aggregator, judge=judge, layers=layers
+                )
         except CompositionFailed as exc:
             raise _failure(exc) from exc
         return outcome, decision, budget, body, started

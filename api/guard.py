@@ -23,6 +23,7 @@ from api.metrics import Metrics
 from api.schemas import ChatCompletionRequest
 from api.serving import ChatService, CoeMeta, OnEnd
 from api.store import ApiKey, Charge, RequestRecord, Store
+from experts.tracing import span
 
 __all__ = ["ChatGuard"]
 
@@ -52,7 +53,8 @@ class ChatGuard:
     async def _admit(self, key: ApiKey | None, request: ChatCompletionRequest) -> Charge | None:
         arrived = time.time()
         try:
-            return await self.limiter.admit(key, request, arrived)
+            with span("coe.admission", key=key.id if key else None):
+                return await self.limiter.admit(key, request, arrived)
         except RateLimited as exc:
             self.metrics.rejected(exc.reason)
             record = RequestRecord(
@@ -68,6 +70,15 @@ class ChatGuard:
             await self.store.log_request(record)
             self.metrics.observe(record)
             raise
+
+    async def admit(self, key: ApiKey | None, request: ChatCompletionRequest) -> Charge | None:
+        """Take `request` from `key`'s limits (429 when used up); other endpoints admit their
+        requests through here, shaped as chat requests."""
+        return await self._admit(key, request)
+
+    def on_end(self, charge: Charge | None) -> OnEnd:
+        """What must run once a request admitted with `charge` is logged."""
+        return self._on_end(charge)
 
     async def complete(self, request: ChatCompletionRequest, key: ApiKey | None) -> JSONResponse:
         charge = await self._admit(key, request)
@@ -96,7 +107,9 @@ class ChatGuard:
                 routed = ranked[0]
             except APIError:
                 routed = None  # ChatService will refuse the request and log why
-        hit = await cache.lookup(request, routed, scope)
+        with span("coe.cache_lookup") as traced:
+            hit = await cache.lookup(request, routed, scope)
+            traced.set(cache_hit=hit is not None, cache_kind=hit.kind if hit else None)
         self.metrics.cache_lookup(hit.kind if hit else "any", hit is not None)
         return hit
 

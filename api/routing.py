@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 
 import router.baselines  # noqa: F401  (registers the baseline routers)
+from api.capabilities import Needs, needs, unfit
 from api.embedding import BatchingEmbedder
 from api.errors import InvalidRequest
 from api.schemas import ChatCompletionRequest
+from experts.tracing import span
 from router.base import ROUTERS, Router
 from router.descriptor import ExpertDescriptor
 from router.load import LoadBoard
@@ -39,6 +41,20 @@ class RouteDecision:
     rerouted_from: str | None = None  # the load moved the call away from this expert
     #: The query's embedding, when the router used one (a cascade's policy reads it again).
     embedding: np.ndarray | None = None
+    #: The conversation's earlier expert, and whether this turn stayed with it (`api.sticky`).
+    sticky: dict[str, Any] | None = None
+
+    def trace_attributes(self) -> dict[str, Any]:
+        """What the routing span records: the router, its choice and why."""
+        chosen = self.ranked[0] if self.ranked else None
+        return {
+            "router": self.router,
+            "expert": chosen,
+            "predicted_quality": self.scores.get(chosen) if chosen else None,
+            "estimated_cost_usd": self.estimated_cost_usd.get(chosen) if chosen else None,
+            "ranked": ",".join(self.ranked),
+            "rerouted_from": self.rerouted_from,
+        }
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +62,7 @@ class RouteDecision:
             "chosen": self.ranked[0] if self.ranked else None,
             "ranked": self.ranked,
             "rerouted_from": self.rerouted_from,
+            "sticky": self.sticky,
             "experts": [
                 {
                     "name": name,
@@ -87,6 +104,15 @@ class RoutingService:
         self.expected_completion_tokens = expected_completion_tokens
         self.load_board = load_board
 
+    def unfit(self, need: Needs) -> dict[str, str]:
+        """The experts that lack what `need` asks for, and why."""
+        out = {}
+        for name, expert in self.experts.items():
+            reason = unfit(expert, need)
+            if reason is not None:
+                out[name] = reason
+        return out
+
     def router_names(self) -> list[str]:
         return sorted(self.routers)
 
@@ -114,19 +140,23 @@ class RoutingService:
         """The decision for a chat request under its `coe` options; a 400 naming
         `coe.max_cost_usd` when no expert fits the request's limits."""
         options = request.coe
-        decision = await self.decide(
-            [m.model_dump(exclude_none=True) for m in request.messages],
-            router=options.router if options else None,
-            cost_weight=options.cost_weight if options else None,
-            max_cost_usd=options.max_cost_usd if options else None,
-            completion_limit=request.completion_limit,
-            unavailable=unavailable,
-        )
+        with span("coe.routing") as traced:
+            decision = await self.decide(
+                [m.model_dump(exclude_none=True) for m in request.messages],
+                router=options.router if options else None,
+                cost_weight=options.cost_weight if options else None,
+                max_cost_usd=options.max_cost_usd if options else None,
+                completion_limit=request.completion_limit,
+                unavailable=unavailable,
+                need=(need := needs(request)),
+            )
+            traced.set(**decision.trace_attributes())
         if not decision.ranked:
+            lacking = any(n in self.unfit(need) for n in decision.excluded)
             raise InvalidRequest(
                 "no expert fits this request's limits: "
                 + "; ".join(f"{k}: {v}" for k, v in decision.excluded.items()),
-                param="coe.max_cost_usd",
+                param=need.param if lacking else "coe.max_cost_usd",
             )
         return decision
 
@@ -139,7 +169,10 @@ class RoutingService:
         max_cost_usd: float | None = None,
         completion_limit: int | None = None,
         unavailable: set[str] | None = None,
+        need: Needs | None = None,
     ) -> RouteDecision:
+        """`need`: what the request needs (tools, modalities, context); experts lacking it are
+        never ranked, and `excluded` says why."""
         chosen = self._router(router)
         text = routing_text(messages)
         if chosen.uses_embeddings:
@@ -147,7 +180,8 @@ class RoutingService:
                 raise InvalidRequest(
                     f"router {chosen.name!r} needs the embedder, which is not loaded"
                 )
-            vector = await self.embedder.embed_one(text)
+            with span("coe.embedding", chars=len(text)):
+                vector = await self.embedder.embed_one(text)
             quality = chosen.score(vector[None, :], [text])[0]
         else:
             vector = None
@@ -159,10 +193,12 @@ class RoutingService:
         # A trained router records the cost scale its curve was swept with (`coe eval`,
         # `coe calibrate`), so a calibrated cost_weight means here what it meant there.
         policy = replace(self.policy, cost_scale=chosen.cost_scale_)
+        lacking = self.unfit(need) if need is not None else {}
+        fit = [i for i, m in enumerate(models) if m not in lacking]
         decision = policy.decide(
-            models,
-            np.asarray(quality, dtype=float),
-            cost_vec,
+            [models[i] for i in fit],
+            np.asarray(quality, dtype=float)[fit],
+            cost_vec[fit],
             cost_weight=cost_weight,
             max_cost_usd=max_cost_usd,
             unavailable=down,
@@ -174,7 +210,7 @@ class RoutingService:
             scores={m: float(q) for m, q in zip(models, quality, strict=True)},
             estimated_cost_usd={m: costs[m] for m in models},
             utility=decision.utility,
-            excluded=decision.excluded,
+            excluded={**decision.excluded, **lacking},
             unavailable=sorted(down & set(models)),
             rerouted_from=decision.rerouted_from,
             embedding=vector,

@@ -71,6 +71,10 @@ class CoeOptions(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
         default=None, description="coe-compose: deadline for the whole composition"
     )
+    stickiness: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="coe-auto: predicted gain needed to switch a conversation's expert",
+    )
 
 
 class ChatCompletionRequest(BaseModel):

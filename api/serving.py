@@ -19,6 +19,7 @@ import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from api.capabilities import check_expert
 from api.errors import (
     APIError,
     ModelNotFound,
@@ -42,6 +43,7 @@ from router.query import estimate_tokens, max_prompt_tokens
 
 if TYPE_CHECKING:
     from api.cascade import Cascade
+    from api.sticky import Stickiness
 
 __all__ = ["ChatService", "CoeMeta", "OnEnd"]
 
@@ -72,6 +74,8 @@ class CoeMeta:
     trace: Any = None
     #: coe-compose only: strategy, every sub-answer with its cost, failures (`api.compose`).
     compose: Json | None = None
+    #: coe-auto in a conversation: its earlier expert and whether this turn stayed (`api.sticky`).
+    sticky: Json | None = None
 
     def as_json(self) -> Json:
         meta: Json = {
@@ -92,6 +96,8 @@ class CoeMeta:
             meta["steps"] = self.steps
         if self.compose is not None:
             meta["compose"] = self.compose
+        if self.sticky is not None:
+            meta["sticky"] = self.sticky
         return meta
 
     def headers(self, final: bool = True) -> dict[str, str]:
@@ -202,6 +208,7 @@ class ChatService:
         self.store = store
         self._finishing: set[asyncio.Task[None]] = set()
         self.cascade: Cascade | None = None  # set by the app when a learning router is loaded
+        self.sticky: Stickiness | None = None  # set by the app: coe-auto conversations stay put
         from api.compose import ComposeService  # it builds on this module's CoeMeta
 
         self.composer = ComposeService(pool, routing, settings)
@@ -253,6 +260,7 @@ class ChatService:
     async def plan(self, request: ChatCompletionRequest) -> tuple[list[str], RouteDecision | None]:
         """Experts to try, in order, and the routing decision when a router made one."""
         if request.model in self.pool.engines:
+            check_expert(self.routing.experts[request.model], request)
             return [request.model], None
         if request.model not in VIRTUAL_MODELS:
             raise ModelNotFound(
@@ -261,6 +269,8 @@ class ChatService:
                 param="model",
             )
         decision = await self.routing.route(request, self.pool.health.down())
+        if self.sticky is not None:
+            decision = await self.sticky.apply(request, decision)
         return decision.ranked, decision
 
     def _meta(
@@ -271,6 +281,7 @@ class ChatService:
             scores=decision.scores if decision else {},
             experts=[expert] if expert else [],
             tried=attempts,
+            sticky=decision.sticky if decision else None,
         )
 
     def _for(self, expert: str, body: Json, request: ChatCompletionRequest) -> Json:
@@ -332,6 +343,8 @@ class ChatService:
             await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
         record = _record(request, request_id, arrived, meta, 200)
+        if self.sticky is not None and request.model == "coe-auto" and meta.experts:
+            await self.sticky.remember(request, meta.experts[-1])
         if self.settings.log_prompts:
             record.answer = _answer_text(answer)
         await self._log(record, request, key_id, on_end)
@@ -398,6 +411,8 @@ class ChatService:
             await self._log_failure(request, request_id, arrived, exc, key_id, on_end)
             raise
         meta = self._meta(decision, expert, attempts)
+        if self.sticky is not None and decision is not None:
+            await self.sticky.remember(request, expert)
         meta.ttft_ms = (time.perf_counter() - started) * 1000
         prompt_estimate = estimate_tokens(body["messages"])
         events = self._relay(upstream, request, meta, request_id, started, prompt_estimate)
@@ -503,7 +518,10 @@ class ChatService:
                 created = chunk.get("created", created)
                 if not chunk.get("choices"):
                     continue  # upstream's usage-only chunk: folded into our final chunk
-                pieces += any((c.get("delta") or {}).get("content") for c in chunk["choices"])
+                pieces += any(  # a piece of text, or of a tool call's arguments
+                    (d := c.get("delta") or {}).get("content") or d.get("tool_calls")
+                    for c in chunk["choices"]
+                )
                 chunk |= {"id": request_id, "model": expert}
                 yield _sse(chunk)
         except ExpertError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -146,4 +146,28 @@ class Settings(BaseSettings):
     )
     compose_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=300.0, description="deadline for a whole composition (all its expert calls)"
+    )
+    stickiness: Annotated[float, Field(ge=0)] = Field(
+        default=0.05,
+        description="coe-auto keeps a conversation's expert unless switching gains more utility",
+    )
+    sticky_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=86_400.0, description="how long a conversation's expert is remembered"
+    )
+    # OpenTelemetry traces (api/tracing.py): the SDK's own variables, not COE_* ones. Tracing is
+    # on when an exporter is named (otlp, console) or an OTLP endpoint is set; the SDK reads the
+    # rest of its OTEL_* variables (headers, protocol, sampler) itself.
+    otel_traces_exporter: str | None = Field(
+        default=None, validation_alias=AliasChoices("otel_traces_exporter", "OTEL_TRACES_EXPORTER")
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "otel_exporter_otlp_endpoint",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+    )
+    otel_service_name: str = Field(
+        default="coe", validation_alias=AliasChoices("otel_service_name", "OTEL_SERVICE_NAME")
     )

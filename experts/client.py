@@ -24,6 +24,7 @@ from experts.engines.base import Engine
 from experts.errors import ExpertHTTPError, ExpertTimeout, ExpertUnavailable
 from experts.residency import ResidencyManager
 from experts.scheduler import Scheduler
+from experts.tracing import ExpertCall, expert_call
 
 __all__ = ["ExpertClient", "ExpertStream", "Timeouts"]
 
@@ -70,6 +71,26 @@ def _error_message(body: bytes) -> str:
     return str(data)[:500]
 
 
+def _tool_calls_once(event: Json, named: set[tuple[int, int]]) -> None:
+    """Some servers (llama-cpp-python) repeat a tool call's id, type and name in every streamed
+    delta, and a deprecated `function_call` twin beside it; OpenAI sends them in the call's
+    first delta only, and clients concatenate whatever repeats. Keep the first."""
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict) or not delta.get("tool_calls"):
+            continue
+        delta.pop("function_call", None)
+        for call in delta["tool_calls"]:
+            key = (choice.get("index", 0), call.get("index", 0))
+            if key not in named:
+                named.add(key)
+                continue
+            call.pop("id", None)
+            call.pop("type", None)
+            if isinstance(call.get("function"), dict):
+                call["function"].pop("name", None)
+
+
 class ExpertStream:
     """An open SSE stream from an expert: the first chunk has arrived, the rest is iterated."""
 
@@ -80,17 +101,24 @@ class ExpertStream:
         events: AsyncIterator[Json],
         first: Json,
         release: Callable[[], None],
+        call: ExpertCall | None = None,
     ) -> None:
         self.expert = expert
+        self._call = call or expert_call(expert)
         self.first = first
         self._response = response
         self._events = events
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[Json]:
+        named: set[tuple[int, int]] = set()
+        _tool_calls_once(self.first, named)
+        self._call.piece(self.first)
         yield self.first
         with _translated(self.expert):
             async for event in self._events:
+                _tool_calls_once(event, named)
+                self._call.piece(event)
                 yield event
 
     async def aclose(self) -> None:
@@ -98,6 +126,7 @@ class ExpertStream:
         try:
             await self._response.aclose()
         finally:
+            self._call.end()
             if self._release is not None:
                 self._release()
                 self._release = None
@@ -152,16 +181,18 @@ class ExpertClient:
     def in_flight(self, expert: str) -> int:
         return self.scheduler.in_flight(expert)
 
-    def _request(self, expert: str, body: Json, stream: bool) -> httpx.Request:
+    def _request(
+        self, expert: str, body: Json, stream: bool, call: ExpertCall, path: str
+    ) -> httpx.Request:
         engine = self.engines[expert]
         if not engine.alive():
             raise ExpertUnavailable(expert, "its local server process is not running")
-        payload = {**body, "model": engine.config.served_model, "stream": stream}
+        payload = engine.prepare({**body, "model": engine.config.served_model, "stream": stream})
         return self.http.build_request(
             "POST",
-            f"{engine.base_url}/chat/completions",
+            f"{engine.base_url}{path}",
             json=payload,
-            headers=engine.headers(),
+            headers=engine.headers() | call.headers(),
             timeout=self._timeout,
         )
 
@@ -171,12 +202,19 @@ class ExpertClient:
     def _release(self, expert: str) -> None:
         self.scheduler.release(expert)
 
-    async def complete(self, expert: str, body: Json) -> Json:
-        """The expert's whole answer as an OpenAI `chat.completion` object."""
+    def _span(self, expert: str) -> ExpertCall:
+        config = self.engines[expert].config
+        return expert_call(expert, (config.input_price, config.output_price))
+
+    async def complete(self, expert: str, body: Json, path: str = "/chat/completions") -> Json:
+        """The expert's whole answer as an OpenAI `chat.completion` object (or, with `path`
+        `/completions` or `/embeddings`, that endpoint's object)."""
         await self._acquire(expert)
+        call = self._span(expert)
         try:
             with _translated(expert):
-                response = await self.http.send(self._request(expert, body, stream=False))
+                response = await self.http.send(self._request(expert, body, False, call, path))
+            call.first_byte(response.status_code)
             if response.status_code >= 400:
                 raise ExpertHTTPError(
                     expert, response.status_code, _error_message(response.content)
@@ -185,20 +223,29 @@ class ExpertClient:
                 data = response.json()
             except ValueError as exc:
                 raise ExpertHTTPError(expert, 502, "answer is not JSON") from exc
-            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-                raise ExpertHTTPError(expert, 502, "answer is not a chat.completion object")
+            listed = "data" if path == "/embeddings" else "choices"
+            if not isinstance(data, dict) or not isinstance(data.get(listed), list):
+                raise ExpertHTTPError(expert, 502, f"answer is not a {path[1:]} object")
+            call.usage(data.get("usage"))
             return data
+        except Exception as exc:
+            call.failed(exc)
+            raise
         finally:
+            call.end()
             self._release(expert)
 
-    async def open_stream(self, expert: str, body: Json) -> ExpertStream:
+    async def open_stream(
+        self, expert: str, body: Json, path: str = "/chat/completions"
+    ) -> ExpertStream:
         """Start a streamed answer and wait for its first event (the fallback point)."""
         await self._acquire(expert)
         response: httpx.Response | None = None
+        call = self._span(expert)
         try:
             with _translated(expert):
                 response = await self.http.send(
-                    self._request(expert, body, stream=True), stream=True
+                    self._request(expert, body, True, call, path), stream=True
                 )
                 if response.status_code >= 400:
                     await response.aread()
@@ -207,13 +254,17 @@ class ExpertClient:
                     )
                 events = _sse_events(response)
                 first = await anext(events, None)
+                call.first_byte(response.status_code)  # a stream's first token: its first event
             if first is None:
                 raise ExpertUnavailable(expert, "stream ended before the first event")
             if "error" in first:
                 raise ExpertHTTPError(expert, 502, _error_message(json.dumps(first).encode()))
-        except BaseException:
+        except BaseException as exc:
+            call.failed(exc)
+            call.end()
             if response is not None:
                 await response.aclose()
             self._release(expert)
             raise
-        return ExpertStream(expert, response, events, first, lambda: self._release(expert))
+        release = lambda: self._release(expert)  # noqa: E731
+        return ExpertStream(expert, response, events, first, release, call)

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout
 from experts.health import HealthBoard
+from experts.tracing import attempt
 
 __all__ = ["AllExpertsFailed", "Attempt", "ExpertRejected", "call_with_fallback"]
 
@@ -58,9 +59,10 @@ async def call_with_fallback(
 ) -> tuple[str, T, list[Attempt]]:
     """`call(expert)` on each of `ranked[:max_attempts]` until one succeeds."""
     attempts: list[Attempt] = []
-    for expert in ranked[:max_attempts]:
+    for number, expert in enumerate(ranked[:max_attempts], 1):
         try:
-            result = await call(expert)
+            with attempt(number):  # the expert call's span says which attempt it was
+                result = await call(expert)
         except ExpertError as exc:
             shed = isinstance(exc, ExpertOverloaded)
             attempts.append(Attempt(expert, exc.message, isinstance(exc, ExpertTimeout), shed))

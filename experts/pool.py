@@ -40,6 +40,17 @@ __all__ = ["VIRTUAL_MODELS", "ComposeConfig", "ExpertConfig", "PoolConfig", "loa
 VIRTUAL_MODELS = ("coe-auto", "coe-compose")
 
 Engine = Literal["vllm", "llamacpp", "openai"]
+Modality = Literal["text", "image", "audio", "file"]
+Endpoint = Literal["chat", "completions", "embeddings"]
+#: llama-cpp-python chat formats that turn `tools` into function calls; any other format
+#: ignores the tools, so a llamacpp expert supports tools only with one of these.
+_TEXT_ONLY: list[Modality] = ["text"]
+FUNCTION_CALLING_FORMATS = (
+    "chatml-function-calling",
+    "functionary",
+    "functionary-v1",
+    "functionary-v2",
+)
 Price = Annotated[float, Field(ge=0, description="USD per one million tokens")]
 
 
@@ -65,6 +76,20 @@ class ExpertConfig(BaseModel):
     skills: list[str] = Field(default_factory=list)
     api_key_env: str | None = Field(
         default=None, description="environment variable holding the key for this endpoint"
+    )
+    # What the expert can take (routing never sends it a request that needs more):
+    tools: bool | None = Field(
+        default=None,
+        description="accepts `tools`; default yes, but for llamacpp only with a function-calling "
+        "chat_format",
+    )
+    modalities: list[Modality] = Field(
+        default_factory=lambda: _TEXT_ONLY.copy(),
+        description="content parts it reads; text-only: [text]",
+    )
+    endpoints: list[Endpoint] | None = Field(
+        default=None,
+        description="OpenAI endpoints it serves; default chat and completions (openai: chat)",
     )
     # llama.cpp only (extra_args also for a launched vLLM)
     chat_format: str | None = None
@@ -93,7 +118,30 @@ class ExpertConfig(BaseModel):
                 )
             if not re.match(r"^https?://", self.base_url):
                 raise ValueError("'base_url' must start with http:// or https://")
+        if self.engine == "llamacpp" and self.tools and not self._calls_functions:
+            raise ValueError(
+                "tools: true needs a function-calling chat_format "
+                f"({', '.join(FUNCTION_CALLING_FORMATS)}); llama.cpp ignores tools with "
+                f"chat_format {self.chat_format!r}"
+            )
         return self
+
+    @property
+    def _calls_functions(self) -> bool:
+        return self.chat_format in FUNCTION_CALLING_FORMATS
+
+    @property
+    def supports_tools(self) -> bool:
+        if self.tools is not None:
+            return self.tools
+        return self.engine != "llamacpp" or self._calls_functions
+
+    @property
+    def served_endpoints(self) -> tuple[str, ...]:
+        """The OpenAI endpoints coe may pass to this expert (`chat` is always one)."""
+        if self.endpoints is not None:
+            return tuple(dict.fromkeys(["chat", *self.endpoints]))
+        return ("chat",) if self.engine == "openai" else ("chat", "completions")
 
     @property
     def served_model(self) -> str:
@@ -108,6 +156,8 @@ class ExpertConfig(BaseModel):
             context_length=self.context_length,
             descriptor=self.descriptor,
             skills=tuple(self.skills),
+            tools=self.supports_tools,
+            modalities=tuple(self.modalities),
         )
 
 

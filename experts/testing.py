@@ -55,6 +55,8 @@ class FakeExpert:
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/sleep", self._sleep, methods=["POST"]),
                 Route("/wake_up", self._wake_up, methods=["POST"]),
                 Route("/is_sleeping", self._is_sleeping, methods=["GET"]),
@@ -82,6 +84,45 @@ class FakeExpert:
 
     async def _is_sleeping(self, request: Request) -> Response:
         return JSONResponse({"is_sleeping": self.sleeping})
+
+    async def _completions(self, request: Request) -> Response:
+        """Legacy completions: the next queued reply as `text` (streamed word by word)."""
+        body = await request.json()
+        self.requests.append(body)
+        reply = self.replies.popleft() if self.replies else self.default
+        if isinstance(reply, _Error):
+            return JSONResponse({"error": {"message": reply.message}}, status_code=reply.status)
+        prompt = len(str(body.get("prompt", "")).split())
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(reply.split()),
+                 "total_tokens": prompt + len(reply.split())}  # fmt: skip
+        base = {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model")}
+        if not body.get("stream"):
+            choice = {"index": 0, "text": reply, "finish_reason": "stop"}
+            return JSONResponse({**base, "choices": [choice], "usage": usage})
+
+        async def events() -> AsyncIterator[bytes]:
+            for word in reply.split(" "):
+                choice = {"index": 0, "text": word, "finish_reason": None}
+                yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _embeddings(self, request: Request) -> Response:
+        """A 4-dimensional vector per input from its length and characters (deterministic)."""
+        body = await request.json()
+        self.requests.append(body)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i,
+             "embedding": [float(len(t)), float(sum(map(ord, t)) % 97), 1.0, 0.0]}
+            for i, t in enumerate(map(str, inputs))
+        ]  # fmt: skip
+        tokens = sum(len(str(t).split()) for t in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
+                             "usage": usage})  # fmt: skip
 
     async def _chat(self, request: Request) -> Response:
         if self.sleeping:

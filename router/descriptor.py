@@ -20,6 +20,10 @@ class ExpertDescriptor:
     context_length: int = 4096
     descriptor: str = ""
     skills: tuple[str, ...] = field(default_factory=tuple)
+    #: Accepts `tools` (function calling). Routing never sends a request with tools elsewhere.
+    tools: bool = True
+    #: Kinds of content parts it reads: "text", "image", "audio", "file".
+    modalities: tuple[str, ...] = ("text",)
 
     def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float:
         """USD for a call with these token counts."""

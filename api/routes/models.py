@@ -27,6 +27,9 @@ async def list_models(pool: PoolDep) -> dict[str, Any]:
                 "context_length": e.context_length,
                 "descriptor": e.descriptor,
                 "skills": e.skills,
+                "tools": e.supports_tools,
+                "modalities": e.modalities,
+                "endpoints": list(e.served_endpoints),
             },
         }
         for e in pool.config.experts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,6 +43,11 @@ class Engine(ABC):
     def headers(self) -> dict[str, str]:
         """Headers to send with every call (auth for remote endpoints)."""
         return {}
+
+    def prepare(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The OpenAI request body as this engine's server accepts it (a server that reads a
+        documented field another way gets it in its own form; the default changes nothing)."""
+        return payload
 
     async def start(self) -> None:  # noqa: B027  (no-op for servers that already run)
         """Make the expert ready to serve."""

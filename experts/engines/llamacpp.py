@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from experts.engines.base import ENGINES
 from experts.engines.process import ProcessEngine, free_port
@@ -64,7 +65,29 @@ class LlamaCppEngine(ProcessEngine):
         ]
         if cfg.chat_format:
             cmd += ["--chat_format", cfg.chat_format]
+        if "embeddings" in cfg.served_endpoints:
+            cmd += ["--embedding", "True"]  # the pool lists /v1/embeddings for it
         return cmd + cfg.extra_args
+
+    def prepare(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI's forms that llama-cpp-python reads its own way: an assistant turn that only
+        calls tools gets `content: ""` (its server rejects null and its templates read the
+        field), and `response_format` `json_schema` becomes its `json_object` + `schema`."""
+        messages = payload.get("messages")
+        if isinstance(messages, list) and any(
+            m.get("role") == "assistant" and m.get("content") is None for m in messages
+        ):
+            payload["messages"] = [
+                {**m, "content": ""}
+                if m.get("role") == "assistant" and m.get("content") is None
+                else m
+                for m in messages
+            ]
+        fmt = payload.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            payload["response_format"] = {"type": "json_object", "schema": schema or {}}
+        return payload
 
     def preflight(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
