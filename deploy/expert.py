@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from deploy.topology import DeployError
 from experts.engines.llamacpp import LlamaCppEngine
@@ -31,12 +32,10 @@ def expert_command(pool: PoolConfig, name: str, work_dir: Path, host: str | None
             f"expert {name!r} is not a llama.cpp expert with a base_url: `coe deploy expert` "
             "serves those; vLLM experts run in vLLM's own image"
         )
-    from urllib.parse import urlsplit
-
     url = urlsplit(expert.base_url)
     engine = LlamaCppEngine(expert, work_dir)
-    engine.preflight()
-    argv = engine.command(engine.model_path(), url.port or 80)
+    engine.preflight()  # resolves (and for split packages assembles) the weights once
+    argv = engine.launch_command(url.port or 80)
     argv[argv.index("--host") + 1] = host or url.hostname or "127.0.0.1"
     return argv
 

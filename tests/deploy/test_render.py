@@ -179,3 +179,21 @@ def test_cli_renders_and_reports_bad_pools(tmp_path: Path) -> None:
         ["deploy", "compose", "--pool", str(ROOT / "config/local.yaml"), "--out", str(tmp_path)],
     )
     assert bad.exit_code == 2 and "has no base_url" in bad.output
+
+
+def test_k8s_runs_llamacpp_experts_with_coe_deploy_expert(tmp_path: Path) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        (ROOT / "config/cpu.yaml")
+        .read_text()
+        .replace("127.0.0.1:28181", "smollm:8080")
+        .replace("127.0.0.1:28182", "gemma:8080")
+    )
+    docs = _docs(render_k8s(pool, tmp_path, local_image="registry.example/coe-local:1"))
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    [container] = _find(docs, "Deployment", "gemma")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/coe-local:1"
+    assert container["args"][-4:] == ["--name", "gemma3-270m", "--host", "0.0.0.0"]
+    assert _find(docs, "Service", "gemma")["spec"]["ports"][0]["port"] == 8080
