@@ -149,7 +149,10 @@ class ResidencyManager:
             await asyncio.gather(*(e.start() for e in self.engines.values()))
             for name in self.engines:
                 self.engines[name].asleep = self.evictable(name)
-            await self._follow()
+            try:
+                await self._follow()
+            except Exception as exc:  # no Redis: no replica drives until it is back
+                log.warning("residency state unavailable at start: %s", exc)
             return
         evictable = [n for n in self.engines if self.evictable(n)]
         asleep = evictable[self.max_resident :] if self.max_resident is not None else []
