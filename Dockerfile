@@ -34,6 +34,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip wheel --no-deps -w /wheels llama-cpp-python==0.3.36
 
+# The runtime dependencies as a requirements file: the layer that installs them is reused
+# until this list changes, whatever else changes in pyproject.toml.
+FROM venv AS requirements
+COPY pyproject.toml /tmp/coe/pyproject.toml
+RUN python -c "import tomllib; p = tomllib.load(open('/tmp/coe/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['embed']))" \
+        > /tmp/coe/requirements.txt
+
 # The dependencies, before the code, so that a code change reuses these layers. The CPU build
 # of torch first: an unpinned torch pulls a multi-GB CUDA build. TORCH_INDEX is empty where a
 # local wheel is found through PIP_FIND_LINKS (build.sh serves this machine's wheel folder).
@@ -41,10 +48,8 @@ FROM venv AS deps
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG PIP_FIND_LINKS
 RUN pip install torch==2.13.0 ${TORCH_INDEX:+--extra-index-url $TORCH_INDEX}
-COPY pyproject.toml /tmp/coe/pyproject.toml
-RUN python -c "import tomllib; p = tomllib.load(open('/tmp/coe/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['embed']))" \
-        > /tmp/coe/requirements.txt \
-    && pip install -r /tmp/coe/requirements.txt
+COPY --from=requirements /tmp/coe/requirements.txt /tmp/coe/requirements.txt
+RUN pip install -r /tmp/coe/requirements.txt
 RUN useradd --create-home --uid 10001 coe
 WORKDIR /app
 

@@ -15,7 +15,14 @@ args=(--network host --build-arg "BASE=$BASE")
 wheels=${COE_WHEELS_DIR:-${PIP_FIND_LINKS:-$(pip3 config get global.find-links 2>/dev/null || true)}}
 server=
 if [ -n "$wheels" ] && compgen -G "$wheels/torch-2.13.0+cpu-*.whl" >/dev/null; then
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # A fixed port when free: the URL is a build argument, and a new one would void the cache.
+  port=$(python3 -c '
+import socket
+for port in (28199, 0):
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", port)); print(s.getsockname()[1]); break
+    except OSError:
+        pass')
   python3 -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >/dev/null 2>&1 &
   server=$!
   trap 'kill "$server" 2>/dev/null || true' EXIT
