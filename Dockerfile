@@ -27,8 +27,10 @@ RUN python3 -c 'import sys; assert sys.version_info >= (3, 11), f"coe needs Pyth
     && python3 -m venv /opt/venv
 
 # llama.cpp compiles for minutes: its wheel is built in a stage of its own, cached as long as
-# the base does not change, whatever happens to the code.
+# the base does not change, whatever happens to the code (or taken from PIP_FIND_LINKS, where
+# build.sh serves a wheel this machine built already).
 FROM venv AS llama-wheel
+ARG PIP_FIND_LINKS
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc g++ cmake make \
     && rm -rf /var/lib/apt/lists/*
