@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+from openai import OpenAI
 
 from experts.pool import load_pool
 
@@ -109,9 +110,7 @@ def stack() -> Iterator[None]:
         assert down.returncode == 0, f"compose down failed:\n{down.stderr}"
 
 
-def _client():  # type: ignore[no-untyped-def]
-    from openai import OpenAI
-
+def _client() -> OpenAI:
     return OpenAI(base_url=f"{GATEWAY}/v1", api_key="unused", timeout=120, max_retries=0)
 
 
