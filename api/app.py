@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -41,6 +42,9 @@ from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from router.base import Router
 from router.policy import Policy
+
+if TYPE_CHECKING:
+    from api.store.residency import RedisResidencyLease
 
 __all__ = ["create_app"]
 
@@ -75,6 +79,23 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
         settings.expected_completion_tokens,
         load_board=pool.load_board,
     )
+
+
+def _share_residency(settings: Settings, pool: LivePool) -> RedisResidencyLease | None:
+    """Replicas on one Redis take turns driving sleep and wake of the experts they share
+    (external servers such as vLLM; each replica's own llama.cpp processes are its own)."""
+    evictable = [e for e in pool.engines.values() if e.evictable]
+    if not settings.redis_url or pool.config.max_resident is None or not evictable:
+        return None
+    if any(e.restartable for e in evictable):
+        return None
+    from api.store.residency import RedisResidencyLease, replica_id
+
+    lease = RedisResidencyLease.from_url(
+        settings.redis_url, settings.redis_prefix, settings.redis_timeout_s
+    )
+    pool.residency.share(lease, replica_id(), settings.residency_lease_s)
+    return lease
 
 
 def _cache(settings: Settings, store: Store, routing: RoutingService) -> ResponseCache | None:
@@ -140,7 +161,13 @@ def create_app(
         pool.scheduler.max_wait_s, pool.scheduler.mode = settings.max_wait_s, settings.scheduling
         pool.scheduler.max_queue = settings.max_queue
         pool.scheduler.queue_timeout_s = settings.queue_timeout_s
-        await pool.start()
+        lease = _share_residency(settings, pool)
+        try:
+            await pool.start()
+        except BaseException:
+            if lease is not None:
+                await lease.aclose()
+            raise
         routing: RoutingService | None = None
         store: Store | None = None
         try:
@@ -178,6 +205,8 @@ def create_app(
             await pool.stop()
             if stop_tracing is not None:
                 stop_tracing()
+            if lease is not None:
+                await lease.aclose()
 
     app = FastAPI(
         title="coe",

@@ -14,6 +14,7 @@ import typer
 from api.keys_cli import RedisUrl
 from api.keys_cli import app as keys_app
 from api.settings import Settings
+from deploy.cli import app as deploy_app
 from training.cli import app as training_app
 
 __all__ = ["app", "main"]
@@ -128,6 +129,7 @@ def report(
 
 app.add_typer(training_app)  # no name: `coe train`, `coe eval`, ... sit beside `coe serve`
 app.add_typer(keys_app, name="keys")
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
         default="grouped",
         description="grouped: each wake serves a batch; fcfs: switch in arrival order",
     )
+    residency_lease_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="replicas on Redis: how long the residency lease outlives its last renewal",
+    )
     load_tolerance: Annotated[float, Field(ge=0)] = Field(
         default=0.05,
         description="utility coe-auto may give up to avoid a saturated or asleep expert",

@@ -64,6 +64,7 @@ class LivePool:
         self.health = HealthBoard(self.engines, cooldown_s)
         self.supervise_every_s = supervise_every_s
         self._supervisor: asyncio.Task[None] | None = None
+        self._coordinator: asyncio.Task[None] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -87,6 +88,23 @@ class LivePool:
             raise
         if any(e.restartable for e in self.engines.values()):
             self._supervisor = asyncio.create_task(self._supervise(), name="coe-supervisor")
+        if self.residency.lease is not None:
+            self._coordinator = asyncio.create_task(
+                self.residency.coordinate(self._in_flight, self._wake_for_replica),
+                name="coe-residency",
+            )
+
+    def _in_flight(self) -> dict[str, int]:
+        return {name: self.scheduler.in_flight(name) for name in self.engines}
+
+    async def _wake_for_replica(self, name: str) -> None:
+        """Another replica needs `name`: queue for it here, so that the scheduler wakes it in
+        its turn (a batch per wake, the wait bound) as it would for a call of this replica."""
+        try:
+            async with self.scheduler.slot(name):
+                pass
+        except Exception as exc:
+            log.warning("could not wake %s for another replica: %s", name, exc)
 
     async def _supervise(self) -> None:
         """Restart local expert processes that died, backing off while a restart keeps failing.
@@ -121,6 +139,11 @@ class LivePool:
 
     async def stop(self) -> None:
         self.scheduler.close()
+        if self._coordinator is not None:
+            self._coordinator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._coordinator
+            self._coordinator = None
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

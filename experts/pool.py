@@ -102,8 +102,8 @@ class ExpertConfig(BaseModel):
         if self.engine == "llamacpp":
             if (self.gguf is None) == (self.gguf_package is None):
                 raise ValueError("a llamacpp expert needs exactly one of 'gguf' or 'gguf_package'")
-            if self.base_url is not None:
-                raise ValueError("a llamacpp expert is started by coe: drop 'base_url'")
+            if self.base_url is not None and not re.match(r"^https?://", self.base_url):
+                raise ValueError("'base_url' must start with http:// or https://")
         elif self.engine == "vllm" and self.model_path is not None:
             if self.base_url is not None:
                 raise ValueError(

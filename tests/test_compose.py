@@ -1,8 +1,10 @@
 """The GPU deployment files agree with the code and the vLLM pool they deploy.
 
-Docker cannot run in CI, so a typo in docker-compose.yml (a service name that is not the pool's
-host, a served model name the gateway does not ask for, a setting the gateway ignores) would only
-show on a GPU host. These tests read the files and check them against the code instead.
+No GPU runs in CI, so a typo in docker-compose.yml (a service name that is not the pool's host, a
+served model name the gateway does not ask for, a setting the gateway ignores) would only show on
+a GPU host. These tests read the files and check them against the code instead. (The file is
+rendered from config/vllm.yaml by `coe deploy compose`; tests/deploy checks it is not stale, and
+tests/deploy/test_stack.py runs the CPU stack for real.)
 """
 
 from __future__ import annotations
@@ -66,9 +68,14 @@ def _args(command: str | list[str]) -> dict[str, str | None]:
     return args
 
 
-def _container_path(path: str) -> Path:
-    """The repo file that the image places at `path` (the Dockerfile copies the repo to /app)."""
-    assert path.startswith("/app/"), f"{path} is not under /app, where the image keeps the repo"
+def _container_path(service: dict[str, Any], path: str) -> Path:
+    """The repo file that a service sees at `path`: mounted from the repo, or in the image
+    (the Dockerfile copies the repo to /app)."""
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if target == path and source.startswith("."):
+            return (ROOT / source).resolve()
+    assert path.startswith("/app/"), f"{path} is neither mounted nor under /app (the repo)"
     return ROOT / path.removeprefix("/app/")
 
 
@@ -80,7 +87,7 @@ def services() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def pool(services: dict[str, dict[str, Any]]) -> PoolConfig:
-    return load_pool(_container_path(_env(services[GATEWAY])["COE_POOL"]))
+    return load_pool(_container_path(services[GATEWAY], _env(services[GATEWAY])["COE_POOL"]))
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +123,10 @@ def test_gateway_env_names_only_settings(services: dict[str, dict[str, Any]]) ->
     assert not landed, f"{sorted(landed)} are Settings fields now: drop them from the allow-list"
 
 
-def test_gateway_pool_is_a_valid_pool_file_in_the_image(
+def test_gateway_pool_is_a_valid_pool_file_of_the_repo(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    path = _container_path(_env(services[GATEWAY])["COE_POOL"])
+    path = _container_path(services[GATEWAY], _env(services[GATEWAY])["COE_POOL"])
     assert path.is_file(), f"COE_POOL names {path}, which is not in the repo"
     assert load_pool(path).experts, f"{path} has no experts"
 
@@ -174,13 +181,17 @@ def test_vllm_experts_fit_one_gpu_together(services: dict[str, dict[str, Any]]) 
 
 def test_dockerfile_runs_a_real_coe_command(dockerfile: list[str]) -> None:
     cmds = [line for line in dockerfile if line.startswith("CMD ")]
-    assert len(cmds) == 1, f"expected one CMD, found {cmds}"
-    argv = json.loads(cmds[0].removeprefix("CMD "))  # exec form: signals reach coe
+    assert len(cmds) == 2, f"expected a CMD per target (local, gateway), found {cmds}"
     group = typer.main.get_command(cli_app)
     assert isinstance(group, typer.core.TyperGroup), "the coe CLI lost its subcommands"
     commands = group.commands
-    assert argv[0] == "coe", f"CMD runs {argv[0]!r}, not the coe console script"
-    assert argv[1] in commands, f"`coe {argv[1]}` is not a command; have {sorted(commands)}"
+    for cmd in cmds:
+        argv = json.loads(cmd.removeprefix("CMD "))  # exec form: signals reach coe
+        assert argv[0] == "coe", f"CMD runs {argv[0]!r}, not the coe console script"
+        assert argv[1] in commands, f"`coe {argv[1]}` is not a command; have {sorted(commands)}"
+    assert dockerfile[-1] == cmds[-1] and "AS gateway" in " ".join(dockerfile), (
+        "the default (last) target must be the GPU host's gateway"
+    )
 
 
 def test_dockerfile_copies_the_repo_to_app_and_drops_root(dockerfile: list[str]) -> None:
@@ -189,8 +200,10 @@ def test_dockerfile_copies_the_repo_to_app_and_drops_root(dockerfile: list[str])
     assert users and users[-1] not in {"root", "0"}, f"the gateway runs as {users or 'root'}"
     assert any(line.startswith("HEALTHCHECK ") for line in dockerfile)
     installs = [line for line in dockerfile if "pip install" in line]
-    assert "torch==" in installs[0] and "whl/cpu" in installs[0], "CPU torch must come first"
-    assert any("'.[embed]'" in line for line in installs[1:])
+    assert "torch==" in installs[0] and "TORCH_INDEX" in installs[0], "CPU torch must come first"
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert "requirements.txt" in installs[1], "the dependencies come next"
+    assert any("['embed']" in line for line in dockerfile), "the embedder's among them"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "config" not in ignored, "the pool files must reach the image"
 

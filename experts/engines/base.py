@@ -84,4 +84,7 @@ def make_engine(config: ExpertConfig, work_dir: Path) -> Engine:
         from experts.engines.vllm import VLLMProcessEngine  # a server coe launches itself
 
         return VLLMProcessEngine(config, work_dir)
+    if config.engine == "llamacpp" and config.base_url is not None:
+        # served elsewhere (its own container: `coe deploy expert`): coe only calls it
+        return ENGINES["openai"](config, work_dir)
     return ENGINES[config.engine](config, work_dir)
