@@ -144,6 +144,21 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
     app.state.budgets = StoreBudgets(store, period_window)
 
 
+async def _close(
+    app: FastAPI, routing: RoutingService | None, store: Store | None, pool: LivePool
+) -> None:
+    """Stop what the lifespan started, embedders first, the expert processes last."""
+    if routing is not None and routing.embedder is not None:
+        await routing.embedder.aclose()
+    cache: ResponseCache | None = getattr(app.state, "cache", None)
+    own = cache.embedder if cache is not None else None
+    if own is not None and own is not getattr(routing, "embedder", None):
+        await own.aclose()
+    if store is not None:
+        await store.aclose()
+    await pool.stop()
+
+
 def create_app(
     settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
@@ -194,15 +209,7 @@ def create_app(
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
         finally:
-            if routing is not None and routing.embedder is not None:
-                await routing.embedder.aclose()
-            cache: ResponseCache | None = getattr(app.state, "cache", None)
-            own = cache.embedder if cache is not None else None
-            if own is not None and own is not getattr(routing, "embedder", None):
-                await own.aclose()
-            if store is not None:
-                await store.aclose()
-            await pool.stop()
+            await _close(app, routing, store, pool)
             if stop_tracing is not None:
                 stop_tracing()
             if lease is not None:

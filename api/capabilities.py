@@ -3,7 +3,9 @@
 The pool file says what each expert can take (`tools`, `modalities`, `context_length`, checked
 when the pool loads); a request needs tools when it sends `tools` or `functions`, a modality
 for each kind of content part it sends (`image_url` → image, `input_audio` → audio, `file` →
-file), and a context that holds its prompt (estimated) plus the completion it asks for. Routing
+file), and a context that holds its prompt (estimated) with room for an answer: a `max_tokens`
+beyond what the context leaves is cut to fit for each expert (`api.limits.completion_tokens`),
+as OpenAI's limit is an upper bound, so a large one never makes a request unroutable. Routing
 never chooses an expert that lacks what the request needs; an expert named directly that lacks
 it answers a 400 naming what is missing, before any call.
 """
@@ -48,7 +50,9 @@ def needs(request: ChatCompletionRequest) -> Needs:
         tools=bool(extra.get("tools") or extra.get("functions")),
         modalities=frozenset(modalities),
         prompt_tokens=estimate_tokens(messages),
-        completion_tokens=request.completion_limit or 1,
+        # `max_tokens` is cut to each expert's context when sent; the prompt must fit with room
+        # for at least one token of answer
+        completion_tokens=1,
     )
 
 
@@ -63,7 +67,7 @@ def unfit(expert: ExpertDescriptor, need: Needs) -> str | None:
     if wanted > expert.context_length:
         return (
             f"context of {expert.context_length} tokens is shorter than the ~{need.prompt_tokens} "
-            f"prompt tokens + {need.completion_tokens} completion tokens asked for"
+            f"prompt tokens (+{need.completion_tokens} for the answer)"
         )
     return None
 

@@ -31,7 +31,7 @@ from api.errors import (
     error_body,
 )
 from api.guard import ChatGuard
-from api.schemas import ChatCompletionRequest, ChatMessage
+from api.schemas import ChatCompletionRequest, PromptMessage
 from api.store import ApiKey, RequestRecord
 from experts.client import ExpertStream
 from experts.errors import ExpertError, ExpertTimeout
@@ -110,7 +110,7 @@ class PassThrough:
         # The limiter and the request log speak chat: the same text as one user turn.
         as_chat = ChatCompletionRequest(
             model=expert,
-            messages=[ChatMessage(role="user", content=text)],
+            messages=[PromptMessage(role="user", content=text)],
             max_tokens=limit,
             stream=stream,
         )
