@@ -90,9 +90,9 @@ def last_boxed(text: str) -> str | None:
     start = at + len("\\boxed") if tail.startswith("\\boxed", at) else at + len("\\fbox")
     while start < len(tail) and tail[start] == " ":
         start += 1
-    group = _braced(tail, start)
-    if group is not None:
-        return group[0]
+    if start < len(tail) and tail[start] == "{":
+        group = _braced(tail, start)
+        return None if group is None else group[0]
     # `\boxed 5`: the token up to the next space or `$`.
     rest = tail[start:].split("$", 1)[0].strip()
     return rest.split(" ", 1)[0] if rest else None

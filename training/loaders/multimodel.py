@@ -1,6 +1,6 @@
 """What the multi-model loaders (`mmlu-pro`, `zeroeval`) share: one file per model, prices.
 
-A multi-model source is a folder holding one `<model>.json.xz` (or `.json`) file per model, each
+A multi-model source is a folder holding one `<model>.json.xz` file per model, each
 a JSON list of records about the same questions. The model's name is the file name without
 `.json.xz`. Models answered slightly different question sets (an API call failed, a file was cut
 short): only the questions every model answered are kept, and the summary says how many went.
@@ -27,15 +27,15 @@ from training.tokens import TokenCounter
 __all__ = [
     "ModelFile",
     "Question",
-    "common_questions",
     "build_rows",
+    "common_questions",
     "estimated_cost",
     "model_files",
     "read_prices",
     "read_records",
 ]
 
-_SUFFIXES = (".json.xz", ".json")
+_SUFFIX = ".json.xz"
 
 
 @dataclass(frozen=True)
@@ -63,25 +63,21 @@ def model_files(folder: Path, fmt: str) -> list[ModelFile]:
     """The model files in `folder`, sorted by model name."""
     if not folder.is_dir():
         raise DataError(folder, f"--format {fmt} takes a folder of <model>.json.xz files")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        for suffix in _SUFFIXES:
-            if path.name.endswith(suffix) and path.is_file():
-                found.setdefault(path.name[: -len(suffix)], path)
-                break
-    if not found:
+    files = [
+        ModelFile(path.name.removesuffix(_SUFFIX), path)
+        for path in sorted(folder.iterdir())
+        if path.name.endswith(_SUFFIX) and path.is_file()
+    ]
+    if not files:
         raise DataError(folder, f"no <model>.json.xz files: is this a {fmt} folder?")
-    return [ModelFile(model, path) for model, path in sorted(found.items())]
+    return files
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON list of records in a `.json.xz` or `.json` file."""
+    """The JSON list of records in a `.json.xz` file."""
     try:
-        if path.name.endswith(".xz"):
-            with lzma.open(path, "rt", encoding="utf-8") as handle:
-                data = json.load(handle)
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        with lzma.open(path, "rt", encoding="utf-8") as handle:
+            data = json.load(handle)
     except (OSError, lzma.LZMAError, EOFError) as exc:
         raise DataError(path, f"cannot be read: {exc}") from exc
     except json.JSONDecodeError as exc:
