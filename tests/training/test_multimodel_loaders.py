@@ -147,3 +147,26 @@ def test_on_missing_drop_also_covers_missing_costs() -> None:
     opts = LoadOptions(on_missing="drop")
     frame = LOADERS["routerbench"]([FIX / "routerbench_no_cost.csv"], opts)["all"]
     assert "rb-2" not in set(frame["query_id"])
+
+
+def test_cli_import_prints_summary_and_plumbs_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    runner = CliRunner()
+    args = ["data", "import", str(FIX / "mmlu_pro"), "--format", "mmlu-pro", "--out"]
+    prices = ["--prices", str(FIX / "mmlu_pro" / "prices.json")]
+    done = runner.invoke(app, [*args, str(tmp_path / "m"), *prices, "--test-fraction", "0.4"])
+    assert done.exit_code == 0, done.output
+    assert "5 questions kept" in done.output and "test: 2 queries" in done.output
+    csv = str(FIX / "routerbench_nan_score.csv")
+    refused = runner.invoke(
+        app, ["data", "import", csv, "--format", "routerbench", "--out", str(tmp_path / "r")]
+    )
+    assert refused.exit_code == 2 and "--on-missing drop" in refused.output
+    rb = ["data", "import", csv, "--format", "routerbench", "--out", str(tmp_path / "r")]
+    dropped = runner.invoke(app, [*rb, "--on-missing", "drop"])
+    assert dropped.exit_code == 0 and "dropped 1 of 4 queries" in dropped.output
+    wrong = runner.invoke(app, [*args, str(tmp_path / "x"), "--on-missing", "skip"])
+    assert wrong.exit_code != 0 and "--on-missing" in wrong.output
