@@ -49,6 +49,7 @@ _INT_SLASH = re.compile(r"^(-?\d+)/(\d+)$")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$")
 _FRAC_NUMBERS = re.compile(r"^(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}$")
+_NUMBER_WORDS = re.compile(r"^(-?\d[\d,]*(?:\.\d+)?)\s+[A-Za-z][A-Za-z ]{0,60}$")
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*([^\n]{1,200})", re.IGNORECASE)
 _UNIT_WORDS = re.compile(
     r"(?:dollars?|cents?|units?|degrees?|inches?|feet|foot|meters?|cm|km|miles?|hours?|"
@@ -194,7 +195,8 @@ def normalise_math(answer: str) -> str:
     """A canonical string for a final math answer (MATH's `strip_string`, extended).
 
     Unwraps `\\boxed{}` and `\\text{}`; drops `\\left`/`\\right`, spacing commands, `$`,
-    degrees, percent signs, units, `x =` prefixes, spaces and a trailing `.`; writes `\\dfrac`
+    degrees, percent signs, units (and any words after a lone number), quotes, `x =` prefixes
+    and `… =` before a final number, spaces and a trailing `.`; writes `\\dfrac`
     and `\\tfrac` as `\\frac`, `\\frac12` as `\\frac{1}{2}`, `\\sqrt2` as `\\sqrt{2}`, `a/b`
     of integers as `\\frac{a}{b}`, `0.50` as `0.5`, `1,000` as `1000` and `1112_3` (digits
     in a base) as `1112`.
@@ -210,12 +212,17 @@ def normalise_math(answer: str) -> str:
     text = _DEGREES.sub("", text)
     text = _SPACING.sub(" ", text)
     text = _drop_units(text)
-    text = text.strip().rstrip(".").strip()
-    # `x = 5`, `k=5`: keep the value when the left side is a short name.
-    if text.count("=") == 1:
-        left, right = text.split("=")
-        if len(left.strip()) <= 2:
+    text = text.strip().rstrip(".").strip().strip('"').strip()
+    # `x = 5`, `k=5`: keep the value when the left side is a short name; `64 + 37 = 101`:
+    # keep a plain number that ends a chain of equalities.
+    if "=" in text:
+        left, right = text.rsplit("=", 1)
+        if (len(left.strip()) <= 2 and "=" not in left) or _NUMBER.match(right.strip()):
             text = right
+    # `1152 cups of flour`: a number followed only by words is that number.
+    worded = _NUMBER_WORDS.match(text)
+    if worded:
+        text = worded.group(1)
     text = text.replace(" ", "")
     text = _SQRT_SHORT.sub(r"\\sqrt{\1}", text)
     text = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", text)
