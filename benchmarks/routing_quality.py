@@ -51,6 +51,9 @@ CASES: dict[str, tuple[str, str, float, bool]] = {
     "routellm": ("routellm", "routellm/mmlu", 0.3, False),
 }
 
+#: case → folder name under `--imported` (seed N > 0 adds "-seedN"), as /work/data-out names them
+IMPORTED = {"mmlu-pro": "mmlu_pro", "math-l5": "zeroeval-math", "gsm": "zeroeval-gsm"}
+
 #: (label, path into a router's report entry)
 FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("AIQ", ("aiq",)),
@@ -103,6 +106,15 @@ def table(reports: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _folder(args: argparse.Namespace, case: str, seed: int) -> Path:
+    """Where the canonical files of `case` at `seed` are (or will be imported to)."""
+    if args.imported is not None and case in IMPORTED:
+        done = args.imported / (IMPORTED[case] + (f"-seed{seed}" if seed else ""))
+        if (done / "test.parquet").is_file():
+            return done
+    return Path(args.out / f"{case}-data-seed{seed}")
+
+
 def run_case(
     case: str, args: argparse.Namespace, names: list[str], seeds: Sequence[int]
 ) -> list[dict[str, Any]]:
@@ -110,7 +122,7 @@ def run_case(
     opts = LoadOptions(**({"prices": args.data / "multimodel" / "prices.json"} if priced else {}))
     reports = []
     for seed in seeds if fraction > 0 else seeds[:1]:
-        folder = args.out / f"{case}-data-seed{seed}"
+        folder = _folder(args, case, seed)
         if not (folder / "test.parquet").is_file():
             import_dataset(fmt, [args.data / source], folder, opts, fraction, seed)
         report, _ = run_eval(
@@ -152,7 +164,7 @@ def _on_pool(router: Router, x: np.ndarray, test: RoutingData, scale: float) -> 
 
 def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int = 100) -> str:
     """Leave-one-model-out onboarding on MMLU-Pro seed 0 (see the module docstring)."""
-    folder = args.out / "mmlu-pro-data-seed0"
+    folder = _folder(args, "mmlu-pro", 0)
     if not (folder / "test.parquet").is_file():
         run_case("mmlu-pro", args, ["random"], [0])
     train = to_routing_data(read_dataset(folder / "train.parquet"))
@@ -191,6 +203,9 @@ def main() -> None:
     parser.add_argument("--routers", default=",".join(ROUTERS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--embed-cache", type=Path, default=Path(".cache/coe/embeddings"))
+    parser.add_argument(
+        "--imported", type=Path, help="Folder of already imported cases (e.g. /work/data-out)"
+    )
     parser.add_argument("--lomo", default="", help="MMLU-Pro models to onboard (comma-separated)")
     args = parser.parse_args()
     names = args.routers.split(",")
