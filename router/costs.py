@@ -49,7 +49,7 @@ def kmeans(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
 
     x = np.asarray(embeddings, dtype=np.float32)
     k = max(1, min(k, len(x)))
-    fitted = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
+    fitted = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
     centres = np.asarray(fitted.cluster_centers_, dtype=np.float32)
     norms = np.linalg.norm(centres, axis=1, keepdims=True)
     return np.asarray(centres / np.where(norms > 0, norms, 1.0), dtype=np.float32)
