@@ -114,7 +114,8 @@ class ReplyCostModel:
         """`(n, m)` predicted USD: prompt tokens × input price + the expected reply's cost."""
         tokens = np.asarray(prompt_tokens, dtype=np.float64)
         inputs = np.array([e.input_price for e in self.experts_]) / 1e6
-        return tokens[:, None] * inputs[None, :] + self.reply_cost(embeddings, len(tokens))
+        prompt_part = tokens[:, None] * inputs[None, :]
+        return np.asarray(prompt_part + self.reply_cost(embeddings, len(tokens)), dtype=np.float64)
 
     def reply_tokens(self, embeddings: np.ndarray | None, n: int) -> np.ndarray:
         """`(n, m)` predicted reply tokens (0 for an expert whose output price is 0)."""
