@@ -126,13 +126,33 @@ class RoutingService:
         return self.routers[name]
 
     def estimated_costs(
-        self, messages: Sequence[Mapping[str, Any]], completion_limit: int | None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        completion_limit: int | None,
+        reply_tokens: Mapping[str, float] | None = None,
     ) -> dict[str, float]:
+        """USD per expert before calling it: the prompt's estimated tokens plus a reply of
+        `reply_tokens[name]` (a trained router's prediction) or `expected_completion_tokens`,
+        capped by the request's completion limit."""
         prompt = estimate_tokens(messages)
-        completion = min(
+        default = min(
             completion_limit or self.expected_completion_tokens, self.expected_completion_tokens
         )
-        return {n: e.cost_usd(prompt, completion) for n, e in self.experts.items()}
+        cap = float(completion_limit) if completion_limit else float("inf")
+        predicted = reply_tokens or {}
+        return {
+            n: e.cost_usd(prompt, min(predicted[n], cap) if n in predicted else default)
+            for n, e in self.experts.items()
+        }
+
+    @staticmethod
+    def predicted_reply_tokens(router: Router, vector: np.ndarray | None) -> dict[str, float]:
+        """Each expert's reply length as `router` predicts it for this query (learned from its
+        training data, `router.costs`); empty for a router without a cost model."""
+        if router.cost_model_ is None or vector is None:
+            return {}
+        tokens = router.cost_model_.reply_tokens(vector[None, :], 1)[0]
+        return {m: float(t) for m, t in zip(router.models_, tokens, strict=False) if t > 0}
 
     async def route(
         self, request: ChatCompletionRequest, unavailable: set[str] | None = None
@@ -187,7 +207,9 @@ class RoutingService:
             vector = None
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
         models = list(chosen.models_)
-        costs = self.estimated_costs(messages, completion_limit)
+        costs = self.estimated_costs(
+            messages, completion_limit, self.predicted_reply_tokens(chosen, vector)
+        )
         cost_vec = np.array([costs[m] for m in models])
         down = unavailable or set()
         # A trained router records the cost scale its curve was swept with (`coe eval`,

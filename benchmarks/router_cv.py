@@ -33,6 +33,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("skills", {}),
     ("skills", {"n_skills": 96}),
     ("ensemble", {}),
+    ("cluster", {"n_clusters": 60, "top": 1}),
+    ("cluster", {"n_clusters": 60, "top": 3}),
+    ("cluster", {"n_clusters": 30, "top": 3}),
+    ("cluster", {"n_clusters": 120, "top": 3}),
 ]
 
 
@@ -40,13 +44,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, required=True)
     parser.add_argument("--configs", type=str, help="JSON list of [family, params] pairs")
+    parser.add_argument("--embed-cache", type=Path, default=Path(".cache/coe/embeddings"))
+    parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
     configs = [tuple(c) for c in json.loads(args.configs)] if args.configs else CONFIGS
     data = to_routing_data(read_dataset(args.train), args.train)
-    embeddings = embed_prompts(data.prompts)
+    embeddings = embed_prompts(data.prompts, cache_dir=args.embed_cache)
     print("| router | params | acc ≤ best cost | share to match | share at 95% | AIQ |")
     print("|---|---|---|---|---|---|")
-    for row in cross_validate(data, embeddings, configs):  # type: ignore[arg-type]
+    for row in cross_validate(data, embeddings, configs, folds=args.folds):  # type: ignore[arg-type]
         print(
             f"| {row['router']} | {json.dumps(row['params'])} | "
             f"{row['acc_at_best_single_cost']:.3f} | "

@@ -1,70 +1,220 @@
-"""Routing quality on real benchmark data: what `coe eval` reports, on LLMRouter and RouteLLM MMLU.
+"""Routing quality on real benchmark data: what `coe eval` reports, per dataset, as tables.
 
     .venv/bin/python benchmarks/routing_quality.py [--data ../shared/data] [--out reports/quality]
+        [--cases llmrouter,mmlu-pro,math-l5] [--seeds 0,1,2] [--routers cluster,knn,...]
+        [--embed-cache /work/cache/embeddings] [--lomo MODEL,MODEL,MODEL]
 
-Imports both datasets into canonical files (LLMRouter: its own split minus the 119 test questions
-that also occur in train; RouteLLM MMLU: contaminated prompts excluded, a seeded 70/30 query
-split), trains every router family on the train side only, and prints one table per dataset plus
-the issue's targets. Costs on both are ESTIMATED (list price × counted prompt tokens + 256 assumed
-output tokens; see `training.loaders`). Embeddings are cached in `.cache/coe/embeddings`.
+Each case is imported into canonical files (`coe data import`), every router family is trained on
+the training side only, and `coe eval`'s figures are printed: AIQ, the calibrated operating point
+(λ chosen on a validation split of the training file for "cost ≤ the best single model's",
+applied once to the test file), the calibrated cost to match the best single model, and the
+curve-optimal figures beside them. Where the split is random (every case but LLMRouter, whose
+split is published) each figure is the mean ± sd over `--seeds`.
+
+`--lomo` adds the onboarding table on MMLU-Pro (seed 0): for each named model, the AIQ of a
+`cluster` router trained with all models, trained without it, and trained without it and then
+given it from 100 profiled training queries (`coe train --base --add`).
+
+Costs are ESTIMATED everywhere (list price × counted tokens; see `training.loaders`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from router.base import Router
+from router.cluster import ClusterRouter
+from router.costs import prompt_tokens_of
+from router.data import RoutingData
+from training.dataset import read_dataset, to_routing_data
+from training.embed import embed_prompts
+from training.evaluate import evaluate_curve, sweep
 from training.fitting import run_eval
 from training.importing import import_dataset
 from training.loaders import LoadOptions
-from training.report import markdown_table
 
-ROUTERS = ["knn", "classifier", "category", "mf", "skills", "ensemble", "random", "cheapest"]
+ROUTERS = ["cluster", "knn", "classifier", "category", "mf", "skills", "ensemble", "random"]
+
+#: case → (format, source under --data, test fraction (0: the source's own split), prices?)
+CASES: dict[str, tuple[str, str, float, bool]] = {
+    "llmrouter": ("llmrouter", "llmrouter", 0.0, False),
+    "mmlu-pro": ("mmlu-pro", "multimodel/mmlu_pro", 0.3, True),
+    "math-l5": ("zeroeval", "multimodel/zeroeval/math-l5", 0.3, True),
+    "gsm": ("zeroeval", "multimodel/zeroeval/gsm", 0.3, True),
+    "routellm": ("routellm", "routellm/mmlu", 0.3, False),
+}
+
+#: case → folder name under `--imported` (seed N > 0 adds "-seedN"), as /work/data-out names them
+IMPORTED = {"mmlu-pro": "mmlu_pro", "math-l5": "zeroeval-math", "gsm": "zeroeval-gsm"}
+
+#: (label, path into a router's report entry)
+FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AIQ", ("aiq",)),
+    ("calibrated acc", ("calibrated", "accuracy")),
+    ("calibrated cost share", ("calibrated", "cost_share")),
+    ("calibrated share to match", ("calibrated_match", "cost_share")),
+    ("its acc", ("calibrated_match", "accuracy")),
+    ("curve acc ≤ best cost", ("acc_at_best_single_cost",)),
+    ("curve share to match", ("cost_share_to_match_best_single",)),
+)
 
 
-def _targets(report: dict[str, object], name: str) -> str:
-    routers = report["routers"]
-    assert isinstance(routers, dict)
-    lines = []
-    for router, entry in routers.items():
-        if entry["kind"] != "router":
-            continue
-        acc, share = entry["acc_at_best_single_cost"], entry["cost_share_to_match_best_single"]
-        share95 = entry["cost_share_at_95pct_best_quality"]
-        saved = "never" if share95 is None else f"{1 - share95:.0%}"
-        lines.append(
-            f"  {router:>10}: acc ≤ best-single cost {acc if acc is None else round(acc, 3)}"
-            f" | cost to match best single {share if share is None else f'{share:.0%}'}"
-            f" | cost saved at 95% of best quality {saved}"
+def _get(entry: dict[str, Any], path: Sequence[str]) -> float | None:
+    value: Any = entry
+    for key in path:
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return float(value)
+
+
+def _cell(values: Sequence[float | None]) -> str:
+    got = [v for v in values if v is not None]
+    if not got:
+        return "never"
+    text = f"{statistics.fmean(got):.3f}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(got):.3f}" if len(got) > 1 else ""
+        text += "" if len(got) == len(values) else f" ({len(values) - len(got)}× never)"
+    return text
+
+
+def table(reports: Sequence[dict[str, Any]]) -> str:
+    """One Markdown row per router, mean ± sd over the reports (one per seed)."""
+    head = "| router | " + " | ".join(label for label, _ in FIGURES) + " |"
+    lines = [head, "|---" * (len(FIGURES) + 1) + "|"]
+    for name in reports[0]["routers"]:
+        cells = [_cell([_get(r["routers"][name], path) for r in reports]) for _, path in FIGURES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    first = reports[0]
+    singles = first["singles"]
+    best = first["best_single"]
+    lines.append("")
+    lines.append(
+        f"{first['dataset']['n_train']} train / {first['dataset']['n_test']} test queries, "
+        f"{len(singles)} models, {len(reports)} seed(s); best single {best} "
+        f"(acc {_cell([r['singles'][r['best_single']]['accuracy'] for r in reports])}); "
+        "costs ESTIMATED"
+    )
+    return "\n".join(lines)
+
+
+def _folder(args: argparse.Namespace, case: str, seed: int) -> Path:
+    """Where the canonical files of `case` at `seed` are (or will be imported to)."""
+    if args.imported is not None and case in IMPORTED:
+        done = args.imported / (IMPORTED[case] + (f"-seed{seed}" if seed else ""))
+        if (done / "test.parquet").is_file():
+            return done
+    return Path(args.out / f"{case}-data-seed{seed}")
+
+
+def run_case(
+    case: str, args: argparse.Namespace, names: list[str], seeds: Sequence[int]
+) -> list[dict[str, Any]]:
+    fmt, source, fraction, priced = CASES[case]
+    opts = LoadOptions(**({"prices": args.data / "multimodel" / "prices.json"} if priced else {}))
+    reports = []
+    for seed in seeds if fraction > 0 else seeds[:1]:
+        folder = _folder(args, case, seed)
+        if not (folder / "test.parquet").is_file():
+            import_dataset(fmt, [args.data / source], folder, opts, fraction, seed)
+        report, _ = run_eval(
+            folder / "train.parquet",
+            folder / "test.parquet",
+            names,
+            args.out / f"{case}-seed{seed}",
+            seed=seed,
+            cache_dir=args.embed_cache,
         )
-    return f"{name} targets:\n" + "\n".join(lines)
+        reports.append(report)
+    return reports
+
+
+def _columns(data: RoutingData, models: Sequence[str]) -> RoutingData:
+    cols = [list(data.models).index(m) for m in models]
+    return dataclasses.replace(
+        data,
+        models=list(models),
+        scores=data.scores[:, cols],
+        costs=data.costs[:, cols],
+        experts=[data.experts[j] for j in cols],
+        responses=None,
+    )
+
+
+def _on_pool(router: Router, x: np.ndarray, test: RoutingData, scale: float) -> dict[str, Any]:
+    """AIQ of `router` on the full pool of `test` (experts it does not know are never chosen),
+    and the mean share of queries each expert gets over the λ sweep."""
+    cols = [list(test.models).index(m) for m in router.models_]
+    quality = np.full(test.scores.shape, -1e9)
+    costs = np.zeros(test.costs.shape)
+    quality[:, cols] = router.score(x, test.prompts)
+    costs[:, cols] = router.predicted_costs(x, prompt_tokens_of(test))
+    curve, picks = sweep(quality, costs, test, scale)
+    share = np.mean([np.bincount(p, minlength=len(test.models)) / len(test) for p in picks], 0)
+    return {"aiq": evaluate_curve(curve, picks, test).metrics["aiq"], "share": share}
+
+
+def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int = 100) -> str:
+    """Leave-one-model-out onboarding on MMLU-Pro seed 0 (see the module docstring)."""
+    folder = _folder(args, "mmlu-pro", 0)
+    if not (folder / "test.parquet").is_file():
+        run_case("mmlu-pro", args, ["random"], [0])
+    train = to_routing_data(read_dataset(folder / "train.parquet"))
+    test = to_routing_data(read_dataset(folder / "test.parquet"), models=train.models)
+    x_train = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
+    x_test = embed_prompts(test.prompts, cache_dir=args.embed_cache, show_progress=False)
+    scale = float(train.costs.max(axis=1).mean())
+    full = _on_pool(ClusterRouter().fit(train, x_train), x_test, test, scale)
+    lines = [
+        f"| held-out model | AIQ full | AIQ added from {n_profile} | AIQ left out | gap to full "
+        "| its share: full / added |",
+        "|---|---|---|---|---|---|",
+    ]
+    rng = np.random.default_rng(0)
+    for model in held_out:
+        j = list(train.models).index(model)
+        others = [m for m in train.models if m != model]
+        without = ClusterRouter().fit(_columns(train, others), x_train)
+        rows = np.sort(rng.choice(len(train), n_profile, replace=False))
+        profile = _columns(train.take(rows), [model])
+        added = _on_pool(without.add_experts(profile, x_train[rows]), x_test, test, scale)
+        left = _on_pool(without, x_test, test, scale)
+        lines.append(
+            f"| {model} | {full['aiq']:.4f} | {added['aiq']:.4f} | {left['aiq']:.4f} "
+            f"| {full['aiq'] - added['aiq']:+.4f} "
+            f"| {full['share'][j]:.1%} / {added['share'][j]:.1%} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("reports/quality"))
+    parser.add_argument("--cases", default="llmrouter,mmlu-pro,math-l5")
     parser.add_argument("--routers", default=",".join(ROUTERS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--embed-cache", type=Path, default=Path(".cache/coe/embeddings"))
+    parser.add_argument(
+        "--imported", type=Path, help="Folder of already imported cases (e.g. /work/data-out)"
+    )
+    parser.add_argument("--lomo", default="", help="MMLU-Pro models to onboard (comma-separated)")
     args = parser.parse_args()
     names = args.routers.split(",")
-    cases = [
-        ("llmrouter", [args.data / "llmrouter"], 0.0),
-        ("routellm", [args.data / "routellm" / "mmlu"], 0.3),
-    ]
-    for fmt, sources, test_fraction in cases:
-        folder = args.out / f"{fmt}-data"
-        import_dataset(fmt, sources, folder, LoadOptions(), test_fraction=test_fraction, seed=0)
-        report, _ = run_eval(
-            folder / "train.parquet",
-            folder / "test.parquet",
-            names,
-            args.out / fmt,
-            seed=0,
-            cache_dir=Path(".cache/coe/embeddings"),
-        )
-        print(markdown_table(report))
-        print(_targets(report, fmt))
-        print()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for case in [c for c in args.cases.split(",") if c]:
+        reports = run_case(case, args, names, seeds)
+        print(f"## {case}\n\n{table(reports)}\n", flush=True)
+    if args.lomo:
+        print(f"## onboarding, MMLU-Pro seed 0\n\n{lomo_table(args, args.lomo.split(','))}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,15 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from router.costs import ReplyCostModel
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
 
-__all__ = ["ROUTERS", "PoolMismatchError", "Router", "register"]
+__all__ = ["ASSUMED_REPLY_TOKENS", "ROUTERS", "PoolMismatchError", "Router", "register"]
+
+
+#: Reply length a router without a cost model assumes for every expert.
+ASSUMED_REPLY_TOKENS = 256
 
 
 class PoolMismatchError(ValueError):
@@ -44,6 +49,9 @@ class Router(ABC):
     #: Mean over training queries of the dearest expert's cost (USD): a global `Policy`
     #: `cost_scale` under which `cost_weight` keeps its unit-free meaning. None without data.
     cost_scale_: float | None = None
+    #: Predicted cost per (query, expert) from request-time knowledge (`router.costs`); None
+    #: for a router set up without data, which then assumes `ASSUMED_REPLY_TOKENS` per reply.
+    cost_model_: ReplyCostModel | None = None
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         """Learn from outcomes on `data`; `embeddings[i]` embeds `data.prompts[i]`.
@@ -59,6 +67,8 @@ class Router(ABC):
         self.models_ = list(data.models)
         self.experts_ = list(data.experts)
         self.cost_scale_ = float(data.costs.max(axis=1).mean())
+        usable = embeddings if self.uses_embeddings else None
+        self.cost_model_ = ReplyCostModel(seed=0).fit(data, usable)
         return self
 
     def fit_pool(self, experts: Sequence[ExpertDescriptor]) -> Self:
@@ -70,6 +80,16 @@ class Router(ABC):
     @abstractmethod
     def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
         """Predicted quality in [0, 1], shape `(len(queries), len(self.models_))`."""
+
+    def predicted_costs(self, embeddings: np.ndarray, prompt_tokens: np.ndarray) -> np.ndarray:
+        """`(n, len(models_))` USD each expert is expected to cost on each query, from the
+        prompt's token count and the expert's predicted reply (never the realised one)."""
+        tokens = np.asarray(prompt_tokens, dtype=np.float64)
+        if self.cost_model_ is not None:
+            return self.cost_model_.predict(embeddings, tokens)
+        return np.array(
+            [[e.cost_usd(t, ASSUMED_REPLY_TOKENS) for e in self.experts_] for t in tokens]
+        ).reshape(len(tokens), len(self.experts_))
 
     def check_pool(self, experts: Sequence[ExpertDescriptor]) -> None:
         """Refuse a pool that lacks an expert this router was trained to score."""

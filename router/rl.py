@@ -22,7 +22,8 @@ Weights are numpy arrays; torch is imported only by `fit`.
 Example::
 
     router = RLRouter(cost_weight=0.1, iterations=600).fit(data, embeddings)
-    router.plan(embeddings[0], data.costs[0], budget=1e-4)    # e.g. ["gemma-2-9b-it"]
+    costs = router.predicted_costs(embeddings[:1], prompt_tokens[:1])[0]   # never realised
+    router.plan(embeddings[0], costs, budget=1e-4)    # e.g. ["gemma-2-9b-it"]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any, Self
 import numpy as np
 
 from router.base import Router, register
+from router.costs import prompt_tokens_of
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
 from router.rl_answers import ANSWER_FEATURES, recorded_answers
@@ -162,7 +164,13 @@ class RLRouter(Router):
         if answer_features is None and data.responses is not None:
             answers = recorded_answers(data.responses, data.prompts)
         env = RecordedEnv(
-            data.scores, data.costs, self.cost_scale_, self.max_calls, answer_features, answers
+            data.scores,
+            data.costs,
+            self.cost_scale_,
+            self.max_calls,
+            answer_features,
+            answers,
+            predicted_costs=self.predicted_costs(embeddings, prompt_tokens_of(data)),
         )
         self.n_answer_features_ = env.n_answer_features
         #: The features' names when they come from responses (the gateway computes them live);

@@ -197,6 +197,11 @@ class RecordedEnv:
     (`router.rl_answers`): length and format per answer, plus agreement with the answers the
     episode has already seen, computed at each call.
     Rewards: `−λ · cost / cost_scale` at each call, plus the score of the current answer on stop.
+
+    The policy observes, and the budget admits calls on, `predicted_costs[i, j]`: what the
+    gateway could know before calling (`Router.predicted_costs`: prompt tokens and a predicted
+    reply length). The realised `costs` are only what each call is charged. Without
+    `predicted_costs`, each expert's mean recorded cost stands in for every query.
     """
 
     def __init__(
@@ -207,9 +212,12 @@ class RecordedEnv:
         max_calls: int,
         answer_features: np.ndarray | None = None,
         answers: RecordedAnswers | None = None,
+        predicted_costs: np.ndarray | None = None,
     ) -> None:
         if scores.shape != costs.shape:
             raise ValueError(f"scores {scores.shape} and costs {costs.shape} differ")
+        if predicted_costs is not None and predicted_costs.shape != costs.shape:
+            raise ValueError(f"predicted costs {predicted_costs.shape} and costs {costs.shape}")
         if answers is not None and answer_features is not None:
             raise ValueError("give answer_features or answers, not both")
         if answers is not None and answers.keys.shape != scores.shape:
@@ -217,6 +225,11 @@ class RecordedEnv:
         self.answers = answers
         self.scores = np.asarray(scores, dtype=np.float64)
         self.costs = np.asarray(costs, dtype=np.float64)
+        self.predicted_costs = (
+            np.broadcast_to(self.costs.mean(axis=0), self.costs.shape)
+            if predicted_costs is None
+            else np.asarray(predicted_costs, dtype=np.float64)
+        )
         n, m = scores.shape
         self.answer_features = (
             np.zeros((n, m, 0)) if answer_features is None else np.asarray(answer_features)
@@ -246,8 +259,9 @@ class RecordedEnv:
         return new_state(len(self.rows), self.n_models, self.n_answer_features, cost_weight, budget)
 
     def est_costs(self) -> np.ndarray:
-        """`(b, m)` cost of each expert on each episode's query (recorded, so exact)."""
-        return self.costs[self.rows]
+        """`(b, m)` predicted cost of each expert on each episode's query (never the realised
+        one: that is only charged, in `step`)."""
+        return np.asarray(self.predicted_costs[self.rows])
 
     def valid(self, state: EpisodeState) -> np.ndarray:
         return valid_actions(state, self.est_costs(), self.max_calls)

@@ -11,10 +11,15 @@ cheapest on ties):
 The λ is meant for the router's own `cost_scale_` (`Policy(cost_weight=λ,
 cost_scale=router.cost_scale_)`), which is how it was swept here. Calibrate on data the router was
 not trained on, and not on the data you report results for.
+
+`pick_lambda` and `calibrated_point` are the pieces `coe eval` uses for its `calibrated` entry and
+any strategy swept over λ can reuse: a curve of per-λ operating points on validation data carved
+from the training file picks λ; the same λ is then read once off the test curve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +30,93 @@ from router.data import RoutingData
 from training.dataset import read_dataset, to_routing_data
 from training.embed import embed_prompts
 from training.errors import CoeTrainingError
-from training.evaluate import COST_WEIGHTS, sweep
+from training.evaluate import COST_WEIGHTS, router_curve
 
-__all__ = ["calibrate", "calibrate_file"]
+__all__ = [
+    "best_single",
+    "best_single_cost",
+    "calibrate",
+    "calibrate_file",
+    "calibrated_point",
+    "pick_lambda",
+    "pick_lambda_for_accuracy",
+]
+
+
+def best_single(data: RoutingData) -> tuple[float, float]:
+    """(accuracy, mean cost) of the most accurate single model on `data` (cheapest on ties)."""
+    acc, cost = data.scores.mean(axis=0), data.costs.mean(axis=0)
+    j = int(np.lexsort((cost, -acc))[0])
+    return float(acc[j]), float(cost[j])
+
+
+def best_single_cost(data: RoutingData) -> float:
+    """Mean cost of the most accurate single model on `data` (cheapest on ties)."""
+    return best_single(data)[1]
+
+
+def pick_lambda(curve: Sequence[Sequence[float]], max_cost: float) -> float | None:
+    """λ of the most accurate point `[mean_cost, accuracy, λ, ...]` of `curve` whose mean cost
+    is ≤ `max_cost` (the cheaper on ties); None when no point is that cheap."""
+    ok = [p for p in curve if p[0] <= max_cost * (1 + 1e-9)]
+    if not ok:
+        return None
+    return float(max(ok, key=lambda p: (p[1], -p[0]))[2])
+
+
+def pick_lambda_for_accuracy(curve: Sequence[Sequence[float]], min_accuracy: float) -> float | None:
+    """λ of the cheapest point `[mean_cost, accuracy, λ, ...]` of `curve` whose accuracy is
+    ≥ `min_accuracy` (the more accurate on ties); None when no point is that accurate."""
+    ok = [p for p in curve if p[1] >= min_accuracy - 1e-9]
+    if not ok:
+        return None
+    return float(min(ok, key=lambda p: (p[0], -p[1]))[2])
+
+
+def calibrated_point(
+    validation_curve: Sequence[Sequence[float]],
+    validation_max_cost: float | None,
+    test_curve: Sequence[Sequence[float]],
+    test_ref_cost: float,
+    validation_min_accuracy: float | None = None,
+) -> dict[str, Any] | None:
+    """λ picked on validation and what it gives on test, read once:
+    `{lambda, accuracy, cost_usd, cost_share}` (`cost_share` = cost / `test_ref_cost`).
+
+    The target is a cost (`validation_max_cost`: `pick_lambda`) or an accuracy
+    (`validation_min_accuracy`: `pick_lambda_for_accuracy`). Both curves must be swept over the
+    same λ grid. None when no validation point meets the target.
+    """
+    if validation_max_cost is not None:
+        lam = pick_lambda(validation_curve, validation_max_cost)
+    elif validation_min_accuracy is not None:
+        lam = pick_lambda_for_accuracy(validation_curve, validation_min_accuracy)
+    else:
+        raise ValueError("give a validation cost or accuracy target")
+    if lam is None:
+        return None
+    point = min(test_curve, key=lambda p: abs(p[2] - lam))
+    return {
+        "lambda": lam,
+        "accuracy": float(point[1]),
+        "cost_usd": float(point[0]),
+        "cost_share": float(point[0] / test_ref_cost) if test_ref_cost > 0 else None,
+    }
 
 
 def calibrate(
     router: Router,
     data: RoutingData,
-    quality: np.ndarray,
+    embeddings: np.ndarray,
     cost_share: float | None = None,
     quality_share: float | None = None,
 ) -> dict[str, Any]:
-    """The chosen λ and what it achieves on `data`; `quality` is `router.score(...)` on it."""
+    """The chosen λ and what it achieves on `data`; `embeddings[i]` embeds `data.prompts[i]`.
+
+    The router decides on its predicted costs; the points are charged `data.costs`.
+    """
     scale = router.cost_scale_ or float(data.costs.max(axis=1).mean())
-    curve, _ = sweep(quality, data, scale, COST_WEIGHTS)
+    curve, _ = router_curve(router, embeddings, data, scale, COST_WEIGHTS)
     acc, cost = data.scores.mean(axis=0), data.costs.mean(axis=0)
     strong = int(np.lexsort((cost, -acc))[0])
     if cost_share is not None:
@@ -80,9 +157,8 @@ def calibrate_file(
         raise CoeTrainingError(f"{router_file}: cannot load a router: {exc}") from exc
     data = to_routing_data(read_dataset(data_file), data_file, models=router.models_)
     embeddings = (
-        embed_prompts(data.prompts, cache_dir=cache_dir) if router.uses_embeddings else None
+        embed_prompts(data.prompts, cache_dir=cache_dir)
+        if router.uses_embeddings
+        else np.zeros((len(data), 0), dtype=np.float32)
     )
-    quality = router.score(
-        embeddings if embeddings is not None else np.zeros((len(data), 0)), data.prompts
-    )
-    return calibrate(router, data, quality, cost_share, quality_share)
+    return calibrate(router, data, embeddings, cost_share, quality_share)

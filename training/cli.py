@@ -20,7 +20,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Routing datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-DEFAULT_ROUTERS = "knn,classifier,category,mf,skills,ensemble,random,cheapest"
+DEFAULT_ROUTERS = "cluster,knn,classifier,category,mf,skills,ensemble,random,cheapest"
 CacheOpt = Annotated[
     Path, typer.Option("--embed-cache", help="Embedding cache folder (reused across runs).")
 ]
@@ -111,9 +111,21 @@ def data_import(
 
 @app.command()
 def train(
-    train_file: Annotated[Path, typer.Option("--train", help="Canonical training file.")],
-    router: Annotated[str, typer.Option("--router", help="Router family (see `coe eval`).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the router artifact.")],
+    train_file: Annotated[
+        Path | None, typer.Option("--train", help="Canonical training file.")
+    ] = None,
+    router: Annotated[
+        str | None, typer.Option("--router", help="Router family (see `coe eval`).")
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="A trained router to extend with --add (no retraining)."),
+    ] = None,
+    add: Annotated[
+        Path | None,
+        typer.Option("--add", help="Profile of new experts (≤ 100 queries do), with --base."),
+    ] = None,
     params: Annotated[str | None, typer.Option(help="Hyperparameters as JSON.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for routers that draw randomness.")] = 0,
     embed_cache: CacheOpt = Path(".cache/coe/embeddings"),
@@ -124,10 +136,24 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Fit one router on a canonical dataset and save it (the gateway loads it)."""
+    """Fit one router on a canonical dataset and save it (the gateway loads it); or, with
+    --base and --add, add the experts profiled in --add to a trained router."""
     from training.errors import CoeTrainingError
-    from training.fitting import family_params, train_router
+    from training.fitting import add_experts, family_params, train_router
 
+    if (base is None) != (add is None):
+        raise typer.BadParameter("--base and --add go together")
+    if base is not None and add is not None:
+        try:
+            grown = add_experts(base, add, embed_cache)
+        except CoeTrainingError as exc:
+            raise _fail(exc) from exc
+        out.parent.mkdir(parents=True, exist_ok=True)
+        grown.save(out)
+        typer.echo(f"wrote {out}: {grown.name} router for {len(grown.models_)} experts")
+        return
+    if train_file is None or router is None:
+        raise typer.BadParameter("give --train and --router (or --base and --add)")
     try:
         hyper = family_params(router, _params(params), cost_weight, out)
         fitted = train_router(train_file, router, hyper, seed, embed_cache)

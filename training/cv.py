@@ -13,23 +13,15 @@ from typing import Any
 import numpy as np
 
 from router.data import RoutingData
-from training.evaluate import evaluate_scores
+from training.evaluate import evaluate_router
 from training.fitting import fit_router
 
 __all__ = ["cross_validate", "subset"]
 
 
 def subset(data: RoutingData, rows: np.ndarray) -> RoutingData:
-    """The queries `rows` of `data`, in that order."""
-    return RoutingData(
-        query_ids=[data.query_ids[i] for i in rows],
-        prompts=[data.prompts[i] for i in rows],
-        tasks=[data.tasks[i] for i in rows],
-        models=data.models,
-        scores=data.scores[rows],
-        costs=data.costs[rows],
-        experts=data.experts,
-    )
+    """The queries `rows` of `data`, in that order (`RoutingData.take`)."""
+    return data.take(rows)
 
 
 def cross_validate(
@@ -58,7 +50,7 @@ def cross_validate(
         scale = float(train.costs.max(axis=1).mean())
         for c, (name, params) in enumerate(configs):
             router = fit_router(name, train, embeddings[train_rows], dict(params), seed)
-            m = evaluate_scores(router.score(embeddings[test_rows], test.prompts), test, scale)
+            m = evaluate_router(router, embeddings[test_rows], test, scale)
             got = m.metrics
             sums[c]["acc_at_best_single_cost"] += got["acc_at_best_single_cost"] or 0.0
             share = got["cost_share_to_match_best_single"]

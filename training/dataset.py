@@ -24,6 +24,7 @@ Row numbers in errors count data rows from 1 in file order (a CSV header is not 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,16 @@ def to_routing_data(
         costs=costs.to_numpy(dtype=np.float64),
         experts=_experts(df, order),
         responses=_responses(df, queries, order),
+        prompt_tokens=np.asarray(_counter().count(first["prompt"].tolist()), dtype=np.float64),
     )
+
+
+@functools.cache
+def _counter() -> Any:
+    """The prompt token counter the loaders estimate costs with (loaded once)."""
+    from training.tokens import TokenCounter
+
+    return TokenCounter()
 
 
 def _responses(df: Any, queries: Sequence[str], models: Sequence[str]) -> np.ndarray | None:

@@ -12,11 +12,24 @@
                    "acc_at_best_single_cost": float | null,
                    "cost_share_to_match_best_single": float | null,
                    "cost_share_at_95pct_best_quality": float | null,
+                   "calibrated": {"lambda": float, "accuracy": float, "cost_usd": float,
+                                  "cost_share": float} | null,
+                   "calibrated_match": {...the same} | null,
                    "curve": [[mean_cost_usd, accuracy, cost_weight], ...],
                    "per_task": {"<task>": accuracy}}, ...},
       "singles": {"<model>": {"accuracy": float, "mean_cost_usd": float}},
       "best_single": str, "weak_single": str, "cost_scale_usd": float
     }
+
+Every decision weighs predicted quality against *predicted* costs (`Router.predicted_costs`:
+prompt tokens and each expert's predicted reply, learned from the training file), never the
+realised cost of the reply being evaluated; each decision is charged its realised cost.
+`calibrated` is the operating point a deployment gets: λ chosen on a validation split carved
+from the training file for "mean cost ≤ the best single model's (on that split)", then applied
+once to the test file (`training.fitting.calibrated_on_test`); `cost_share` is its mean cost over
+the test best single model's (null: no λ met the target on validation; absent on references).
+`calibrated_match` is the same for the target "accuracy ≥ the best single model's" (the
+cheapest such λ on validation): its `cost_share` is what matching the best single costs.
 
 `best_single` and `oracle` are references computed on the test set itself (the most accurate
 single model; the per-query best model, cheapest on ties, swept with the same knob); every other
@@ -33,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from router.base import ROUTERS
+from router.base import ROUTERS, Router
+from router.costs import prompt_tokens_of
 from router.data import RoutingData
 from router.policy import choose
 from training import metrics
@@ -44,7 +58,9 @@ __all__ = [
     "RouterResult",
     "build_router",
     "evaluate_curve",
+    "evaluate_router",
     "evaluate_scores",
+    "router_curve",
     "sweep",
 ]
 
@@ -61,15 +77,20 @@ def build_router(name: str, params: dict[str, Any] | None = None) -> Any:
 
 def sweep(
     quality: np.ndarray,
+    decide_costs: np.ndarray,
     data: RoutingData,
     cost_scale: float,
     weights: Sequence[float] = COST_WEIGHTS,
 ) -> tuple[list[list[float]], list[np.ndarray]]:
-    """`[[mean_cost, accuracy, λ], ...]` and the chosen expert per query at each λ."""
+    """`[[mean_cost, accuracy, λ], ...]` and the chosen expert per query at each λ.
+
+    Decisions weigh `quality` against `decide_costs` (what the router predicts each expert will
+    cost, `Router.predicted_costs`); each decision is charged its realised cost `data.costs`.
+    """
     rows = np.arange(len(data))
     curve, picks = [], []
     for w in weights:
-        chosen = choose(quality, data.costs, w, cost_scale)
+        chosen = choose(quality, decide_costs, w, cost_scale)
         curve.append(
             [
                 float(data.costs[rows, chosen].mean()),
@@ -113,14 +134,38 @@ def _per_task(data: RoutingData, chosen: np.ndarray) -> dict[str, float]:
 
 def evaluate_scores(
     quality: np.ndarray,
+    decide_costs: np.ndarray,
     data: RoutingData,
     cost_scale: float,
     kind: str = "router",
     weights: Sequence[float] = COST_WEIGHTS,
 ) -> RouterResult:
-    """Metrics of one router's predicted `quality` (n, m) on the test `data`."""
-    curve, picks = sweep(quality, data, cost_scale, weights)
+    """Metrics of one router's predicted `quality` (n, m) on the test `data`, deciding on
+    `decide_costs` (see `sweep`)."""
+    curve, picks = sweep(quality, decide_costs, data, cost_scale, weights)
     return evaluate_curve(curve, picks, data, kind)
+
+
+def router_curve(
+    router: Router,
+    embeddings: np.ndarray,
+    data: RoutingData,
+    cost_scale: float,
+    weights: Sequence[float] = COST_WEIGHTS,
+) -> tuple[list[list[float]], list[np.ndarray]]:
+    """`sweep` of a fitted router on `data`: its predicted quality against its predicted costs
+    (from prompt tokens and predicted reply lengths only), charged the realised costs."""
+    quality = router.score(embeddings, data.prompts)
+    predicted = router.predicted_costs(embeddings, prompt_tokens_of(data))
+    return sweep(quality, predicted, data, cost_scale, weights)
+
+
+def evaluate_router(
+    router: Router, embeddings: np.ndarray, data: RoutingData, cost_scale: float
+) -> RouterResult:
+    """Metrics of a fitted router on the test `data` (see `router_curve`)."""
+    curve, picks = router_curve(router, embeddings, data, cost_scale)
+    return evaluate_curve(curve, picks, data)
 
 
 def evaluate_curve(
@@ -161,11 +206,16 @@ def evaluate_curve(
 
 
 def reference_results(data: RoutingData, cost_scale: float) -> dict[str, RouterResult]:
-    """`best_single` (one point) and `oracle` (true scores swept), computed on `data`."""
+    """`best_single` (one point) and `oracle` (true scores swept), computed on `data`.
+
+    The oracle is omniscient by definition: it decides on realised scores and costs alike.
+    """
     refs = _refs(data)
     single = np.zeros_like(data.scores)
     single[:, refs.best] = 1.0
     return {
-        "best_single": evaluate_scores(single, data, cost_scale, "reference", weights=(0.0,)),
-        "oracle": evaluate_scores(data.scores, data, cost_scale, kind="reference"),
+        "best_single": evaluate_scores(
+            single, data.costs, data, cost_scale, "reference", weights=(0.0,)
+        ),
+        "oracle": evaluate_scores(data.scores, data.costs, data, cost_scale, kind="reference"),
     }

@@ -7,20 +7,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from router.base import Router
 from router.data import RoutingData
+from training.calibrate import best_single, best_single_cost, calibrated_point
 from training.dataset import costs_are_estimated, read_dataset, to_routing_data
 from training.embed import embed_prompts
 from training.errors import CoeTrainingError
-from training.evaluate import RouterResult, build_router, evaluate_scores, reference_results
+from training.evaluate import (
+    RouterResult,
+    build_router,
+    evaluate_curve,
+    reference_results,
+    router_curve,
+)
 from training.report import build_report, write_report
 from training.rl_eval import evaluate_steps, is_multi_step
 from training.tokens import DEFAULT_OUTPUT_TOKENS
 
-__all__ = ["family_params", "fit_router", "run_eval", "train_router"]
+__all__ = [
+    "add_experts",
+    "calibrated_on_test",
+    "family_params",
+    "fit_router",
+    "run_eval",
+    "train_router",
+]
 
 #: Names `coe eval` computes as references on the test set rather than as trained routers.
 REFERENCES = ("best_single", "oracle")
+
+#: Share of the training queries `coe eval` holds out to choose the calibrated λ.
+VALIDATION_FRACTION = 0.2
 
 
 def fit_router(
@@ -32,6 +51,46 @@ def fit_router(
         router = build_router(name, {**params, "seed": seed})
     fitted: Router = router.fit(data, embeddings)
     return fitted
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (fit rows, validation rows) of `n` training queries."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def calibrated_on_test(
+    name: str,
+    train: RoutingData,
+    x_train: np.ndarray,
+    params: dict[str, Any],
+    seed: int,
+    cost_scale: float,
+    test: RoutingData,
+    test_curve: list[list[float]],
+) -> dict[str, dict[str, Any] | None]:
+    """The deployable operating points of family `name`, λ chosen on a validation split carved
+    from `train` (a router fitted on the rest) and read once off `test_curve` (the curve of the
+    router fitted on all of `train`):
+
+    - `calibrated`: the most accurate λ with mean cost ≤ the best single model's;
+    - `calibrated_match`: the cheapest λ with accuracy ≥ the best single model's.
+
+    "Best single" is judged on the validation split. Nothing from `test` enters the choice of
+    λ; `test` only prices the result (cost shares are over its best single model's cost)."""
+    fit_rows, val_rows = validation_split(len(train), VALIDATION_FRACTION, seed)
+    part, val = train.take(fit_rows), train.take(val_rows)
+    router = fit_router(name, part, x_train[fit_rows], dict(params), seed)
+    val_curve, _ = router_curve(router, x_train[val_rows], val, cost_scale)
+    val_acc, val_cost = best_single(val)
+    test_cost = best_single_cost(test)
+    return {
+        "calibrated": calibrated_point(val_curve, val_cost, test_curve, test_cost),
+        "calibrated_match": calibrated_point(
+            val_curve, None, test_curve, test_cost, validation_min_accuracy=val_acc
+        ),
+    }
 
 
 def family_params(
@@ -74,6 +133,28 @@ def train_router(
         return fit_router(name, data, embeddings, params, seed)
 
 
+def add_experts(base_file: Path, add_file: Path, cache_dir: Path | None) -> Router:
+    """`coe train --base --add`: the router of `base_file` plus the new experts profiled in
+    `add_file` (a canonical file, e.g. `coe profile`'s), without refitting it."""
+    try:
+        base = Router.load(base_file)
+    except (OSError, ValueError) as exc:
+        raise CoeTrainingError(f"{base_file}: cannot load a router: {exc}") from exc
+    adder = getattr(base, "add_experts", None)
+    if adder is None:
+        raise CoeTrainingError(
+            f"a {base.name!r} router cannot take a new expert without retraining; train a "
+            "`cluster` router (`coe train --router cluster`) to onboard experts from a profile"
+        )
+    data = to_routing_data(read_dataset(add_file), add_file)
+    embeddings = embed_prompts(data.prompts, cache_dir=cache_dir, description="embedding profile")
+    try:
+        grown: Router = adder(data, embeddings)
+    except ValueError as exc:
+        raise CoeTrainingError(f"{add_file}: {exc}") from exc
+    return grown
+
+
 def run_eval(
     train_file: Path,
     test_file: Path,
@@ -105,7 +186,13 @@ def run_eval(
         if name in REFERENCES:
             continue
         router = fit_router(name, train, x_train, params.get(name, {}), seed)
-        results[name] = evaluate_scores(router.score(x_test, test.prompts), test, cost_scale)
+        curve, picks = router_curve(router, x_test, test, cost_scale)
+        results[name] = evaluate_curve(curve, picks, test)
+        results[name].metrics.update(
+            calibrated_on_test(
+                name, train, x_train, params.get(name, {}), seed, cost_scale, test, curve
+            )
+        )
         if is_multi_step(router):  # a policy that may call several experts: run its episodes
             results[f"{name}-steps"] = evaluate_steps(router, x_test, test)
     results.update(reference_results(test, cost_scale))

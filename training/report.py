@@ -15,6 +15,10 @@ from training.evaluate import RouterResult
 __all__ = ["build_report", "markdown_table", "write_report"]
 
 _COLUMNS = (
+    ("calibrated.accuracy", "calibrated acc"),
+    ("calibrated.cost_share", "calibrated cost share"),
+    ("calibrated_match.cost_share", "calibrated cost share to match"),
+    ("calibrated_match.accuracy", "its acc"),
     ("acc_at_best_single_cost", "acc ≤ best-single cost"),
     ("cost_share_to_match_best_single", "cost share to match best single"),
     ("cost_share_at_95pct_best_quality", "cost share at 95% quality"),
@@ -52,7 +56,20 @@ def build_report(
 def _fmt(value: Any) -> str:
     if value is None:
         return "never"
+    if isinstance(value, float) and 0 < abs(value) < 1e-3:
+        return f"{value:.2e}"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _cell(entry: dict[str, Any], key: str) -> str:
+    """A table cell: `key` or `outer.inner` (a reference has no `calibrated` entry: "–")."""
+    outer, _, inner = key.partition(".")
+    if outer not in entry:
+        return "–"
+    value = entry[outer]
+    if inner:
+        value = None if value is None else value.get(inner)
+    return _fmt(value)
 
 
 def markdown_table(report: dict[str, Any], names: Sequence[str] | None = None) -> str:
@@ -61,7 +78,7 @@ def markdown_table(report: dict[str, Any], names: Sequence[str] | None = None) -
     head = "| router | " + " | ".join(label for _, label in _COLUMNS) + " |"
     rule = "|---" * (len(_COLUMNS) + 1) + "|"
     rows = [
-        f"| {n} | " + " | ".join(_fmt(report["routers"][n][k]) for k, _ in _COLUMNS) + " |"
+        f"| {n} | " + " | ".join(_cell(report["routers"][n], k) for k, _ in _COLUMNS) + " |"
         for n in names
     ]
     ds = report["dataset"]

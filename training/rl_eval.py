@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from router.costs import prompt_tokens_of
 from router.data import RoutingData
 from router.rl_answers import recorded_answers
 from router.rl_env import RecordedEnv
@@ -48,7 +49,12 @@ def evaluate_steps(
             )
         answers = recorded_answers(data.responses, data.prompts)
     env = RecordedEnv(
-        data.scores, data.costs, router.cost_scale_, router.max_calls, answers=answers
+        data.scores,
+        data.costs,
+        router.cost_scale_,
+        router.max_calls,
+        answers=answers,
+        predicted_costs=router.predicted_costs(embeddings, prompt_tokens_of(data)),
     )
     rows = np.arange(len(data))
     curve, picks = [], []

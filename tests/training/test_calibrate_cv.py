@@ -34,7 +34,7 @@ def _data(n: int = 80) -> tuple[RoutingData, np.ndarray]:
 def test_quality_target_picks_the_cheapest_point_that_meets_it() -> None:
     data, x = _data()
     router = ROUTERS["category"]().fit(data, x)
-    result = calibrate(router, data, router.score(x, data.prompts), quality_share=0.99)
+    result = calibrate(router, data, x, quality_share=0.99)
     # Perfect routing: even → cheap, odd → strong: accuracy 1 at mean cost 0.55.
     assert result["accuracy"] == pytest.approx(1.0)
     assert result["cost_share_of_strongest"] == pytest.approx(0.55)
@@ -44,10 +44,9 @@ def test_quality_target_picks_the_cheapest_point_that_meets_it() -> None:
 def test_cost_target_and_unreachable_target() -> None:
     data, x = _data()
     router = ROUTERS["category"]().fit(data, x)
-    quality = router.score(x, data.prompts)
-    assert calibrate(router, data, quality, cost_share=0.1)["accuracy"] == pytest.approx(0.5)
+    assert calibrate(router, data, x, cost_share=0.1)["accuracy"] == pytest.approx(0.5)
     with pytest.raises(CoeTrainingError, match="relax the target"):
-        calibrate(router, data, quality, cost_share=0.01)
+        calibrate(router, data, x, cost_share=0.01)
 
 
 def test_cross_validation_prefers_a_learner_to_random() -> None:

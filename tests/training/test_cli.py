@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from router import Router
+from router.data import RoutingData
 from router.embedder import Embedder, HashingEmbedder
 from training.cli import app
 
@@ -163,3 +164,43 @@ def test_cli_import_is_cheap() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _canonical(data: RoutingData, path: Path) -> Path:
+    import pandas as pd
+
+    rows = [
+        {
+            "query_id": data.query_ids[i],
+            "prompt": data.prompts[i],
+            "task": data.tasks[i],
+            "model": m,
+            "score": float(data.scores[i, j]),
+            "cost_usd": float(data.costs[i, j]),
+            "input_price": data.experts[j].input_price,
+            "output_price": data.experts[j].output_price,
+        }
+        for i in range(len(data))
+        for j, m in enumerate(data.models)
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def test_train_base_add_onboards_a_new_expert(tmp_path: Path) -> None:
+    from tests.router.pools import OLD, only, pool
+
+    full, _ = pool(200, seed=0)
+    train = _canonical(only(full, OLD), tmp_path / "train.parquet")
+    profile, _ = pool(60, seed=4)
+    add = _canonical(only(profile, ("newbie",)), tmp_path / "new.parquet")
+    cache = ["--embed-cache", str(tmp_path / "cache")]
+    base, grown = tmp_path / "base.pkl", tmp_path / "grown.pkl"
+    _ok(["train", "--train", str(train), "--router", "cluster", "--out", str(base), *cache])
+    out = _ok(["train", "--base", str(base), "--add", str(add), "--out", str(grown), *cache])
+    assert "4 experts" in out
+    assert Router.load(grown).models_ == [*OLD, "newbie"]
+    knn = tmp_path / "knn.pkl"
+    _ok(["train", "--train", str(train), "--router", "knn", "--out", str(knn), *cache])
+    refused = runner.invoke(app, ["train", "--base", str(knn), "--add", str(add), "--out", "x"])
+    assert refused.exit_code == 2 and "cluster" in refused.output

@@ -9,7 +9,7 @@ import pytest
 
 from router.embedder import HashingEmbedder
 from training.dataset import to_routing_data
-from training.evaluate import evaluate_scores, reference_results
+from training.evaluate import evaluate_router, reference_results
 from training.fitting import fit_router
 from training.loaders import LOADERS, LoadOptions
 
@@ -22,15 +22,7 @@ def test_llmrouter_smoke() -> None:
     assert splits["test"]["query_id"].nunique() == 381  # the 119 shared questions are gone
     train = to_routing_data(splits["train"])
     keep = np.random.default_rng(0).permutation(len(train))[:300]
-    sub = type(train)(
-        [train.query_ids[i] for i in keep],
-        [train.prompts[i] for i in keep],
-        [train.tasks[i] for i in keep],
-        train.models,
-        train.scores[keep],
-        train.costs[keep],
-        train.experts,
-    )
+    sub = train.take(keep)
     test = to_routing_data(splits["test"], models=sub.models)
     embedder = HashingEmbedder(dim=64)
     x_train, x_test = embedder.embed(sub.prompts), embedder.embed(test.prompts)
@@ -39,5 +31,5 @@ def test_llmrouter_smoke() -> None:
     assert refs["best_single"].metrics["acc_at_best_single_cost"] == pytest.approx(0.597, abs=1e-3)
     assert refs["oracle"].metrics["acc_at_best_single_cost"] == pytest.approx(0.750, abs=1e-3)
     router = fit_router("category", sub, x_train, {}, seed=0)
-    result = evaluate_scores(router.score(x_test, test.prompts), test, scale)
+    result = evaluate_router(router, x_test, test, scale)
     assert 0.0 < result.metrics["aiq"] <= 1.0

@@ -1,0 +1,153 @@
+"""Per-cluster expert profiles (Avengers-Pro): k-means regions of the query embedding, and in each
+region every expert's accuracy.
+
+`fit` clusters the training embeddings into `n_clusters` regions (k-means on unit vectors) and
+records each expert's mean score per region, shrunk toward the expert's overall accuracy by
+`prior` pseudo-queries (a region of 5 queries says little). A query's predicted quality mixes the
+profiles of its `top` most similar regions, weighted by `softmax(similarity / temperature)`.
+The reply-cost model (`router.costs`) shares the same regions.
+
+A new expert joins a fitted router from a small profile (`add_experts`, `coe train --add`),
+without refitting: its quality in each region is predicted from how the existing experts do
+there (a regularised logistic regression, `onboard_c`, of its ≤ 100 observed outcomes on the
+existing experts' region profiles: which experts it resembles, how strong it is), then corrected
+by its own outcomes in that region, shrunk by `onboard_prior` pseudo-queries (a region holds one
+or two of 100 profiled queries, so the correction stays small). Both were chosen by
+leave-one-model-out on an 80/20 split of the MMLU-Pro training file (see the issue 16 notes).
+
+Example::
+
+    router = ClusterRouter(n_clusters=60).fit(data, embeddings)
+    router.score(query_embeddings, queries)            # (n, m)
+    bigger = router.add_experts(profile, profile_embeddings)   # one column more
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Self
+
+import numpy as np
+
+from router.base import Router, register
+from router.costs import ReplyCostModel, kmeans
+from router.data import RoutingData
+
+__all__ = ["ClusterRouter", "OnboardingError"]
+
+_EPS = 1e-3
+
+
+class OnboardingError(ValueError):
+    """A profile that cannot add an expert to a fitted router (what to fix is in the message)."""
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return np.asarray(np.log(q / (1 - q)), dtype=np.float64)
+
+
+@register
+class ClusterRouter(Router):
+    """Per-region accuracy of each expert; see the module docstring."""
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        n_clusters: int = 60,
+        top: int = 3,
+        temperature: float = 0.05,
+        prior: float = 5.0,
+        onboard_c: float = 0.1,
+        onboard_prior: float = 50.0,
+        seed: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.top = top
+        self.temperature = temperature
+        self.prior = prior
+        self.onboard_c = onboard_c
+        self.onboard_prior = onboard_prior
+        self.seed = seed
+
+    def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
+        super().fit(data, embeddings)
+        k = min(self.n_clusters, max(1, len(data) // 10))
+        self.centroids_ = kmeans(embeddings, k, self.seed)
+        weights = self._weights(embeddings)
+        self.table_ = self._profile(data.scores, weights, data.scores.mean(axis=0), self.prior)
+        self.cost_model_ = ReplyCostModel(seed=self.seed).fit(
+            data, embeddings, centroids=self.centroids_
+        )
+        return self
+
+    def _weights(self, embeddings: np.ndarray) -> np.ndarray:
+        """`(n, k)` mixing weights over regions: softmax over the `top` most similar."""
+        sim = np.asarray(embeddings, dtype=np.float64) @ self.centroids_.T.astype(np.float64)
+        top = min(self.top, sim.shape[1])
+        cut = -np.partition(-sim, top - 1, axis=1)[:, top - 1 : top]
+        logits = np.where(
+            sim >= cut, (sim - sim.max(axis=1, keepdims=True)) / self.temperature, -np.inf
+        )
+        w = np.exp(logits)
+        return np.asarray(w / w.sum(axis=1, keepdims=True), dtype=np.float64)
+
+    @staticmethod
+    def _profile(
+        scores: np.ndarray, weights: np.ndarray, prior: np.ndarray, strength: float
+    ) -> np.ndarray:
+        """`(k, m)` per-region mean score (soft counts), shrunk toward `prior` `(m,)` or
+        `(k, m)` by `strength` pseudo-queries."""
+        counts = weights.sum(axis=0)[:, None]
+        sums = weights.T @ scores
+        return np.asarray((sums + strength * prior) / (counts + strength), dtype=np.float64)
+
+    def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+        return np.asarray(self._weights(embeddings) @ self.table_, dtype=np.float64)
+
+    def add_experts(self, data: RoutingData, embeddings: np.ndarray) -> ClusterRouter:
+        """A copy of this router that also routes to the experts of `data` it does not know.
+
+        `data` is a small profile (e.g. `coe profile`'s output, ≤ 100 queries are enough):
+        scores and costs of the new experts (other columns are ignored) on queries embedded by
+        `embeddings`. The existing experts' profiles and the regions stay as they are.
+        """
+        new = [j for j, m in enumerate(data.models) if m not in self.models_]
+        if not new:
+            raise OnboardingError(
+                f"the profile has no expert beyond the router's {self.models_}: "
+                "profile the new expert (`coe profile`) and pass that file"
+            )
+        if len(data) < 10:
+            raise OnboardingError(
+                f"{len(data)} profiled queries are too few to place a new expert; profile ≥ 10 "
+                "(100 recommended)"
+            )
+        out = copy.deepcopy(self)
+        weights = self._weights(embeddings)
+        features = _logit(self.score(embeddings, data.prompts))
+        region_features = _logit(self.table_)
+        for j in new:
+            prior = self._predicted_profile(features, data.scores[:, j], region_features)
+            column = self._profile(data.scores[:, [j]], weights, prior[:, None], self.onboard_prior)
+            out.table_ = np.concatenate([out.table_, column], axis=1)
+            assert out.cost_model_ is not None and self.cost_model_ is not None
+            out.cost_model_ = out.cost_model_.add_expert(data, j, embeddings)
+            out.models_ = [*out.models_, data.models[j]]
+            out.experts_ = [*out.experts_, *(e for e in data.experts if e.name == data.models[j])]
+        return out
+
+    def _predicted_profile(
+        self, features: np.ndarray, outcome: np.ndarray, region_features: np.ndarray
+    ) -> np.ndarray:
+        """`(k,)` the new expert's expected score per region, from the existing experts'."""
+        from sklearn.linear_model import LogisticRegression
+
+        won = outcome >= 0.5
+        if won.all() or not won.any():  # one class: no contrast to learn, only the base rate
+            rate = float(np.clip(outcome.mean(), _EPS, 1 - _EPS))
+            return np.full(len(region_features), rate)
+        model = LogisticRegression(C=self.onboard_c, max_iter=1000).fit(features, won)
+        return np.asarray(model.predict_proba(region_features)[:, 1], dtype=np.float64)

@@ -1,0 +1,59 @@
+"""The cluster router (per-region profiles), its reply-cost model, and onboarding a new expert."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router.cluster import ClusterRouter, OnboardingError
+from router.costs import ReplyCostModel
+from router.data import RoutingData
+from router.policy import choose
+from tests.router.pools import OLD, only, pool
+
+
+def test_regions_learn_who_is_right_where() -> None:
+    data, x = pool(600, seed=0)
+    test, xt = pool(90, seed=1)
+    router = ClusterRouter(n_clusters=6, top=1).fit(data, x)
+    picks = router.score(xt, test.prompts).argmax(axis=1)
+    topic = np.arange(len(test)) % 3
+    assert (picks[topic == 0] == 0).all() and (picks[topic == 1] == 1).all()
+    assert (picks[topic == 2] == 3).all()
+
+
+def test_cost_model_predicts_each_experts_reply_from_training_only() -> None:
+    data, x = pool(300, seed=0)
+    model = ReplyCostModel(n_clusters=3).fit(data, x)
+    test, xt = pool(30, seed=1)
+    tokens = model.reply_tokens(xt, len(test))
+    assert tokens[:, 0] == pytest.approx(np.full(30, 800.0))
+    assert tokens[:, 1] == pytest.approx(np.full(30, 200.0))
+    scrambled = RoutingData(**{**test.__dict__, "costs": test.costs[::-1] * 7.0})
+    assert np.array_equal(
+        model.predict(xt, scrambled.prompt_tokens), model.predict(xt, test.prompt_tokens)
+    )
+
+
+def test_a_new_expert_best_on_one_topic_gets_it_after_100_profiled_queries() -> None:
+    full, x = pool(600, seed=0)
+    router = ClusterRouter(n_clusters=6, top=1).fit(only(full, OLD), x)
+    profile, xp = pool(100, seed=2)
+    grown = router.add_experts(only(profile, ("newbie",)), xp)
+    assert grown.models_ == [*OLD, "newbie"] and router.models_ == list(OLD)
+    test, xt = pool(300, seed=3)
+    predicted = grown.predicted_costs(xt, test.prompt_tokens)
+    picks = choose(grown.score(xt, test.prompts), predicted, 0.1, grown.cost_scale_)
+    topic = np.arange(len(test)) % 3
+    assert (picks[topic == 2] == 3).mean() >= 0.95
+    assert (picks[topic != 2] == 3).mean() <= 0.05
+    # its reply cost is learned from the profile too: 300 tokens at 0.5 USD / 1M
+    assert grown.cost_model_ is not None
+    assert grown.cost_model_.reply_tokens(xt, len(test))[:, 3] == pytest.approx(np.full(300, 300.0))
+
+
+def test_onboarding_refuses_a_profile_without_a_new_expert() -> None:
+    data, x = pool(300, seed=0)
+    router = ClusterRouter(n_clusters=3).fit(only(data, OLD), x)
+    with pytest.raises(OnboardingError, match="coe profile"):
+        router.add_experts(only(data, OLD), x)
