@@ -59,7 +59,9 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
     if any(r.uses_embeddings for r in routers.values()):
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
-        embedder = BatchingEmbedder(load_embedder(cache_dir=None))
+        embedder = BatchingEmbedder(
+            load_embedder(None, settings.embedder, settings.work_dir / "models")
+        )
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
     )
@@ -81,7 +83,9 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
     if settings.cache == "semantic" and embedder is None:
         from router.embedder import load_embedder  # loads the model at the first lookup
 
-        embedder = BatchingEmbedder(load_embedder(cache_dir=None))
+        embedder = BatchingEmbedder(
+            load_embedder(None, settings.embedder, settings.work_dir / "models")
+        )
     return ResponseCache(store, settings, embedder)
 
 
