@@ -140,7 +140,7 @@ async def _up(url: str) -> bool:
 async def _load_then_sigterm(url: str, gateway: subprocess.Popen[bytes]) -> list[str]:
     answered: list[str] = []
     body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
-    stop = asyncio.Event()
+    stop, flowing = asyncio.Event(), asyncio.Event()
 
     async def client() -> None:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -151,11 +151,11 @@ async def _load_then_sigterm(url: str, gateway: subprocess.Popen[bytes]) -> list
                     return  # the gateway stopped accepting
                 if response.status_code == 200:
                     answered.append(response.json()["id"])
+                    if len(answered) >= 200:
+                        flowing.set()
 
     clients = [asyncio.create_task(client()) for _ in range(40)]
-    deadline = time.monotonic() + 60
-    while len(answered) < 200 and time.monotonic() < deadline:  # in full flow, then stop it
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(flowing.wait(), 60)  # in full flow, then stop it
     gateway.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.5)
     stop.set()
