@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 import router.baselines  # noqa: F401  (registers the baseline routers)
-from api.embedding import BatchingEmbedder
+from api.embedding import BatchingEmbedder, ScoreBatcher
 from api.errors import InvalidRequest
 from api.schemas import ChatCompletionRequest
 from router.base import ROUTERS, Router
@@ -86,6 +86,7 @@ class RoutingService:
         self.embedder = embedder
         self.expected_completion_tokens = expected_completion_tokens
         self.load_board = load_board
+        self.scores = ScoreBatcher()
 
     def router_names(self) -> list[str]:
         return sorted(self.routers)
@@ -148,7 +149,7 @@ class RoutingService:
                     f"router {chosen.name!r} needs the embedder, which is not loaded"
                 )
             vector = await self.embedder.embed_one(text)
-            quality = chosen.score(vector[None, :], [text])[0]
+            quality = await self.scores.score(chosen, vector, text)
         else:
             vector = None
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]

@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path(".coe/models"),
                         help="where the ONNX exports are built once")  # fmt: skip
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="another canonical folder (train/test.parquet): AIQ only")  # fmt: skip
     args = parser.parse_args()
     train_file, test_file = _dataset(args.source, args.data)
     from training.dataset import read_dataset, to_routing_data
@@ -208,6 +210,14 @@ def main() -> None:
             "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}", f"{r.per_s:.1f}",
         )  # fmt: skip
     Console().print(table)
+    for folder in args.also:
+        with tempfile.TemporaryDirectory(prefix="coe-routing-") as tmp:
+            aiqs = {
+                variant: _quality(variant, folder / "train.parquet", folder / "test.parquet",
+                                  args.embed_cache, args.models, Path(tmp) / "r.pkl")
+                for variant in args.variants.split(",")
+            }  # fmt: skip
+        print(f"AIQ on {folder}: " + ", ".join(f"{v} {a:.4f}" for v, a in aiqs.items()))
     print("load average", " ".join(Path("/proc/loadavg").read_text().split()[:3]))
 
 
