@@ -290,7 +290,8 @@ class RedisStore(Store):
         self, charge: Charge, rpm: int | None, tpm: int | None, budget_nano_usd: int | None
     ) -> str | None:
         limits = [-1 if v is None else v for v in (rpm, tpm, budget_nano_usd)]
-        args = [*limits, charge.tokens, charge.nano_usd, charge.period_ttl_s, charge.key_id]
+        args: list[int | str] = [*limits, charge.tokens, charge.nano_usd, charge.period_ttl_s]
+        args.append(charge.key_id)
         keys = [*self._windows(charge), self.k("keys:revoked")]
         with _unavailable():
             refused = await self._admit(keys=keys, args=args)
