@@ -170,7 +170,7 @@ def _wrk(
         )
     )
     argv = _pinned(
-        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+        ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
          f"{url}/chat/completions"],
         GENERATOR_CPU,
     )  # fmt: skip
