@@ -313,7 +313,7 @@ def main() -> None:
         return
     levels = [int(c) for c in args.clients.split(",") if c]
     stream_levels = [int(c) for c in args.stream_clients.split(",") if c]
-    console = Console()
+    console = Console(width=200)
     here = Path(__file__).resolve().parents[1]
     counts = [int(w) for w in args.workers.split(",")]
     codes = {(f"coe x{w}" if len(counts) > 1 else "coe"): (here, w) for w in counts}

@@ -209,7 +209,7 @@ def main() -> None:
             r.variant, f"{r.aiq:.4f}", "/".join(f"{v:.1f}" for v in r.embed_ms),
             "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}", f"{r.per_s:.1f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=200).print(table)
     for folder in args.also:
         with tempfile.TemporaryDirectory(prefix="coe-routing-") as tmp:
             aiqs = {
