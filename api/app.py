@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
+from threadpoolctl import threadpool_limits
 
 from api.cache import ResponseCache
 from api.cascade import Cascade
@@ -55,6 +56,10 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
             f"router {default!r} (setting COE_ROUTER or the pool's router.name) is not loaded; "
             f"available: {sorted(routers)}; a trained router needs COE_ROUTER_ARTIFACT"
         )
+    # Scoring is one small matrix product per batch of queries (kNN over the training set, a
+    # classifier): BLAS threads only add hand-offs to it, and on a busy machine their spinning
+    # made a kNN score take 15-30 ms instead of 2 (measured; see the README's Performance).
+    threadpool_limits(1, user_api="blas")
     embedder: BatchingEmbedder | None = None
     if any(r.uses_embeddings for r in routers.values()):
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it

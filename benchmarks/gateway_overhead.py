@@ -170,8 +170,8 @@ def _wrk(
         )
     )
     argv = _pinned(
-        ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
-         f"{url}/chat/completions"],
+        ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+         "-s", str(script), f"{url}/chat/completions"],
         GENERATOR_CPU,
     )  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
