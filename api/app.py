@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import Depends, FastAPI
+from threadpoolctl import threadpool_limits
 
 from api.cache import ResponseCache
 from api.cascade import Cascade
@@ -62,11 +63,17 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
             f"router {default!r} (setting COE_ROUTER or the pool's router.name) is not loaded; "
             f"available: {sorted(routers)}; a trained router needs COE_ROUTER_ARTIFACT"
         )
+    # Scoring is one small matrix product per batch of queries (kNN over the training set, a
+    # classifier): BLAS threads only add hand-offs to it, and on a busy machine their spinning
+    # made a kNN score take 15-30 ms instead of 2 (measured; see the README's Performance).
+    threadpool_limits(1, user_api="blas")
     embedder: BatchingEmbedder | None = None
     if any(r.uses_embeddings for r in routers.values()):
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
-        embedder = BatchingEmbedder(load_embedder(cache_dir=None))
+        embedder = BatchingEmbedder(
+            load_embedder(None, settings.embedder, settings.work_dir / "models")
+        )
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
     )
@@ -105,7 +112,9 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
     if settings.cache == "semantic" and embedder is None:
         from router.embedder import load_embedder  # loads the model at the first lookup
 
-        embedder = BatchingEmbedder(load_embedder(cache_dir=None))
+        embedder = BatchingEmbedder(
+            load_embedder(None, settings.embedder, settings.work_dir / "models")
+        )
     return ResponseCache(store, settings, embedder)
 
 

@@ -40,11 +40,15 @@ def serve(
     router_artifact: Annotated[
         Path | None, typer.Option(help="trained router from `coe train`")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="gateway processes (more than one needs COE_REDIS_URL)")
+    ] = 1,
 ) -> None:
     """Serve the OpenAI-compatible gateway over a pool of experts (stops them on exit)."""
     import uvicorn
 
     from api.app import create_app
+    from api.workers import WorkersRefused, check_workers, serve_workers
     from experts.errors import PoolConfigError
     from experts.pool import load_pool
 
@@ -56,14 +60,18 @@ def serve(
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     try:
-        load_pool(settings.pool)  # fail before binding the port, with the file and field named
-    except PoolConfigError as exc:
+        # fail before binding the port, with the file and field named
+        check_workers(settings, workers, load_pool(settings.pool))
+    except (PoolConfigError, WorkersRefused) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per expert call is noise
+    if workers > 1:
+        serve_workers(settings, workers)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

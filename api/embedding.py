@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["BatchingEmbedder", "SyncEmbedder"]
+__all__ = ["BatchingEmbedder", "ScoreBatcher", "SyncEmbedder"]
 
 
 class SyncEmbedder(Protocol):
@@ -88,3 +88,51 @@ class BatchingEmbedder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+
+
+class ScoreBatcher:
+    """`await score(router, vector, text)` → the router's row for that query, scored in one call
+    with every other query whose embedding arrived in the same turn of the event loop.
+
+    `BatchingEmbedder` answers a whole batch of waiting queries at once; their tasks resume one
+    after another in the same loop turn, and each would score a single row. Scoring is numpy
+    over the training set (a kNN matrix product, a classifier), so one call on the stacked rows
+    costs about what one row does: the score is deferred to the end of the turn and done once.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[_Scorer, list[tuple[np.ndarray, str, _Row]]]] = {}
+        self._scheduled = False
+        self.calls = 0
+
+    async def score(self, router: _Scorer, vector: np.ndarray, text: str) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        future: _Row = loop.create_future()
+        self._pending.setdefault(id(router), (router, []))[1].append((vector, text, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for router, items in pending.values():
+            self.calls += 1
+            try:
+                rows = router.score(np.stack([v for v, _, _ in items]), [t for _, t, _ in items])
+            except Exception as exc:  # every waiter gets the failure
+                for _, _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), row in zip(items, rows, strict=True):
+                if not future.done():
+                    future.set_result(row)
+
+
+class _Scorer(Protocol):
+    def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray: ...
+
+
+_Row = asyncio.Future[np.ndarray]

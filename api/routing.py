@@ -14,7 +14,7 @@ import numpy as np
 
 import router.baselines  # noqa: F401  (registers the baseline routers)
 from api.capabilities import Needs, needs, unfit
-from api.embedding import BatchingEmbedder
+from api.embedding import BatchingEmbedder, ScoreBatcher
 from api.errors import InvalidRequest
 from api.schemas import ChatCompletionRequest
 from experts.tracing import span
@@ -103,6 +103,7 @@ class RoutingService:
         self.embedder = embedder
         self.expected_completion_tokens = expected_completion_tokens
         self.load_board = load_board
+        self.scores = ScoreBatcher()
 
     def unfit(self, need: Needs) -> dict[str, str]:
         """The experts that lack what `need` asks for, and why."""
@@ -202,7 +203,7 @@ class RoutingService:
                 )
             with span("coe.embedding", chars=len(text)):
                 vector = await self.embedder.embed_one(text)
-            quality = chosen.score(vector[None, :], [text])[0]
+            quality = await self.scores.score(chosen, vector, text)
         else:
             vector = None
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]

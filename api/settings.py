@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         default=None, description="default quality/cost trade-off; overrides the pool file's"
     )
 
+    embedder: Literal["minilm", "minilm-onnx", "minilm-onnx-int8"] = Field(
+        default="minilm",
+        description="how the routing query is embedded: MiniLM on torch, or on ONNX Runtime "
+        "(fp32 or int8; exported once into work_dir/models)",
+    )
+
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     read_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     max_attempts: Annotated[int, Field(ge=1)] = 3

@@ -1,13 +1,21 @@
-"""What the gateway itself costs: latency and throughput with and without coe in the path.
+"""What the gateway itself costs: throughput, latency and CPU per request, with coe in the path.
 
 A fake OpenAI expert that answers instantly (`experts.testing.FakeExpert` under uvicorn) is
-called directly and through a real `coe serve`, at several concurrency levels, so whatever the
-gateway adds (validation, routing, the upstream hop, re-serialising) is the difference between
-the two. Everything runs on 127.0.0.1 in separate processes: the load generator, the fake and
-the gateway do not share a GIL, but they do share the machine's cores, so compare rows from one
-run rather than across machines.
+called directly and through a real `coe serve`, at several numbers of clients, so whatever the
+gateway adds (auth, limits, validation, routing, the upstream hop, the request log) is the
+difference. Everything runs on 127.0.0.1 in separate processes. With `taskset` available the
+layout is fixed: the fake expert and the load generator on CPU 0, the gateway alone on CPU 1
+(`--workers 2` puts the gateway on both: then the generator shares its cores, say so when you
+quote it). The load generator is `wrk` (closed loop: each connection sends its next request when
+the previous answer ends), or a Python closed-loop generator in this process when wrk is absent.
 
-    .venv/bin/python benchmarks/gateway_overhead.py --requests 300 --concurrency 1,4,16,64
+`--redis-url` runs the production configuration: Redis on, an API key with limits on every
+request (rpm, tpm, budget, all far above what the run uses). `--baseline DIR` measures another
+checkout's gateway (say, main's) in the same run, step after step, so the two compare under the
+same load; quote `uptime` beside the table, as this script prints it.
+
+    .venv/bin/python benchmarks/gateway_overhead.py --clients 1,8,32,64 --seconds 10 \\
+        --redis-url redis://127.0.0.1:6379/7 --baseline /work/main
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,23 +44,24 @@ from rich.table import Table
 
 REPLY = "The answer to your question is four."
 EXPERT = "fake"
-PROMPT = [{"role": "user", "content": "What is two plus two?"}]
+PROMPT = '[{"role":"user","content":"What is two plus two?"}]'
+GENERATOR_CPU, GATEWAY_CPU = "0", "1"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One measured (target, mode, concurrency) cell; latencies in milliseconds."""
+    """One measured (target, mode, clients) cell; latencies in milliseconds."""
 
     target: str
-    stream: bool
-    concurrency: int
+    mode: str  # json | stream | unloaded
+    clients: int
     requests: int
     errors: int
     rps: float
     p50: float
     p90: float
     p99: float
-    cpu_ms: float  # CPU time the server process spent per request
+    cpu_ms: float  # CPU time the server (all its processes) spent per request
 
 
 def _free_port() -> int:
@@ -69,6 +80,12 @@ def _serve_fake(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def _pinned(argv: list[str], cpus: str | None) -> list[str]:
+    if cpus is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return argv
+    return ["taskset", "-c", cpus, *argv]
+
+
 @contextlib.contextmanager
 def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[int]:
     """Run `argv` until the block ends; yield its pid once `ready_url` answers 200."""
@@ -77,196 +94,276 @@ def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str]) ->
         # full pipe would stall the server mid-measurement.
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{argv[0]} exited {proc.returncode}:\n{log.read_text()}")
+                    raise RuntimeError(f"{argv} exited {proc.returncode}:\n{log.read_text()}")
                 with contextlib.suppress(httpx.TransportError):
                     if httpx.get(ready_url, timeout=1).status_code == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{ready_url} not ready after 60 s:\n{log.read_text()}")
+                    raise RuntimeError(f"{ready_url} not ready after 120 s:\n{log.read_text()}")
                 time.sleep(0.2)
             yield proc.pid
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
 
 
-async def _one(client: httpx.AsyncClient, body: dict[str, object]) -> bool:
-    """One chat completion, read to the end; True when it succeeded."""
-    if not body.get("stream"):
-        response = await client.post("/chat/completions", json=body)
-        return response.status_code == 200 and bool(response.json()["choices"])
-    async with client.stream("POST", "/chat/completions", json=body) as response:
-        done = False
-        async for line in response.aiter_lines():
-            done = done or line == "data: [DONE]"
-        return response.status_code == 200 and done
+def _tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time of `root` and every descendant (uvicorn workers), from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
 
 
-async def _measure(
-    base_url: str, model: str, stream: bool, concurrency: int, requests: int
-) -> tuple[list[float], int, float]:
-    """`requests` calls from `concurrency` workers; per-call latencies (s), errors, wall time."""
-    body: dict[str, object] = {"model": model, "messages": PROMPT, "max_tokens": 16}
-    if stream:
-        body["stream"] = True
-    # One client (one connection) per worker: a shared httpx pool costs the load generator
-    # CPU that grows with the number of connections (11 ms a request at 64), which would be
-    # measured as if the servers were slower.
+# --- load generators -------------------------------------------------------------------------
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+wrk.body = [[{body}]]
+{delay}
+done = function(summary, latency, requests)
+  io.write(string.format("COE %d %d %f %f %f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000))
+end
+"""
+
+
+def _body(model: str, stream: bool) -> str:
+    flag = ',"stream":true' if stream else ""
+    return f'{{"model":"{model}","messages":{PROMPT},"max_tokens":16{flag}}}'
+
+
+def _wrk(
+    url: str, model: str, mode: str, clients: int, seconds: float, key: str | None, tmp: Path
+) -> tuple[int, int, float, float, float, float]:
+    """requests, errors, req/s, p50, p90, p99 (ms) from one wrk run."""
+    script = tmp / f"wrk-{uuid.uuid4().hex[:6]}.lua"
+    script.write_text(
+        _WRK_SCRIPT.format(
+            auth=f'wrk.headers["Authorization"] = "Bearer {key}"' if key else "",
+            body=_body(model, mode == "stream"),
+            delay="delay = function() return 100 end" if mode == "unloaded" else "",
+        )
+    )
+    argv = _pinned(
+        ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+         "-s", str(script), f"{url}/chat/completions"],
+        GENERATOR_CPU,
+    )  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^COE (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)$", out, re.M)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None or rate is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    n, errors = int(match[1]), int(match[2])
+    return n, errors, float(rate[1]), float(match[3]), float(match[4]), float(match[5])
+
+
+async def _python_load(
+    url: str, model: str, mode: str, clients: int, seconds: float, key: str | None
+) -> tuple[int, int, float, float, float, float]:
+    """The same closed loop as wrk, from this process (when wrk is not installed)."""
+    body = _body(model, mode == "stream").encode()
+    headers = {"content-type": "application/json"} | (
+        {"authorization": f"Bearer {key}"} if key else {}
+    )
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30)
-            )
-            for _ in range(concurrency)
-        ]
-        for client in clients:  # open connections, warm caches
-            await _one(client, body)
-        latencies: list[float] = []
-        errors = 0
-        remaining = requests
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
 
-        async def worker(client: httpx.AsyncClient) -> None:
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
+    async def worker() -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            while time.perf_counter() < stop:
                 start = time.perf_counter()
                 try:
-                    ok = await _one(client, body)
+                    response = await client.post("/chat/completions", content=body, headers=headers)
+                    ok = response.status_code == 200
                 except httpx.HTTPError:
                     ok = False
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
+                if mode == "unloaded":
+                    await asyncio.sleep(0.1)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in clients))
-        return latencies, errors, time.perf_counter() - start
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    wall = time.perf_counter() - started
+    p50, p90, p99 = np.percentile(np.array(latencies) * 1000, [50, 90, 99])
+    return len(latencies), errors, len(latencies) / wall, p50, p90, p99
 
 
-async def _run(
-    targets: dict[str, tuple[str, str, int]], levels: list[int], requests: int
-) -> list[Row]:
-    rows = []
-    for concurrency in levels:
-        for stream in (False, True):
-            for target, (url, model, pid) in targets.items():
-                cpu_before = _cpu_seconds(pid)
-                lat, errors, wall = await _measure(url, model, stream, concurrency, requests)
-                # includes the warm-up calls (one per worker) in the CPU but not in the count
-                cpu_ms = 1000 * (_cpu_seconds(pid) - cpu_before) / (len(lat) + concurrency)
-                p50, p90, p99 = np.percentile(np.array(lat) * 1000, [50, 90, 99])
-                rows.append(
-                    Row(target, stream, concurrency, len(lat), errors, len(lat) / wall,
-                        p50, p90, p99, cpu_ms)
-                )  # fmt: skip
-    return rows
+def _measure(
+    target: str, url: str, model: str, pid: int, mode: str, clients: int, args: argparse.Namespace,
+    key: str | None, tmp: Path,
+) -> Row:  # fmt: skip
+    cpu_before = _tree_cpu_seconds(pid)
+    if shutil.which("wrk") and not args.python_load:
+        n, errors, rps, p50, p90, p99 = _wrk(url, model, mode, clients, args.seconds, key, tmp)
+    else:
+        n, errors, rps, p50, p90, p99 = asyncio.run(
+            _python_load(url, model, mode, clients, args.seconds, key)
+        )
+    cpu_ms = 1000 * (_tree_cpu_seconds(pid) - cpu_before) / max(n, 1)
+    return Row(target, mode, clients, n, errors, rps, p50, p90, p99, cpu_ms)
 
 
-def _report(rows: list[Row], console: Console) -> None:
-    table = Table(title="Chat completions against an instant fake expert (latency in ms)")
-    columns = ("target", "mode", "conc", "req", "err", "req/s", "p50", "p90", "p99", "CPU ms/req")
+# --- setup -------------------------------------------------------------------------------------
+
+
+def _add_key(redis_url: str, prefix: str) -> str:
+    """An API key with limits far above the run's needs, in the Redis the gateways share."""
+    from api.keys import new_key
+    from api.store.redis import RedisStore
+
+    async def add() -> str:
+        store = RedisStore.from_url(redis_url, prefix)
+        secret, key = new_key("bench", rpm=10**9, tpm=10**12, budget_usd=1e9)
+        await store.add_key(key)
+        await store.aclose()
+        return secret
+
+    return asyncio.run(add())
+
+
+def _drop_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for name in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(name)
+    client.close()
+
+
+def _gateway_argv(pool: Path, port: int, workers: int) -> list[str]:
+    argv = [sys.executable, "-c", "from api.cli import main; main()", "serve", "--pool", str(pool)]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return argv
+
+
+def _report(rows: list[Row], console: Console, load: str) -> None:
+    table = Table(title=f"Chat completions against an instant fake expert (ms); {load}")
+    columns = ("target", "mode", "clients", "req", "err", "req/s", "p50", "p90", "p99")
+    columns += ("CPU ms/req",)
     for name in columns:
         table.add_column(name, justify="left" if name in {"target", "mode"} else "right")
     for r in rows:
-        mode = "stream" if r.stream else "json"
         table.add_row(
-            r.target, mode, str(r.concurrency), str(r.requests), str(r.errors),
+            r.target, r.mode, str(r.clients), str(r.requests), str(r.errors),
             f"{r.rps:.0f}", f"{r.p50:.2f}", f"{r.p90:.2f}", f"{r.p99:.2f}", f"{r.cpu_ms:.2f}",
         )  # fmt: skip
     console.print(table)
-
-    added = Table(title="Added by the gateway (gateway − direct, ms) and throughput kept")
-    for name in ("mode", "conc", "+p50", "+p99", "gateway/direct req/s", "gateway CPU ms/req"):
-        added.add_column(name, justify="left" if name == "mode" else "right")
-    cells = {(r.target, r.stream, r.concurrency): r for r in rows}
-    for (target, stream, concurrency), gw in cells.items():
-        if target != "gateway":
+    direct = {(r.mode, r.clients): r for r in rows if r.target == "direct"}
+    added = Table(title="Added by each gateway over the direct call (ms)")
+    for name in ("target", "mode", "clients", "+p50", "+p99", "req/s kept"):
+        added.add_column(name, justify="left" if name in {"target", "mode"} else "right")
+    for r in rows:
+        base = direct.get((r.mode, r.clients))
+        if r.target == "direct" or base is None:
             continue
-        direct = cells["direct", stream, concurrency]
         added.add_row(
-            "stream" if stream else "json", str(concurrency),
-            f"{gw.p50 - direct.p50:+.2f}", f"{gw.p99 - direct.p99:+.2f}",
-            f"{gw.rps / direct.rps:.0%}", f"{gw.cpu_ms:.2f}",
+            r.target, r.mode, str(r.clients), f"{r.p50 - base.p50:+.2f}",
+            f"{r.p99 - base.p99:+.2f}", f"{r.rps / base.rps:.0%}",
         )  # fmt: skip
     console.print(added)
-    for target in ("direct", "gateway"):
-        best = max((r for r in rows if r.target == target), key=lambda r: r.rps)
-        mode = "stream" if best.stream else "json"
-        console.print(
-            f"throughput ceiling, {target}: {best.rps:.0f} req/s ({mode}, concurrency "
-            f"{best.concurrency})"
-        )
-
-
-def _coe_executable() -> str:
-    beside = Path(sys.executable).with_name("coe")  # the venv this script runs in
-    found = str(beside) if beside.exists() else shutil.which("coe")
-    if found is None:
-        raise SystemExit("the `coe` command is not installed: run `make install` first")
-    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="measured requests per cell")
-    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated levels")
+    parser.add_argument("--clients", default="1,8,32,64", help="comma-separated client counts")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each step")
+    parser.add_argument("--stream-clients", default="8", help="client counts for streams")
     parser.add_argument("--model", default="coe-auto", help="model asked of the gateway")
+    parser.add_argument("--redis-url", help="Redis on, and a key with limits on every request")
+    parser.add_argument("--workers", default="1", help="worker counts of this gateway: 1,2")
+    parser.add_argument("--baseline", type=Path, help="another checkout to measure alongside")
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct rows")
+    parser.add_argument("--python-load", action="store_true", help="never use wrk")
     parser.add_argument("--serve-fake", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
         _serve_fake(args.serve_fake)
         return
-    levels = [int(c) for c in args.concurrency.split(",")]
-    console = Console()
-
-    fake_port, gateway_port = _free_port(), _free_port()
-    with tempfile.TemporaryDirectory(prefix="coe-bench-") as tmp, contextlib.ExitStack() as stack:
-        work = Path(tmp)
-        pool = work / "pool.yaml"
-        expert = {
-            "name": EXPERT,
-            "engine": "openai",
-            "base_url": f"http://127.0.0.1:{fake_port}/v1",
-            "max_concurrency": 256,
-        }
+    levels = [int(c) for c in args.clients.split(",") if c]
+    stream_levels = [int(c) for c in args.stream_clients.split(",") if c]
+    console = Console(width=200)
+    here = Path(__file__).resolve().parents[1]
+    counts = [int(w) for w in args.workers.split(",")]
+    codes = {(f"coe x{w}" if len(counts) > 1 else "coe"): (here, w) for w in counts}
+    if args.baseline:
+        codes["baseline"] = (args.baseline.resolve(), 1)
+    prefix = f"coe-bench-{uuid.uuid4().hex[:8]}:"
+    fake_port = _free_port()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coe-bench-")))
+        pool = tmp / "pool.yaml"
+        expert = {"name": EXPERT, "engine": "openai", "base_url": f"http://127.0.0.1:{fake_port}/v1",
+                  "max_concurrency": 256, "input_price": 1.0, "output_price": 2.0}  # fmt: skip
         pool.write_text(yaml.safe_dump({"experts": [expert], "router": {"name": "cheapest"}}))
-        # The gateway's access log is off (warning level) so that it is not what gets measured.
-        env = {**os.environ, "COE_WORK_DIR": str(work / "coe"), "COE_LOG_LEVEL": "warning"}
-        fake_argv = [sys.executable, __file__, "--serve-fake", str(fake_port)]
+        env = {**os.environ, "COE_WORK_DIR": str(tmp / "coe"), "COE_LOG_LEVEL": "warning"}
+        key = None
+        if args.redis_url:
+            env |= {"COE_REDIS_URL": args.redis_url, "COE_REDIS_PREFIX": prefix}
+            key = _add_key(args.redis_url, prefix)
+            stack.callback(_drop_prefix, args.redis_url, prefix)
+        fake_argv = _pinned([sys.executable, __file__, "--serve-fake", str(fake_port)], "0")
         fake_url = f"http://127.0.0.1:{fake_port}"
-        fake_pid = stack.enter_context(
-            _process(fake_argv, f"{fake_url}/v1/models", work / "fake.log", env)
-        )
-        gateway_argv = [_coe_executable(), "serve", "--pool", str(pool)]
-        gateway_argv += ["--host", "127.0.0.1", "--port", str(gateway_port)]
-        gateway_url = f"http://127.0.0.1:{gateway_port}"
-        gateway_pid = stack.enter_context(
-            _process(gateway_argv, f"{gateway_url}/ready", work / "gw.log", env)
-        )
-
+        targets = {"direct": (f"{fake_url}/v1", EXPERT, stack.enter_context(
+            _process(fake_argv, f"{fake_url}/v1/models", tmp / "fake.log", env)))}  # fmt: skip
+        for name, (code, workers) in codes.items():
+            port = _free_port()
+            argv = _gateway_argv(pool, port, workers)
+            cpus = GATEWAY_CPU if max(counts) == 1 else None
+            code_env = env | {"PYTHONPATH": str(code)}
+            pid = stack.enter_context(
+                _process(_pinned(argv, cpus), f"http://127.0.0.1:{port}/ready",
+                         tmp / f"{name.replace(' ', '-')}.log", code_env)
+            )  # fmt: skip
+            targets[name] = (f"http://127.0.0.1:{port}/v1", args.model, pid)
+        if args.no_direct:
+            targets.pop("direct")
+        steps = [("unloaded", 1)] + [("json", c) for c in levels]
+        steps += [("stream", c) for c in stream_levels]
         console.print(
-            f"{args.requests} requests per cell, concurrency {levels}, {os.cpu_count()} CPUs; "
+            f"{args.seconds:.0f} s per step, clients {levels}, {os.cpu_count()} CPUs, "
+            f"{'wrk' if shutil.which('wrk') and not args.python_load else 'python'} load, "
+            f"redis {'on + key with limits' if key else 'off'}, workers {counts}; "
             f"gateway model {args.model!r} -> expert {EXPERT!r}"
         )
-        targets = {
-            "direct": (f"{fake_url}/v1", EXPERT, fake_pid),
-            "gateway": (f"{gateway_url}/v1", args.model, gateway_pid),
-        }
-        rows = asyncio.run(_run(targets, levels, args.requests))
-    _report(rows, console)
+        rows = []
+        for mode, clients in steps:
+            for target, (url, model, pid) in targets.items():
+                rows.append(_measure(target, url, model, pid, mode, clients, args,
+                                     key if target != "direct" else None, tmp))  # fmt: skip
+        load = Path("/proc/loadavg").read_text().split()[:3]
+    _report(rows, console, f"load average {' '.join(load)}")
 
 
 if __name__ == "__main__":

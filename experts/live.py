@@ -24,6 +24,7 @@ from experts.health import HealthBoard
 from experts.pool import PoolConfig
 from experts.residency import ResidencyManager
 from experts.scheduler import Scheduler, SchedulingMode
+from experts.transport import ShardedTransport
 from router.descriptor import ExpertDescriptor
 from router.load import LoadBoard
 
@@ -47,12 +48,9 @@ class LivePool:
     ) -> None:
         self.config = config
         self.engines: dict[str, Engine] = {e.name: make_engine(e, work_dir) for e in config.experts}
-        self.http = httpx.AsyncClient(
-            transport=transport,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
+        # Small pools, not one big one: httpcore's pool does work per connection on every
+        # request (experts/transport.py), which made throughput fall as clients were added.
+        self.http = httpx.AsyncClient(transport=transport or ShardedTransport(max_connections))
         self.residency = ResidencyManager(self.engines, self.http, config.max_resident)
         self.scheduler = Scheduler(
             {e.name: e.max_concurrency for e in config.experts},

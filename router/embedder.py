@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "EMBEDDERS",
     "Embedder",
     "EmbedderUnavailableError",
     "HashingEmbedder",
@@ -181,6 +182,13 @@ class SentenceTransformerEmbedder(Embedder):
             ) from exc
         if not Path(path).is_dir():
             raise EmbedderUnavailableError(f"embedding model folder {path} does not exist")
+        import torch
+
+        # torch sizes its thread pool by the machine's cores; a process pinned to fewer (taskset,
+        # a container's cpuset) would run more threads than cores and wait on itself
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        if 0 < usable < torch.get_num_threads():
+            torch.set_num_threads(usable)
         self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
@@ -222,9 +230,37 @@ class HashingEmbedder(Embedder):
         return out
 
 
-def load_embedder(cache_dir: Path | None = None) -> Embedder:
-    """The default embedder (MiniLM on the CPU), caching to `cache_dir` when given.
+def _onnx(quantize: bool) -> Callable[[Path | None, Path | None], Embedder]:
+    def make(cache_dir: Path | None, model_dir: Path | None) -> Embedder:
+        from router.onnx_embedder import DEFAULT_MODEL_DIR, OnnxEmbedder
+
+        return OnnxEmbedder(
+            quantize=quantize, cache_dir=cache_dir, model_dir=model_dir or DEFAULT_MODEL_DIR
+        )
+
+    return make
+
+
+#: The embedders by name (`COE_EMBEDDER`): one model, three ways to run it. Each has its own
+#: `model_id`, so their vectors never mix in a shared cache folder.
+EMBEDDERS: dict[str, Callable[[Path | None, Path | None], Embedder]] = {
+    "minilm": lambda cache_dir, _: SentenceTransformerEmbedder(cache_dir=cache_dir),
+    "minilm-onnx": _onnx(quantize=False),
+    "minilm-onnx-int8": _onnx(quantize=True),
+}
+
+
+def load_embedder(
+    cache_dir: Path | None = None, name: str | None = None, model_dir: Path | None = None
+) -> Embedder:
+    """The embedder `name` (default: `COE_EMBEDDER`, else `minilm`, MiniLM on torch), caching to
+    `cache_dir` when given; `model_dir` holds files an embedder builds once (the ONNX exports).
 
     Loading the model is deferred to the first `embed` call, so this is cheap.
     """
-    return SentenceTransformerEmbedder(cache_dir=cache_dir)
+    name = name or os.environ.get("COE_EMBEDDER") or "minilm"
+    if name not in EMBEDDERS:
+        raise EmbedderUnavailableError(
+            f"unknown embedder {name!r}; choose one of: {', '.join(EMBEDDERS)}"
+        )
+    return EMBEDDERS[name](cache_dir, model_dir)

@@ -156,6 +156,11 @@ class Store(ABC):
     async def log_request(self, record: RequestRecord) -> None:
         """Append `record` to the request log (bounded: the oldest records go first)."""
 
+    async def log_requests(self, records: list[RequestRecord]) -> None:
+        """Append `records` in order; backends with round trips write them in one."""
+        for record in records:
+            await self.log_request(record)
+
     @abstractmethod
     async def requests(self, since: float = 0.0, limit: int = 10_000) -> list[RequestRecord]:
         """Logged requests with `ts >= since`, in the order logged (a request is logged when it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.settings import Settings
 from api.store.base import Store
 from api.store.fallback import FallbackStore
+from api.store.log_flusher import LogFlusher
 from api.store.memory import MemoryStore
 
 __all__ = ["open_redis", "open_store"]
@@ -29,7 +30,8 @@ def open_redis(settings: Settings) -> Store:
 
 
 async def open_store(settings: Settings) -> Store:
-    """Started and ready to serve; never raises because Redis is unreachable."""
+    """Started and ready to serve; never raises because Redis is unreachable. On Redis, the
+    request log is written in batches off the request path (`LogFlusher`)."""
     local = MemoryStore(settings.request_log_max, settings.cache_max_entries)
     if not settings.redis_url:
         return local
@@ -40,4 +42,4 @@ async def open_store(settings: Settings) -> Store:
         key_mirror=settings.work_dir / "keys-mirror.json",
     )
     await store.start()
-    return store
+    return LogFlusher(store)

@@ -210,6 +210,9 @@ class FallbackStore(Store):
     async def log_request(self, record: RequestRecord) -> None:
         await self._use(lambda s: s.log_request(record))
 
+    async def log_requests(self, records: list[RequestRecord]) -> None:
+        await self._use(lambda s: s.log_requests(records))
+
     async def requests(self, since: float = 0.0, limit: int = 10_000) -> list[RequestRecord]:
         return await self._use(lambda s: s.requests(since, limit))
 

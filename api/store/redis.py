@@ -12,6 +12,7 @@ Layout under a key prefix (`COE_REDIS_PREFIX`, default `coe:`):
                         nano-USD spent and reserved in that budget period
     cache:<hash>        a cached answer (JSON) with a TTL
     sem:<namespace>     list of (cache key, embedding) for semantic lookup
+    keys:revoked        set of revoked key ids (the limits script refuses them)
 
 Every check-and-take (limits, unique key names, log + index) is one Lua script, so replicas never
 interleave inside one. Connection errors and timeouts become `StoreUnavailable`; the fallback
@@ -33,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.errors import Unauthorized
 from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
 
 __all__ = ["RedisStore"]
@@ -57,12 +59,16 @@ if not h then return false end
 local key = redis.call('HGET', KEYS[1], h)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], h)
+redis.call('SADD', KEYS[3], string.sub(h, 1, 12))
 return key
 """
 
-# KEYS: rpm window, tpm window, budget period. ARGV: rpm, tpm, budget (-1: none), tokens,
-# nano-USD, budget period TTL. Integers only: INCRBY is exact where INCRBYFLOAT is not.
+# KEYS: rpm window, tpm window, budget period, revoked key ids. ARGV: rpm, tpm, budget (-1:
+# none), tokens, nano-USD, budget period TTL, key id. Integers only: INCRBY is exact where
+# INCRBYFLOAT is not. The revoked check makes a replica's cached key lookup safe: one round
+# trip both re-checks the key and takes the request from its limits.
 _ADMIT = """
+if redis.call('SISMEMBER', KEYS[4], ARGV[7]) == 1 then return 'revoked' end
 local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 if rpm >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then return 'rpm' end
@@ -118,8 +124,14 @@ class RedisStore(Store):
         max_requests: int = 100_000,
         retention_s: float | None = None,
         record_ttl_s: int = 7 * 24 * 3600,
+        key_cache_s: float = 1.0,
     ) -> None:
         self.redis = client
+        #: How long a found key is trusted without asking Redis again. A revocation is seen at
+        #: once by the replica that made it, by every replica's limits script (keys with
+        #: limits), and by the others' lookups within this many seconds.
+        self.key_cache_s = key_cache_s
+        self._key_cache: dict[str, tuple[float, ApiKey]] = {}
         self.prefix = prefix
         self.max_requests = max_requests
         self.retention_s = retention_s
@@ -182,6 +194,19 @@ class RedisStore(Store):
         with _unavailable():
             await self._log(keys=keys, args=[data, self.record_ttl_s, *self._trim()])
 
+    async def log_requests(self, records: list[RequestRecord]) -> None:
+        """Every record in one pipelined round trip (the log script once per record)."""
+        if not records:
+            return
+        trim = self._trim()
+        with _unavailable():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for record in records:
+                    data = json.dumps(record.as_json(), separators=(",", ":"))
+                    keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
+                    await self._log(keys=keys, args=[data, self.record_ttl_s, *trim], client=pipe)
+                await pipe.execute()
+
     async def _range(self, stream: str, since: float, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
@@ -238,12 +263,21 @@ class RedisStore(Store):
             raise ValueError(f"an active key is already named {key.name!r}")
 
     async def lookup_key(self, key_hash: str | None) -> tuple[bool, ApiKey | None]:
+        """Found keys are cached for `key_cache_s`; unknown ones are always asked of Redis."""
+        cached = self._key_cache.get(key_hash or "")
+        if cached is not None and cached[0] > time.monotonic():
+            return True, cached[1]
         with _unavailable():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hlen(self.k("keys"))
                 pipe.hget(self.k("keys"), key_hash or "")
                 count, data = await pipe.execute()
-        return count > 0, ApiKey.from_json(json.loads(data)) if data else None
+        key = ApiKey.from_json(json.loads(data)) if data else None
+        if key is not None and self.key_cache_s > 0:
+            if len(self._key_cache) > 10_000:
+                self._key_cache.clear()
+            self._key_cache[key.hash] = (time.monotonic() + self.key_cache_s, key)
+        return count > 0, key
 
     async def keys(self) -> list[ApiKey]:
         with _unavailable():
@@ -251,7 +285,8 @@ class RedisStore(Store):
         return sorted((ApiKey.from_json(json.loads(v)) for v in values), key=lambda k: k.created)
 
     async def revoke_key(self, name: str) -> ApiKey | None:
-        keys = [self.k("keys"), self.k("keys:names")]
+        self._key_cache.clear()
+        keys = [self.k("keys"), self.k("keys:names"), self.k("keys:revoked")]
         with _unavailable():
             data = await self._revoke_key(keys=keys, args=[name])
             if not data:
@@ -275,10 +310,15 @@ class RedisStore(Store):
         self, charge: Charge, rpm: int | None, tpm: int | None, budget_nano_usd: int | None
     ) -> str | None:
         limits = [-1 if v is None else v for v in (rpm, tpm, budget_nano_usd)]
-        args = [*limits, charge.tokens, charge.nano_usd, charge.period_ttl_s]
+        args: list[int | str] = [*limits, charge.tokens, charge.nano_usd, charge.period_ttl_s]
+        args.append(charge.key_id)
+        keys = [*self._windows(charge), self.k("keys:revoked")]
         with _unavailable():
-            refused = await self._admit(keys=self._windows(charge), args=args)
+            refused = await self._admit(keys=keys, args=args)
         reason = refused.decode() if isinstance(refused, bytes) else str(refused or "")
+        if reason == "revoked":  # revoked by another replica since this one cached the key
+            self._key_cache.clear()
+            raise Unauthorized("this API key has been revoked; ask an admin for a new one")
         return reason or None
 
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:

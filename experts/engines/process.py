@@ -76,7 +76,8 @@ class ProcessEngine(Engine):
 
     async def start(self) -> None:
         self.preflight()
-        command = self.launch_command(port := free_port())
+        # a restart keeps the port: whoever holds the URL (a worker process) still reaches it
+        command = self.launch_command(port := self.port or free_port())
         self.port = port
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

@@ -113,3 +113,28 @@ async def test_cost_weight_trades_quality_for_price() -> None:
     ask = [{"role": "user", "content": "hi"}]
     assert (await service.decide(ask)).ranked[0] == "good"
     assert (await service.decide(ask, cost_weight=0.5)).ranked[0] == "cheap"
+
+
+async def test_queries_embedded_together_are_scored_in_one_call() -> None:
+    calls: list[int] = []
+
+    class CountingRouter(DotRouter):
+        def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+            calls.append(len(queries))
+            return super().score(embeddings, queries)
+
+    gate = threading.Event()
+    router = CountingRouter().fit_pool(EXPERTS)
+    routing = RoutingService(
+        EXPERTS, {"dot": router}, "dot", Policy(), BatchingEmbedder(KeywordEmbedder(gate)), 100
+    )
+    first = asyncio.create_task(routing.decide([{"role": "user", "content": "warm up"}]))
+    await asyncio.sleep(0.05)
+    texts = ["math 1", "chat 2", "math 3", "chat 4"]
+    rest = [asyncio.create_task(routing.decide([{"role": "user", "content": t}])) for t in texts]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await first
+    decisions = await asyncio.gather(*rest)
+    assert calls == [1, 4]  # the four that were embedded together: one scoring call
+    assert [d.ranked[0] for d in decisions] == ["mathy", "chatty", "mathy", "chatty"]

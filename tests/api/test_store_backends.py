@@ -144,3 +144,35 @@ async def test_a_redis_url_that_is_not_one_fails_at_start_naming_the_setting() -
     with pytest.raises(ValidationError, match="redis_url"):
         Settings(redis_url="localhost:6379", _env_file=None)  # type: ignore[call-arg]
     assert Settings(redis_url="", _env_file=None).redis_url is None  # type: ignore[call-arg]
+
+
+async def test_log_requests_writes_a_batch_in_order(store: Store) -> None:
+    await store.log_requests([record(i) for i in range(5)])
+    assert [r.request_id for r in await store.requests()] == [f"r{i}" for i in range(5)]
+    assert (await store.get_request("r3")) is not None
+
+
+@pytest.mark.integration
+async def test_a_replica_caches_its_key_but_its_limits_see_a_revocation_at_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from api.errors import Unauthorized
+
+    here = RedisStore.from_url(redis_url, prefix=redis_prefix, timeout_s=2.0)
+    there = RedisStore.from_url(redis_url, prefix=redis_prefix, timeout_s=2.0)
+    try:
+        await here.add_key(key("team", "a" * 64, rpm=100))
+        assert (await here.lookup_key("a" * 64))[1] is not None
+        assert await here.admit(charge("a" * 12), 100, None, None) is None
+        await there.revoke_key("team")  # another replica (or `coe keys revoke`)
+        assert (await here.lookup_key("a" * 64))[1] is not None  # cached, for key_cache_s
+        with pytest.raises(Unauthorized, match="revoked"):
+            await here.admit(charge("a" * 12), 100, None, None)
+        assert (await here.lookup_key("a" * 64))[1] is None  # and the cache is dropped
+        await here.add_key(key("solo", "b" * 64))
+        assert (await here.lookup_key("b" * 64))[1] is not None
+        await here.revoke_key("solo")  # this replica's own revocation: seen at once
+        assert (await here.lookup_key("b" * 64))[1] is None
+    finally:
+        await here.aclose()
+        await there.aclose()

@@ -1,0 +1,163 @@
+"""The request log written in batches off the request path (`api.store.log_flusher`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from api.store import RequestRecord, StoreUnavailable
+from api.store.log_flusher import LogFlusher
+from api.store.memory import MemoryStore
+from tests.api.conftest import wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def record(i: int) -> RequestRecord:
+    return RequestRecord(ts=time.time(), request_id=f"r{i}", model="m", status=200, latency_ms=1)
+
+
+class SlowStore(MemoryStore):
+    """Writes a batch only when the test opens the gate; counts batches; may fail once."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.batch_sizes: list[int] = []
+        self.fail_first = fail_first
+
+    async def log_requests(self, records: list[RequestRecord]) -> None:
+        await self.gate.wait()
+        if self.fail_first:
+            self.fail_first = False
+            raise StoreUnavailable("redis: gone for a moment")
+        self.batch_sizes.append(len(records))
+        await super().log_requests(records)
+
+
+async def test_records_logged_during_a_write_go_out_together_and_none_is_lost() -> None:
+    inner = SlowStore()
+    store = LogFlusher(inner)
+    inner.gate.clear()
+    for i in range(50):
+        await store.log_request(record(i))  # returns at once: nothing is written yet
+    assert await inner.requests() == []
+    assert (await store.get_request("r7")) is not None  # readable while buffered
+    inner.gate.set()
+    await store.aclose()
+    assert [r.request_id for r in await inner.requests()] == [f"r{i}" for i in range(50)]
+    assert len(inner.batch_sizes) <= 2  # the first record alone, then the 49 that waited
+
+
+async def test_a_full_buffer_makes_the_request_wait_instead_of_dropping() -> None:
+    inner = SlowStore()
+    store = LogFlusher(inner, max_buffer=3)
+    inner.gate.clear()
+    for i in range(3):
+        await store.log_request(record(i))
+    fourth = asyncio.create_task(store.log_request(record(3)))
+    await asyncio.sleep(0.05)
+    assert not fourth.done()  # bounded: it waits for the flusher
+    inner.gate.set()
+    await asyncio.wait_for(fourth, 5)
+    await store.aclose()
+    assert len(await inner.requests()) == 4
+
+
+async def test_a_failed_batch_is_retried() -> None:
+    inner = SlowStore(fail_first=True)
+    store = LogFlusher(inner, retry_s=0.01)
+    await store.log_request(record(0))
+    await asyncio.wait_for(store.flush(), 5)
+    assert [r.request_id for r in await store.requests()] == ["r0"]
+    await store.aclose()
+
+
+@pytest.mark.integration
+def test_sigterm_under_load_loses_no_record(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """A real `coe serve` on Redis, 40 clients, SIGTERM mid-load: every answered request is in
+    the log on Redis after the gateway exits."""
+    fake_port, port = _free_port(), _free_port()
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        "experts:\n  - {name: fake, engine: openai, max_concurrency: 64, "
+        f"base_url: 'http://127.0.0.1:{fake_port}/v1'}}\n"
+    )
+    env = os.environ | {"COE_REDIS_URL": redis_url, "COE_REDIS_PREFIX": redis_prefix}
+    # a loaded test machine must not make the gateway give up on Redis and log in memory
+    env |= {"COE_WORK_DIR": str(tmp_path / "coe"), "COE_LOG_LEVEL": "warning",
+            "COE_REDIS_TIMEOUT_S": "10"}  # fmt: skip
+    here = Path(__file__).resolve().parents[2]
+    fake = subprocess.Popen(
+        [sys.executable, str(here / "benchmarks/gateway_overhead.py"), "--serve-fake",
+         str(fake_port)], env=env, cwd=here)  # fmt: skip
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", "from api.cli import main; main()", "serve", "--pool", str(pool),
+         "--port", str(port)], env=env, cwd=here)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_for(lambda: _up(f"{url}/ready"), timeout_s=60))
+        answered = asyncio.run(_load_then_sigterm(url, gateway))
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert gateway.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        for proc in (gateway, fake):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    client = redis.Redis.from_url(redis_url)
+    logged = client.xlen(f"{redis_prefix}requests")
+    client.close()
+    assert len(answered) >= 200
+    assert logged >= len(answered)  # answered before SIGTERM, or finished during the drain
+
+
+async def _up(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url, timeout=1)).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def _load_then_sigterm(url: str, gateway: subprocess.Popen[bytes]) -> list[str]:
+    answered: list[str] = []
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    stop, flowing = asyncio.Event(), asyncio.Event()
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    response = await http.post("/v1/chat/completions", json=body)
+                except httpx.TransportError:
+                    return  # the gateway stopped accepting
+                if response.status_code == 200:
+                    answered.append(response.json()["id"])
+                    if len(answered) >= 200:
+                        flowing.set()
+
+    clients = [asyncio.create_task(client()) for _ in range(40)]
+    await asyncio.wait_for(flowing.wait(), 60)  # in full flow, then stop it
+    gateway.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*clients)
+    return answered
