@@ -20,7 +20,7 @@ __all__ = ["cross_validate", "subset"]
 
 
 def subset(data: RoutingData, rows: np.ndarray) -> RoutingData:
-    """The queries `rows` of `data`, in that order."""
+    """The queries `rows` of `data`, in that order (responses included where it has them)."""
     return RoutingData(
         query_ids=[data.query_ids[i] for i in rows],
         prompts=[data.prompts[i] for i in rows],
@@ -29,6 +29,7 @@ def subset(data: RoutingData, rows: np.ndarray) -> RoutingData:
         scores=data.scores[rows],
         costs=data.costs[rows],
         experts=data.experts,
+        responses=None if data.responses is None else data.responses[rows],
     )
 
 
