@@ -4,8 +4,9 @@ FrugalGPT and AutoMix escalate from a cheap model to a dearer one when a scorer 
 answer is unreliable. Here, per query:
 
 1. **The chain** (`chain`): the experts the profile trusts (predicted quality ≥ `trust` × the
-   query's best), cheapest first, each next one predicted better than every cheaper one kept;
-   at most `max_calls`, and the router's best-predicted expert always last.
+   query's best), cheapest first, at most `max_calls`, the router's best-predicted expert
+   always among them. Cheap experts that agree are strong evidence, so the chain does not ask
+   each next expert to be predicted better than the last.
 2. **The answer so far** is the weighted vote of the replies called (`router.vote.leader`):
    after one call it is that reply; after two that agree it is their shared conclusion.
 3. **The stop rule** (`StopRule`): after each call, a logistic regression per step estimates
@@ -47,20 +48,18 @@ STOP_FEATURES = (
 def chain(quality: np.ndarray, est_cost: np.ndarray, trust: float, max_calls: int) -> np.ndarray:
     """`(b, max_calls)` expert indices to call in order per query, −1 padded (see module).
 
-    `quality` `(b, m)` is predicted; `est_cost` `(b, m)` or `(m,)` predicted USD per call.
+    `quality` `(b, m)` is predicted; `est_cost` `(b, m)` or `(m,)` predicted USD per call. The
+    chain is the trusted experts cheapest first (equal cost: better first), cut to its first
+    `max_calls − 1`, then the best-predicted expert (if not already in).
     """
     quality = np.asarray(quality, dtype=np.float64)
     cost = np.broadcast_to(np.asarray(est_cost, dtype=np.float64), quality.shape)
     out = np.full((len(quality), max_calls), -1, dtype=np.int64)
     for i, (q, c) in enumerate(zip(quality, cost, strict=True)):
         best = int(np.argmax(q))
-        links: list[int] = []
-        floor = trust * q[best]
-        for j in np.lexsort((-q, c)):
-            if q[j] >= floor - 1e-12 and (not links or q[j] > q[links[-1]] + 1e-12):
-                links.append(int(j))
-        if len(links) > max_calls:
-            links = [*links[: max_calls - 1], best]
+        trusted = [int(j) for j in np.lexsort((-q, c)) if q[j] >= trust * q[best] - 1e-12]
+        links = [j for j in trusted if j != best][: max_calls - 1] + [best]
+        links.sort(key=lambda j: (c[j], -q[j]))
         out[i, : len(links)] = links
     return out
 

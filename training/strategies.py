@@ -43,8 +43,9 @@ __all__ = ["STRATEGIES", "CascadeStrategy", "Episodes", "Strategy", "VoteStrateg
 
 #: λ values a vote sweeps (relative to the training data's cost scale, as for routers).
 VOTE_LAMBDAS: tuple[float, ...] = (0.0, *np.logspace(-2.5, 1.0, 15).tolist())
-#: How many distinct wrong answers an open-ended (numeric) question is taken to have.
-OPEN_OPTIONS = 1000.0
+#: Candidates for how many distinct wrong answers an open-ended (numeric) question has, i.e.
+#: how little a chance agreement counts in a vote; chosen per training file (`Strategy.fit`).
+OPEN_OPTIONS: tuple[float, ...] = (2.0, 10.0, 100.0, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,12 @@ class Episodes:
         )
 
 
-def n_options(prompts: Sequence[str]) -> np.ndarray:
-    """`(b, 1)`: options of each multiple-choice prompt, `OPEN_OPTIONS` for the others."""
+def n_options(prompts: Sequence[str], open_options: float) -> np.ndarray:
+    """`(b, 1)`: options of each multiple-choice prompt, `open_options` for the others."""
     counts = []
     for p in prompts:
         letters = option_letters(p)
-        counts.append(float(len(letters)) if letters else OPEN_OPTIONS)
+        counts.append(float(len(letters)) if letters else open_options)
     return np.asarray(counts)[:, None]
 
 
@@ -82,10 +83,17 @@ class Strategy(ABC):
     name: ClassVar[str]
 
     def __init__(
-        self, profile: str = "skills", profile_params: dict[str, Any] | None = None, seed: int = 0
+        self,
+        profile: str = "skills",
+        profile_params: dict[str, Any] | None = None,
+        open_options: float | None = None,
+        folds: int = 5,
+        seed: int = 0,
     ) -> None:
         self.profile = profile
         self.profile_params = profile_params
+        self.open_options = open_options
+        self.folds = folds
         self.seed = seed
 
     def _fit_profile(self, data: RoutingData, x: np.ndarray) -> Any:
@@ -94,11 +102,58 @@ class Strategy(ABC):
         return fit_router(self.profile, data, x, dict(self.profile_params or {}), self.seed)
 
     def fit(self, data: RoutingData, x: np.ndarray, table: ReplyTable) -> Self:
-        """Fit the profile (and anything else) on training `data`, embedded as `x`."""
+        """Fit the profile on training `data` (embedded as `x`), predict its quality on each
+        training query out of fold (`oof_quality_`), and choose `open_options_` (the
+        `OPEN_OPTIONS` candidate whose vote of the 3 best-profiled experts scores best on the
+        training replies, unless `open_options` fixes it)."""
         self.router_ = self._fit_profile(data, x)
         self.est_cost_ = np.asarray(data.costs.mean(axis=0), dtype=np.float64)
         self.cost_scale_ = float(data.costs.max(axis=1).mean()) or 1.0
+        self.oof_quality_ = self._out_of_fold(data, x)
+        self.open_options_ = self.open_options
+        if self.open_options_ is None:
+            team = recruit(self.oof_quality_, min(3, len(data.models)))
+            ledger = Ledger(data, table, np.arange(len(data)))
+            for c in range(team.shape[1]):
+                ledger.call(team[:, c])
+            keys = ledger.seen().keys
+            best = max(
+                OPEN_OPTIONS,
+                key=lambda n: (self._vote(data, keys, self.oof_quality_, n, team, ledger), n),
+            )
+            self.open_options_ = best
         return self
+
+    @staticmethod
+    def _vote(
+        data: RoutingData,
+        keys: np.ndarray,
+        quality: np.ndarray,
+        spread: float,
+        team: np.ndarray,
+        ledger: Ledger,
+    ) -> float:
+        weights = vote_weights(quality, n_options(data.prompts, spread))
+        winner, _, _ = leader(keys, weights, quality)
+        return float(ledger.settle(np.where(winner >= 0, winner, team[:, 0])).mean())
+
+    def weights(self, data: RoutingData, quality: np.ndarray) -> np.ndarray:
+        """`(b, m)` vote weight of each expert on each query of `data` (`router.vote`)."""
+        assert self.open_options_ is not None
+        return vote_weights(quality, n_options(data.prompts, self.open_options_))
+
+    def _out_of_fold(self, data: RoutingData, x: np.ndarray) -> np.ndarray:
+        """The profile's quality on each training query from a profile fitted without it."""
+        from training.cv import subset
+
+        order = np.random.default_rng(self.seed).permutation(len(data))
+        parts = np.array_split(order, max(2, min(self.folds, len(data))))
+        out = np.zeros(data.scores.shape)
+        for k, held in enumerate(parts):
+            rest = np.concatenate([p for i, p in enumerate(parts) if i != k])
+            router = self._fit_profile(subset(data, rest), x[rest])
+            out[held] = router.score(x[held], [data.prompts[i] for i in held])
+        return out
 
     def quality(self, x: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """`(b, m)` predicted quality of each expert on each query (the trained profile)."""
@@ -126,9 +181,11 @@ class VoteStrategy(Strategy):
         lambdas: Sequence[float] = VOTE_LAMBDAS,
         profile: str = "skills",
         profile_params: dict[str, Any] | None = None,
+        open_options: float | None = None,
+        folds: int = 5,
         seed: int = 0,
     ) -> None:
-        super().__init__(profile, profile_params, seed)
+        super().__init__(profile, profile_params, open_options, folds, seed)
         self.ks = tuple(ks)
         self.lambdas = tuple(lambdas)
 
@@ -145,8 +202,7 @@ class VoteStrategy(Strategy):
         for c in range(k):
             ledger.call(team[:, c])
         seen = ledger.seen()
-        weights = vote_weights(quality, n_options(data.prompts))
-        winner, _, _ = leader(seen.keys, weights, quality)
+        winner, _, _ = leader(seen.keys, self.weights(data, quality), quality)
         answer = np.where(winner >= 0, winner, team[:, 0])  # nobody concluded: best recruit
         return Episodes.settled(ledger, answer)
 
@@ -163,33 +219,20 @@ class CascadeStrategy(Strategy):
             *(0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995),
             1.01,
         ),
-        max_calls: int = 3,
-        folds: int = 5,
+        max_calls: int = 4,
         profile: str = "skills",
         profile_params: dict[str, Any] | None = None,
+        open_options: float | None = None,
+        folds: int = 5,
         seed: int = 0,
     ) -> None:
-        super().__init__(profile, profile_params, seed)
+        super().__init__(profile, profile_params, open_options, folds, seed)
         self.trusts = tuple(trusts)
         self.thresholds = tuple(thresholds)
         self.max_calls = max_calls
-        self.folds = folds
 
     def grid(self) -> list[dict[str, float]]:
         return [{"trust": t, "threshold": tau} for t in self.trusts for tau in self.thresholds]
-
-    def _out_of_fold(self, data: RoutingData, x: np.ndarray) -> np.ndarray:
-        """The profile's quality on each training query from a profile fitted without it."""
-        from training.cv import subset
-
-        order = np.random.default_rng(self.seed).permutation(len(data))
-        parts = np.array_split(order, max(2, min(self.folds, len(data))))
-        out = np.zeros(data.scores.shape)
-        for k, held in enumerate(parts):
-            rest = np.concatenate([p for i, p in enumerate(parts) if i != k])
-            router = self._fit_profile(subset(data, rest), x[rest])
-            out[held] = router.score(x[held], [data.prompts[i] for i in held])
-        return out
 
     def _steps(
         self,
@@ -203,7 +246,7 @@ class CascadeStrategy(Strategy):
         call. A step calls only for episodes still `active` (the caller clears entries between
         steps, in place, to stop them); without `active` every chain runs to its end."""
         links = chain(quality, self.est_cost_, trust, self.max_calls)
-        weights = vote_weights(quality, n_options(data.prompts))
+        weights = self.weights(data, quality)
         ledger = Ledger(data, table, np.arange(len(data)))
         live = np.ones(len(data), dtype=bool) if active is None else active
         for t in range(self.max_calls):
@@ -222,7 +265,7 @@ class CascadeStrategy(Strategy):
     def fit(self, data: RoutingData, x: np.ndarray, table: ReplyTable) -> Self:
         """Fit the profile, then the stop rule on training episodes over every trust level."""
         super().fit(data, x, table)
-        quality = self._out_of_fold(data, x)
+        quality = self.oof_quality_
         xs: list[list[np.ndarray]] = [[] for _ in range(self.max_calls)]
         ys: list[list[np.ndarray]] = [[] for _ in range(self.max_calls)]
         for trust in self.trusts:
