@@ -326,6 +326,14 @@ class ChatService:
             return await self._compose_stream(request, request_id, arrived, key_id, on_end)
         try:
             ranked, decision = await self.plan(request)
+            if self.cascade is not None and decision and self.cascade.applies(request, decision):
+                meta, events = await self.cascade.stream(request, decision, request_id, started)
+                headers = meta.headers(final=False) | {"x-request-id": request_id}
+                return StreamingResponse(
+                    self._logged(events, request, request_id, arrived, meta, key_id, on_end),
+                    media_type="text/event-stream",
+                    headers=headers | {"cache-control": "no-cache"},
+                )
             body = request.upstream_body(self.settings.default_max_tokens)
             body["stream_options"] = {"include_usage": True}
             try:

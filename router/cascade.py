@@ -58,7 +58,7 @@ def chain(quality: np.ndarray, est_cost: np.ndarray, trust: float, max_calls: in
     for i, (q, c) in enumerate(zip(quality, cost, strict=True)):
         best = int(np.argmax(q))
         trusted = [int(j) for j in np.lexsort((-q, c)) if q[j] >= trust * q[best] - 1e-12]
-        links = [j for j in trusted if j != best][: max_calls - 1] + [best]
+        links = [*[j for j in trusted if j != best][: max_calls - 1], best]
         links.sort(key=lambda j: (c[j], -q[j]))
         out[i, : len(links)] = links
     return out

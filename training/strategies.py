@@ -284,11 +284,10 @@ class CascadeStrategy(Strategy):
         answer = np.full(len(data), -1, dtype=np.int64)
         active = np.ones(len(data), dtype=bool)
         ledger: Ledger | None = None
-        for t, on, features, now, ledger in self._steps(
-            data, table, quality, point["trust"], active
-        ):
+        for t, on, features, now, at in self._steps(data, table, quality, point["trust"], active):
             answer = np.where(on, now, answer)
             active &= on & (self.rule_.predict(t, features) < point["threshold"])
+            ledger = at
         assert ledger is not None
         return Episodes.settled(ledger, answer)
 

@@ -63,7 +63,7 @@ def pareto(runs: list[tuple[dict[str, float], Episodes]]) -> list[int]:
     stats = [(float(r.cost.mean()), float(r.score.mean()), i) for i, (_, r) in enumerate(runs)]
     keep: list[int] = []
     best = -np.inf
-    for cost, acc, i in sorted(stats, key=lambda s: (s[0], -s[1])):
+    for _cost, acc, i in sorted(stats, key=lambda s: (s[0], -s[1])):
         if acc > best + 1e-12:
             keep.append(i)
             best = acc
@@ -168,9 +168,7 @@ def evaluate_strategy(
     curve = [_row(*runs[i]) for i in keep]
     result = evaluate_curve(curve, [runs[i][1].answer for i in keep], test)
     m = result.metrics
-    m["points"] = [
-        {**runs[i][0], "escalated": float((runs[i][1].calls > 1).mean())} for i in keep
-    ]
+    m["points"] = [{**runs[i][0], "escalated": float((runs[i][1].calls > 1).mean())} for i in keep]
     m["sweep"] = [_summary(point, run) for point, run in runs]
     op, _ = _pick([runs[i] for i in keep], _best_single(test)[1])
     m["calls_per_query"] = curve[op][3]
