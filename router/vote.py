@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["leader", "recruit", "vote_weights"]
+__all__ = ["OPEN_ANSWERS", "leader", "recruit", "vote_weights"]
+
+#: How many wrong answers an open question (a number) is taken to spread over when serving.
+OPEN_ANSWERS = 1000.0
 
 #: Predicted quality is clipped to this range before it becomes a weight.
 _CLIP = (0.02, 0.98)
