@@ -57,7 +57,12 @@ def _family_params(text: str | None, names: list[str]) -> dict[str, dict[str, An
 @data_app.command("import")
 def data_import(
     sources: Annotated[list[Path], typer.Argument(help="Source files or folders.")],
-    fmt: Annotated[str, typer.Option("--format", help="llmrouter | routellm | routerbench | long")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="llmrouter | routellm | routerbench | long | mmlu-pro | zeroeval"
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder for the canonical files.")],
     test_fraction: Annotated[
         float, typer.Option(help="Without a published split: hold out this share of queries.")
@@ -69,17 +74,37 @@ def data_import(
     include_contaminated: Annotated[
         bool, typer.Option(help="Keep RouteLLM's contaminated prompts.")
     ] = False,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="prices.json (USD per 1M tokens) for mmlu-pro and zeroeval sources."),
+    ] = None,
+    on_missing: Annotated[
+        str,
+        typer.Option(
+            help="A query some model has no score for: 'error' stops, 'drop' removes the query."
+        ),
+    ] = "error",
 ) -> None:
-    """Convert benchmark files into canonical Parquet: DIR/train.parquet (+ DIR/test.parquet)."""
+    """Convert benchmark files into canonical Parquet: DIR/train.parquet (+ DIR/test.parquet),
+    and DIR/import_summary.txt (what was dropped, per-model accuracy and mean cost)."""
     from training.errors import CoeTrainingError
     from training.importing import import_dataset
     from training.loaders import LoadOptions
 
-    opts = LoadOptions(output_tokens=output_tokens, include_contaminated=include_contaminated)
+    if on_missing not in ("error", "drop"):
+        raise typer.BadParameter("--on-missing must be 'error' or 'drop'")
+    opts = LoadOptions(
+        output_tokens=output_tokens,
+        include_contaminated=include_contaminated,
+        prices=prices,
+        on_missing="drop" if on_missing == "drop" else "error",
+    )
     try:
         written = import_dataset(fmt, sources, out, opts, test_fraction=test_fraction, seed=seed)
     except CoeTrainingError as exc:
         raise _fail(exc) from exc
+    for line in opts.notes:
+        typer.echo(line)
     for path, n_rows, n_queries in written:
         typer.echo(f"wrote {path}: {n_rows} rows, {n_queries} queries")
 

@@ -30,9 +30,26 @@ import tempfile
 from pathlib import Path
 
 from experts.compose.answers import extract_number, extract_option
+from experts.compose.math_answers import (
+    MAX_SCAN_CHARS,
+    extract_json_answer,
+    extract_math_answer,
+    math_equal,
+    math_key,
+)
 from training.benchsets import Question
 
-__all__ = ["extract_code", "grade", "grade_choice", "grade_code", "grade_number"]
+__all__ = [
+    "extract_code",
+    "grade",
+    "grade_choice",
+    "grade_code",
+    "grade_math",
+    "grade_number",
+    "math_reply_answer",
+    "number_reply_answer",
+    "option_reply_answer",
+]
 
 _PRELUDE = """\
 import resource as _resource
@@ -65,6 +82,34 @@ def grade_number(response: str, gold: str) -> float:
 def grade_choice(response: str, gold: str, letters: str = "ABCDEFGHIJ") -> float:
     """1.0 when the option letter the response chose is the gold letter."""
     return float(extract_option(response, letters) == gold.strip().upper())
+
+
+def number_reply_answer(reply: str) -> str | None:
+    """A reply's final number, canonical: from its JSON `answer` field when it has one
+    (ZeroEval's format), else by `extract_number` over the reply's tail."""
+    field = extract_json_answer(reply)
+    return extract_number(field if field is not None else reply[-MAX_SCAN_CHARS:])
+
+
+def math_reply_answer(reply: str) -> str | None:
+    """A reply's final math answer as a vote key (`math_key`), or None when it states none."""
+    answer = extract_math_answer(reply)
+    return None if answer is None else math_key(answer)
+
+
+def option_reply_answer(reply: str, letters: str = "ABCDEFGHIJ") -> str | None:
+    """The option letter a reply chose (`extract_option` over its tail), or None."""
+    return extract_option(reply[-MAX_SCAN_CHARS:], letters)
+
+
+def grade_math(reply: str, gold: str) -> float:
+    """1.0 when the reply's final math answer equals `gold` (`math_equal`: LaTeX normalised,
+    numbers compared by value).
+
+    >>> grade_math('{"reasoning": "...", "answer": "\\\\dfrac{1}{2}"}', "0.5")
+    1.0
+    """
+    return float(math_equal(extract_math_answer(reply), gold))
 
 
 def extract_code(response: str) -> str:

@@ -12,7 +12,9 @@ from training.dataset import write_dataset
 from training.errors import CoeTrainingError
 from training.loaders import LOADERS, LoadOptions
 
-__all__ = ["import_dataset", "split_by_query"]
+__all__ = ["import_dataset", "model_summary", "split_by_query"]
+
+SUMMARY_FILE = "import_summary.txt"
 
 
 def split_by_query(frame: Any, test_fraction: float, seed: int) -> tuple[Any, Any]:
@@ -27,6 +29,21 @@ def split_by_query(frame: Any, test_fraction: float, seed: int) -> tuple[Any, An
     return frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
 
 
+def model_summary(frame: Any, name: str) -> list[str]:
+    """Lines with each model's accuracy and mean cost per query on one split, best first."""
+    table = frame.groupby("model").agg(accuracy=("score", "mean"), cost=("cost_usd", "mean"))
+    table = table.sort_values("accuracy", ascending=False)
+    n = int(frame["query_id"].nunique())
+    oracle = float(frame.groupby("query_id")["score"].max().mean())
+    estimated = " (estimated)" if bool(frame["cost_estimated"].any()) else ""
+    lines = [f"{name}: {n} queries; oracle accuracy {oracle:.3f}; mean cost per query{estimated}"]
+    lines += [
+        f"  {model:<34} accuracy {row.accuracy:.3f}  cost ${row.cost:.6f}"
+        for model, row in table.iterrows()
+    ]
+    return lines
+
+
 def import_dataset(
     fmt: str,
     sources: Sequence[Path],
@@ -37,16 +54,21 @@ def import_dataset(
 ) -> list[tuple[Path, int, int]]:
     """Write `out/train.parquet` and `out/test.parquet` (or `out/all.parquet` unsplit).
 
-    Returns `(path, rows, queries)` per file written.
+    Returns `(path, rows, queries)` per file written. Appends the loader's notes and each
+    split's per-model accuracy and mean cost to `opts.notes`, and writes them all to
+    `out/import_summary.txt`.
     """
     if fmt not in LOADERS:
         raise CoeTrainingError(f"unknown --format {fmt!r}; choose from {sorted(LOADERS)}")
     splits = LOADERS[fmt](list(sources), opts)
     if "all" in splits and test_fraction > 0:
+        opts.notes.extend(model_summary(splits["all"], "all (before the split)"))
         train, test = split_by_query(splits.pop("all"), test_fraction, seed)
         splits = {"train": train, "test": test}
     written = []
     for name, frame in splits.items():
         path = write_dataset(frame, out / f"{name}.parquet")
         written.append((path, len(frame), int(frame["query_id"].nunique())))
+        opts.notes.extend(model_summary(frame, name))
+    (out / SUMMARY_FILE).write_text("\n".join(opts.notes) + "\n")
     return written

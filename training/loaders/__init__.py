@@ -13,8 +13,10 @@ from typing import Any
 from training.loaders.common import LoadOptions
 from training.loaders.llmrouter import load_llmrouter
 from training.loaders.long import load_long
+from training.loaders.mmlu_pro import load_mmlu_pro
 from training.loaders.routellm import load_routellm
 from training.loaders.routerbench import load_routerbench
+from training.loaders.zeroeval import load_zeroeval
 
 __all__ = ["LOADERS", "LoadOptions", "Loader"]
 
@@ -25,4 +27,6 @@ LOADERS: dict[str, Loader] = {
     "routellm": load_routellm,
     "routerbench": load_routerbench,
     "long": load_long,
+    "mmlu-pro": load_mmlu_pro,
+    "zeroeval": load_zeroeval,
 }
