@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experts.compose.math_answers import extract_json_answer, last_boxed
 from router.data import RoutingData
 from router.rl_answers import recorded_answers
 
@@ -38,8 +39,9 @@ NO_ANSWER = -1
 #: What `Ledger.seen` shows for an expert not (yet) called.
 HIDDEN = -2
 
-#: `key(reply, prompt)` → a comparable conclusion (equal strings: the same answer), or None.
-AnswerKey = Callable[[str, str], str | None]
+#: `key(reply, prompt, task)` → a comparable conclusion (equal strings: the same answer), or
+#: None when the reply states none.
+AnswerKey = Callable[[str, str, str | None], str | None]
 
 
 @dataclass(frozen=True)
@@ -58,27 +60,42 @@ class ReplyTable:
 
 
 def reply_table(
-    responses: np.ndarray, prompts: Sequence[str], key: AnswerKey | None = None
+    responses: np.ndarray,
+    prompts: Sequence[str],
+    key: AnswerKey | None = None,
+    tasks: Sequence[str | None] = (),
 ) -> ReplyTable:
     """The table of an `(n, m)` array of reply texts (None where a pair has none).
 
     Format and length are the RL router's answer features (`router.rl_answers`); the conclusion
-    is `key`'s when given (a task's own normaliser), else the same module's.
+    is `key`'s when given (the graders' own reading of a reply, per task: `tasks[i]`), else the
+    same module's. A reply also counts as concluding in the expected format when it ends with
+    a JSON `answer` field or a `\\boxed{}` answer (ZeroEval's and MATH's formats).
     """
     answers = recorded_answers(responses, prompts)
     keys = answers.keys
+    marked = answers.static[..., 1] > 0.5
     if key is not None:
         keys = np.full(responses.shape, NO_ANSWER, dtype=np.int64)
         codes: dict[str, int] = {}
         for (i, j), text in np.ndenumerate(responses):
-            found = key(text, prompts[i]) if isinstance(text, str) else None
+            task = tasks[i] if len(tasks) else None
+            found = key(text, prompts[i], task) if isinstance(text, str) else None
             if found is not None:
                 keys[i, j] = codes.setdefault(found, len(codes))
+    explicit = np.vectorize(_explicit, otypes=[bool])(responses)
+    marked = marked | explicit
     return ReplyTable(
         keys=np.asarray(keys, dtype=np.int64),
-        marked=answers.static[..., 1] > 0.5,
+        marked=marked,
         length=np.asarray(answers.static[..., 0], dtype=np.float64),
     )
+
+
+def _explicit(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    return extract_json_answer(text) is not None or last_boxed(text) is not None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from training.evaluate import RouterResult, evaluate_curve
 from training.recorded import AnswerKey, ReplyTable, reply_table
 from training.strategies import STRATEGIES, Episodes, Strategy
 
-__all__ = ["evaluate_strategy", "is_strategy", "pareto", "sweep_strategy"]
+__all__ = ["evaluate_strategy", "is_strategy", "pareto", "reply_key", "sweep_strategy"]
 
 #: Share of the training queries held out to choose the calibrated operating point.
 VALIDATION = 0.25
@@ -42,13 +42,28 @@ def is_strategy(name: str) -> bool:
     return name in STRATEGIES
 
 
+def reply_key(reply: str, prompt: str, task: str | None) -> str | None:
+    """A reply's conclusion as the graders read it (`training.grading`): the option letter of
+    a multiple-choice prompt, the MATH answer (`math_key`) for a `math*` task, else the final
+    number."""
+    from experts.compose.answers import option_letters
+    from training.grading import math_reply_answer, number_reply_answer, option_reply_answer
+
+    letters = option_letters(prompt)
+    if letters:
+        return option_reply_answer(reply, letters)
+    if task and task.lower().startswith("math"):
+        return math_reply_answer(reply)
+    return number_reply_answer(reply)
+
+
 def _table(data: RoutingData, key: AnswerKey | None, role: str) -> ReplyTable:
     if data.responses is None:
         raise CoeTrainingError(
             f"the {role} file records no replies (no `response` column): offline strategies "
             "(vote, cascade) need every model's reply; import a source that keeps them"
         )
-    return reply_table(data.responses, data.prompts, key)
+    return reply_table(data.responses, data.prompts, key or reply_key, data.tasks)
 
 
 def sweep_strategy(
@@ -154,7 +169,7 @@ def evaluate_strategy(
 ) -> RouterResult:
     """Fit strategy `name` on `train`, sweep it on `test`, and report it like a router.
 
-    `key` reads a reply's conclusion (default: `experts.compose.answers.normalise`).
+    `key` reads a reply's conclusion (default: `reply_key`, as the graders read it).
     """
     params = {"seed": seed, **(params or {})}
     try:

@@ -42,7 +42,7 @@ def marker_pool(n: int, seed: int) -> tuple[RoutingData, np.ndarray]:
     data = RoutingData(
         query_ids=[f"q{i}" for i in range(n)],
         prompts=[f"What is question {i}?" for i in range(n)],
-        tasks=["math"] * n,
+        tasks=["arithmetic"] * n,
         models=["cheap", "strong"],
         scores=scores,
         costs=costs,
@@ -64,7 +64,7 @@ def independent_pool(n: int, seed: int, p: float = 0.7) -> tuple[RoutingData, np
     data = RoutingData(
         query_ids=[f"q{i}" for i in range(n)],
         prompts=[f"Compute item {i}." for i in range(n)],
-        tasks=["math"] * n,
+        tasks=["arithmetic"] * n,
         models=["a", "b", "c"],
         scores=right.astype(float),
         costs=np.full((n, 3), 1e-4),
