@@ -322,8 +322,8 @@ class Cascade:
         meta.latency_ms = (time.perf_counter() - started) * 1000
         meta.trace = episode.trace()
         self.served(request_id, meta)
-        for event in _closing(meta, chunk, request, expert):
-            yield event
+        for line in _closing(meta, chunk, request, expert):
+            yield line
 
     def served(self, request_id: str, meta: Any) -> None:
         """Keep the episode of a served request for feedback."""
