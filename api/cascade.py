@@ -6,7 +6,12 @@ is skipped (the policy picks among the rest). `coe.max_cost_usd` is a hard cap: 
 never offered an expert whose estimated cost does not fit what is left, and each call's
 `max_tokens` is cut so that even its worst case fits (the prompt counted at its upper bound,
 one token a byte, and the whole completion). The response's `coe.steps`
-lists every call with its expert, cost and predicted quality. Streams use the one-shot path.
+lists every call with its expert, cost and predicted quality.
+
+Streams: a decision to escalate needs the whole answer, so every call but the last is made
+whole; the call that must be the last (the episode then has `max_calls` calls, or no other
+expert left) is streamed to the client as it is written. When the policy stops after a whole
+answer, that answer goes out in one chunk. The last chunk carries `coe` with every step.
 
 A policy trained on answer features (`RLRouter.observes_answers`: length, format, agreement
 from recorded responses) observes the same features of each live answer, computed from its text
@@ -15,16 +20,19 @@ by the same function (`router.rl_answers.answer_features`), before deciding whet
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
 
-from api.errors import NoExpertAvailable, RejectedByExpert
+from api.errors import NoExpertAvailable, RejectedByExpert, error_body
 from api.learning import OnlineLearner
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
+from experts.client import ExpertStream
 from experts.errors import ExpertError
 from experts.fallback import Attempt
 from experts.live import LivePool
@@ -37,6 +45,35 @@ from router.rl_online import LiveEpisode, Trace
 __all__ = ["Cascade", "CascadeResult"]
 
 Json = dict[str, Any]
+
+
+def _sse(data: Json) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _closing(meta: Any, chunk: Json, request: ChatCompletionRequest, expert: str) -> list[bytes]:
+    final: Json = {**chunk, "model": expert, "choices": [], "coe": meta.as_json()}
+    if request.include_usage:
+        final["usage"] = {
+            "prompt_tokens": meta.prompt_tokens,
+            "completion_tokens": meta.completion_tokens,
+            "total_tokens": meta.prompt_tokens + meta.completion_tokens,
+        }
+    return [_sse(final), b"data: [DONE]\n\n"]
+
+
+async def _whole(
+    answer: Json, meta: Any, chunk: Json, request: ChatCompletionRequest
+) -> AsyncGenerator[bytes, None]:
+    """An answer the policy stopped on, already whole: one content chunk, then `coe`."""
+    expert = meta.steps[-1]["expert"]
+    delta = {"role": "assistant", "content": _answer_text(answer)}
+    choice = {"index": 0, "delta": delta, "finish_reason": None}
+    yield _sse({**chunk, "model": expert, "choices": [choice]})
+    stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    yield _sse({**chunk, "model": expert, "choices": [stop]})
+    for event in _closing(meta, chunk, request, expert):
+        yield event
 
 
 def _answer_text(answer: Json) -> str:
@@ -58,10 +95,23 @@ def _check_servable(router: RLRouter) -> None:
 
 
 class CascadeResult:
-    """The answer, its calls, and the episode's trace (for feedback)."""
+    """The answer, its calls, and the episode's trace (for feedback).
 
-    def __init__(self, answer: Json, steps: list[Json], attempts: list[Attempt], trace: Trace):
+    A streamed cascade whose last call is still being written has `stream` (that call, opened)
+    and `episode` (to record its cost when it ends) instead of `answer` and `trace`.
+    """
+
+    def __init__(
+        self,
+        answer: Json | None,
+        steps: list[Json],
+        attempts: list[Attempt],
+        trace: Trace | None,
+        stream: ExpertStream | None = None,
+        episode: LiveEpisode | None = None,
+    ):
         self.answer, self.steps, self.attempts, self.trace = answer, steps, attempts, trace
+        self.stream, self.episode = stream, episode
 
 
 class Cascade:
@@ -82,13 +132,13 @@ class Cascade:
         self.rng = np.random.default_rng()
 
     def applies(self, request: ChatCompletionRequest, decision: RouteDecision | None) -> bool:
-        if decision is None or request.stream or decision.embedding is None:
+        if decision is None or decision.embedding is None:
             return False
         return isinstance(self.routing.routers.get(decision.router), RLRouter)
 
     def max_calls(self, request: ChatCompletionRequest) -> int:
         """The most calls a cascade for `request` may make (1 when it will not run one)."""
-        if request.model != "coe-auto" or request.stream:
+        if request.model != "coe-auto":
             return 1
         name = (request.coe.router if request.coe else None) or self.routing.default
         router = self.routing.routers.get(name)
@@ -103,7 +153,18 @@ class Cascade:
         room = (left - prompt * d.input_price / 1e6) * 1e6 / d.output_price
         return min(limit, int(room))
 
-    async def run(self, request: ChatCompletionRequest, decision: RouteDecision) -> CascadeResult:
+    @staticmethod
+    def _last_call(episode: LiveEpisode, router: RLRouter) -> bool:
+        """Whether the call about to be made must be the episode's last."""
+        state = episode.state
+        made = int(state.n_calls[0])
+        return made + 1 >= router.max_calls or int(state.called[0].sum()) + 1 >= len(router.models_)
+
+    async def run(
+        self, request: ChatCompletionRequest, decision: RouteDecision, stream_last: bool = False
+    ) -> CascadeResult:
+        """Run the episode; with `stream_last`, a call that must be the last is opened as a
+        stream and returned unread (see `CascadeResult`)."""
         router = self.routing.routers[decision.router]
         assert isinstance(router, RLRouter) and decision.embedding is not None
         options = request.coe
@@ -135,6 +196,14 @@ class Cascade:
                 episode.skip(expert)
                 continue
             try:
+                if stream_last and self._last_call(episode, router):
+                    streamed = {**body, "max_tokens": tokens, "stream": True}
+                    streamed["stream_options"] = {"include_usage": True}
+                    upstream = await self.pool.client.open_stream(expert, streamed)
+                    self.pool.health.mark_ok(expert)
+                    attempts.append(Attempt(expert))
+                    steps.append(self._step(expert, 0.0, decision))
+                    return CascadeResult(None, steps, attempts, None, upstream, episode)
                 with span(
                     "coe.cascade.step",
                     step=len(steps) + 1,
@@ -167,14 +236,7 @@ class Cascade:
                 features = answer_features(text, question, texts)
                 texts.append(text)
             episode.record(expert, round(cost, 12), features)
-            steps.append(
-                {
-                    "expert": expert,
-                    "cost_usd": round(cost, 12),
-                    "predicted_quality": round(decision.scores.get(expert, 0.0), 6),
-                    "usage": usage,
-                }
-            )
+            steps.append(self._step(expert, cost, decision) | {"usage": usage})
             answer = result
         if answer is None:
             raise NoExpertAvailable(
@@ -183,16 +245,31 @@ class Cascade:
             )
         return CascadeResult(answer, steps, attempts, episode.trace())
 
+    @staticmethod
+    def _step(expert: str, cost: float, decision: RouteDecision) -> Json:
+        return {
+            "expert": expert,
+            "cost_usd": round(cost, 12),
+            "predicted_quality": round(decision.scores.get(expert, 0.0), 6),
+        }
+
     async def complete(
         self, request: ChatCompletionRequest, decision: RouteDecision, started: float
     ) -> tuple[Json, Any]:
         """The answer and its `CoeMeta` (steps, summed tokens and cost) for `ChatService`."""
-        from api.serving import CoeMeta
 
         with span("coe.cascade", router=decision.router) as traced:
             done = await self.run(request, decision)
             traced.set(steps=len(done.steps), cost_usd=sum(s["cost_usd"] for s in done.steps))
-        last = done.steps[-1]["expert"]
+        assert done.answer is not None
+        meta = self._meta(done, decision, started)
+        done.answer["model"] = done.steps[-1]["expert"]
+        return done.answer, meta
+
+    @staticmethod
+    def _meta(done: CascadeResult, decision: RouteDecision, started: float) -> Any:
+        from api.serving import CoeMeta
+
         meta = CoeMeta(
             router=decision.router,
             scores=decision.scores,
@@ -200,15 +277,98 @@ class Cascade:
             tried=done.attempts,
         )
         for step in done.steps:
-            meta.prompt_tokens += int(step["usage"].get("prompt_tokens") or 0)
-            meta.completion_tokens += int(step["usage"].get("completion_tokens") or 0)
-            step.pop("usage")
+            usage = step.pop("usage", None) or {}
+            meta.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            meta.completion_tokens += int(usage.get("completion_tokens") or 0)
         meta.cost_usd = round(sum(s["cost_usd"] for s in done.steps), 12)
         meta.latency_ms = (time.perf_counter() - started) * 1000
         meta.steps = done.steps
         meta.trace = done.trace
-        done.answer["model"] = last
-        return done.answer, meta
+        return meta
+
+    async def stream(
+        self,
+        request: ChatCompletionRequest,
+        decision: RouteDecision,
+        request_id: str,
+        started: float,
+    ) -> tuple[Any, AsyncGenerator[bytes, None]]:
+        """Run the cascade for a streamed request: `(meta, events)`; `meta` is completed in
+        place when the last call's stream ends (the request log reads it then)."""
+        done = await self.run(request, decision, stream_last=True)
+        meta = self._meta(done, decision, started)
+        meta.ttft_ms = (time.perf_counter() - started) * 1000
+        chunk: Json = {"id": request_id, "object": "chat.completion.chunk"}
+        chunk["created"] = int(time.time())
+        if done.stream is None:
+            assert done.answer is not None
+            self.served(request_id, meta)
+            return meta, _whole(done.answer, meta, chunk, request)
+        return meta, self._relay(done, meta, chunk, request, request_id, started)
+
+    async def _relay(
+        self,
+        done: CascadeResult,
+        meta: Any,
+        chunk: Json,
+        request: ChatCompletionRequest,
+        request_id: str,
+        started: float,
+    ) -> AsyncGenerator[bytes, None]:
+        """Pass the last call's chunks on, then charge it and close with `coe`."""
+        upstream, episode = done.stream, done.episode
+        assert upstream is not None and episode is not None
+        expert = upstream.expert
+        usage: Json = {}
+        pieces = 0
+        try:
+            async for event in upstream:
+                if "error" in event:
+                    raise ExpertError(expert, str(event["error"]))
+                usage = event.get("usage") or usage
+                if event.get("choices"):
+                    pieces += any((c.get("delta") or {}).get("content") for c in event["choices"])
+                    yield _sse({**chunk, "model": expert, "choices": event["choices"]})
+        except ExpertError as exc:
+            self.pool.health.mark_failed(expert, exc.message)
+            yield _sse(error_body(f"the expert failed mid-answer: {exc}", "server_error"))
+            yield b"data: [DONE]\n\n"
+            return
+        finally:
+            # however the stream ended (done, the expert failed, the client went away), the
+            # prompt and the chunks sent are paid for
+            await upstream.aclose()
+            self._charge_last(done, meta, usage, pieces, request, started)
+        self.served(request_id, meta)
+        for line in _closing(meta, chunk, request, expert):
+            yield line
+
+    def _charge_last(
+        self,
+        done: CascadeResult,
+        meta: Any,
+        usage: Json,
+        pieces: int,
+        request: ChatCompletionRequest,
+        started: float,
+    ) -> None:
+        """Settle the streamed last call into `meta` and the episode: the expert's usage, else
+        the prompt estimated and one token a content chunk."""
+        assert done.stream is not None and done.episode is not None
+        expert = done.stream.expert
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or pieces)
+        meta.usage_estimated = "prompt_tokens" not in usage
+        if meta.usage_estimated:
+            prompt = estimate_tokens(request.upstream_body(self.default_max_tokens)["messages"])
+        cost = round(self.routing.experts[expert].cost_usd(prompt, completion), 12)
+        done.steps[-1]["cost_usd"] = cost
+        done.episode.record(expert, cost)
+        meta.prompt_tokens += prompt
+        meta.completion_tokens += completion
+        meta.cost_usd = round(sum(s["cost_usd"] for s in done.steps), 12)
+        meta.latency_ms = (time.perf_counter() - started) * 1000
+        meta.trace = done.episode.trace()
 
     def served(self, request_id: str, meta: Any) -> None:
         """Keep the episode of a served request for feedback."""

@@ -17,19 +17,23 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from api.errors import APIError, InvalidRequest, NoExpertAvailable, UpstreamTimeout, error_body
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.serving import CoeMeta, _answer_text, _sse
 from api.settings import Settings
 from experts.compose import Budget, Composition, CompositionFailed, Outcome, Reply, SubAnswer
+from experts.compose.answers import option_letters
 from experts.compose.base import Call, Estimate
 from experts.compose.templates import Templates
 from experts.errors import ExpertError, ExpertTimeout, PoolConfigError
 from experts.fallback import Attempt
 from experts.live import LivePool
 from experts.tracing import span
-from router.query import estimate_tokens
+from router.query import estimate_tokens, routing_text
+from router.vote import OPEN_ANSWERS, vote_weights
 
 __all__ = ["ComposeService"]
 
@@ -183,7 +187,13 @@ class ComposeService:
         try:
             with span("coe.compose", strategy=strategy, k=len(recruited), aggregator=aggregator):
                 outcome = await composition.run(
-                    strategy, recruited, messages, aggregator=aggregator, judge=judge, layers=layers
+                    strategy,
+                    recruited,
+                    messages,
+                    aggregator=aggregator,
+                    judge=judge,
+                    layers=layers,
+                    weights=_vote_weights(decision, messages),
                 )
         except CompositionFailed as exc:
             raise _failure(exc) from exc
@@ -308,6 +318,16 @@ class ComposeService:
             await upstream.aclose()
         for event in _closing(meta, chunk, request, final.expert):
             yield event
+
+
+def _vote_weights(decision: RouteDecision, messages: list[Json]) -> dict[str, float]:
+    """Each expert's vote weight: its reliability on this query by the router's predicted
+    quality (`router.vote`, Symbolic-MoE's profile); equal under a router that predicts none."""
+    letters = option_letters(routing_text(messages))
+    names = list(decision.scores)
+    quality = np.array([decision.scores[n] for n in names])
+    weights = vote_weights(quality, len(letters) if letters else OPEN_ANSWERS)
+    return {n: float(w) for n, w in zip(names, weights, strict=True)}
 
 
 def _fail_final(outcome: Outcome, final: SubAnswer, exc: BaseException) -> None:

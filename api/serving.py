@@ -396,6 +396,12 @@ class ChatService:
             return await self._compose_stream(request, request_id, arrived, key_id, on_end)
         try:
             ranked, decision = await self.plan(request)
+            if self.cascade is not None and decision and self.cascade.applies(request, decision):
+                meta, events = await self.cascade.stream(request, decision, request_id, started)
+                ended = self._ender(events, request, request_id, arrived, meta, key_id, on_end)
+                return await self._respond(events, ended, meta.headers(final=False) | {
+                    "x-request-id": request_id
+                })  # fmt: skip
             body = request.upstream_body(self.settings.default_max_tokens)
             body["stream_options"] = {"include_usage": True}
             try:

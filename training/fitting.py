@@ -172,8 +172,10 @@ def run_eval(
     train_frame, test_frame = read_dataset(train_file), read_dataset(test_file)
     train = to_routing_data(train_frame, train_file)
     test = to_routing_data(test_frame, test_file, models=train.models)
+    from training.strategy_eval import evaluate_strategy, is_strategy
+
     for name in names:
-        if name not in REFERENCES:
+        if name not in REFERENCES and not is_strategy(name):
             try:  # fail on a bad name or parameter before minutes of embedding
                 build_router(name, params.get(name))
             except TypeError as exc:
@@ -184,6 +186,11 @@ def run_eval(
     results: dict[str, RouterResult] = {}
     for name in names:
         if name in REFERENCES:
+            continue
+        if is_strategy(name):  # vote, cascade: run on the recorded replies, call by call
+            results[name] = evaluate_strategy(
+                name, train, x_train, test, x_test, params.get(name), seed
+            )
             continue
         router = fit_router(name, train, x_train, params.get(name, {}), seed)
         curve, picks = router_curve(router, x_test, test, cost_scale)

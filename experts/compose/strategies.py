@@ -9,7 +9,8 @@ strategy       what happens after the k recruited experts (proposers) answer
                round's answers; then the aggregator (Mixture-of-Agents)
 ``select``     a judge picks the best answer; skipped when the answers already agree (SMoA's
                response selection with early stopping)
-``vote``       the most common normalised short answer (number, option letter) wins; ties go
+``vote``       the normalised short answer (number, option letter) with the most votes wins,
+               each expert's vote counting its `weights` entry (1 without weights); ties go
                to the best-ranked expert (extractive tasks)
 =============  =============================================================================
 
@@ -30,7 +31,7 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from experts.compose.answers import normalise, option_letters
 from experts.compose.base import (
@@ -67,6 +68,7 @@ class Composition:
         self.estimate = estimate
         self.templates = templates
         self.answers: list[SubAnswer] = []
+        self.weights: dict[str, float] = {}
 
     async def _one(self, answer: SubAnswer, messages: list[Json]) -> None:
         started = time.perf_counter()
@@ -109,8 +111,11 @@ class Composition:
         aggregator: str | None = None,
         judge: str | None = None,
         layers: int = 2,
+        weights: Mapping[str, float] | None = None,
     ) -> Outcome:
-        """Compose `proposers`' answers to `messages` with `strategy` (one of `STRATEGIES`)."""
+        """Compose `proposers`' answers to `messages` with `strategy` (one of `STRATEGIES`);
+        `weights` are the experts' vote weights (their reliability on this query)."""
+        self.weights = dict(weights or {})
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
         first = [a for a in await self.ask(proposers, messages, "proposer", 1) if a.ok]
@@ -175,8 +180,11 @@ class Composition:
         letters = option_letters(routing_text(messages))
         keys = [normalise(a.text, letters) for a in answers]
         outcome.votes = dict(Counter(keys))
-        top = max(outcome.votes.values())
-        winner = next(k for k in keys if outcome.votes[k] == top)  # ties: best-ranked first
+        weight: dict[str, float] = {}
+        for key, a in zip(keys, answers, strict=True):
+            weight[key] = weight.get(key, 0.0) + self.weights.get(a.expert, 1.0)
+        top = max(weight.values())
+        winner = next(k for k in keys if weight[k] >= top - 1e-12)  # ties: best-ranked first
         return _take(outcome, answers[keys.index(winner)])
 
     async def _select(

@@ -12,6 +12,7 @@ A policy trained on features the gateway cannot compute is refused when it is lo
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -142,7 +143,48 @@ async def test_a_budget_reserves_every_call_a_cascade_may_make(
         assert router.max_calls >= 2
         assert cascade[1] == pytest.approx(router.max_calls * one[1])
         streamed = limiter.estimate(ChatCompletionRequest.model_validate(ASK | {"stream": True}))
-        assert streamed[1] == pytest.approx(one[1])  # streams take the one-shot path
+        assert streamed[1] == pytest.approx(cascade[1])  # streams cascade too
+
+
+async def test_a_streamed_cascade_streams_its_last_step(tmp_path: Path, artifact: Path) -> None:
+    from openai import AsyncOpenAI
+
+    async with gateway(tmp_path, artifact) as (client, fakes, _):
+        fakes["beta"].enqueue("so the answer is 4")
+        openai = AsyncOpenAI(base_url="http://gateway/v1", api_key="unused", http_client=client)
+        stream = await openai.chat.completions.create(
+            model="coe-auto",
+            messages=[{"role": "user", "content": "What is 2+2?"}],
+            stream=True,
+        )
+        chunks = [chunk async for chunk in stream]
+        pieces = [c.choices[0].delta.content for c in chunks if c.choices]
+        assert "".join(p or "" for p in pieces) == "so the answer is 4"
+        assert sum(1 for p in pieces if p) > 1  # beta's answer came piece by piece
+        coe = (chunks[-1].model_extra or {})["coe"]
+        assert [s["expert"] for s in coe["steps"]] == ["alpha", "beta"]
+        assert all(s["cost_usd"] > 0 for s in coe["steps"])
+        assert coe["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in coe["steps"]))
+        assert not fakes["alpha"].requests[-1].get("stream")  # escalation read alpha whole
+        assert fakes["beta"].requests[-1]["stream"] is True
+
+
+async def test_a_streamed_cascade_keeps_the_cap(tmp_path: Path, artifact: Path) -> None:
+    async with gateway(tmp_path, artifact) as (client, fakes, _):
+        cap = 1e-3  # alpha fits, alpha + beta does not: the policy must answer with alpha's
+        ask = ASK | {"stream": True, "coe": {"max_cost_usd": cap}}
+        async with client.stream("POST", "/v1/chat/completions", json=ask) as response:
+            assert response.status_code == 200
+            lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
+        events = [json.loads(line[6:]) for line in lines]
+        text = "".join(
+            c["delta"].get("content") or "" for e in events for c in e.get("choices", [])
+        )
+        assert text == "alpha says 5"
+        coe = events[-1]["coe"]
+        assert [s["expert"] for s in coe["steps"]] == ["alpha"]
+        assert 0 < coe["cost_usd"] <= cap
+        assert not fakes["beta"].requests
 
 
 async def test_feedback_errors_updates_and_survives_a_restart(

@@ -69,3 +69,17 @@ async def test_unknown_strategy_is_refused() -> None:
     composition = Composition(scripted({}), Budget.within(5), free)
     with pytest.raises(ValueError, match="unknown strategy"):
         await composition.run("debate", ["a"], ASK)
+
+
+async def test_a_vote_counts_each_expert_by_its_weight() -> None:
+    call = scripted({"strong": "42", "weak1": "41", "weak2": "41"})
+    plain = await Composition(call, Budget.within(5), free).run(
+        "vote", ["strong", "weak1", "weak2"], ASK
+    )
+    assert plain.text == "41"  # two against one
+    weights = {"strong": 5.0, "weak1": 2.0, "weak2": 2.0}
+    weighted = await Composition(call, Budget.within(5), free).run(
+        "vote", ["strong", "weak1", "weak2"], ASK, weights=weights
+    )
+    assert weighted.text == "42" and weighted.expert == "strong"
+    assert weighted.votes == {"42": 1, "41": 2}  # the counts are still reported as counts

@@ -1,0 +1,132 @@
+"""Composition and cascades against routers and the best single model, offline, on recorded replies.
+
+    .venv/bin/python benchmarks/compose_strategies.py --data DIR --out reports/compose-NAME \
+        [--routers ensemble,vote,cascade,rl] [--embed-cache /work/cache/embeddings] [--reuse]
+
+`DIR` holds `train.parquet` and `test.parquet` with every model's `response` (`coe data import`
+of ZeroEval, MMLU-Pro or RouteLLM GSM8K). This runs `coe eval` on them (or, with `--reuse`,
+reads the report already in `--out`) and prints:
+
+1. per router / strategy: AIQ, the best accuracy at ≤ 30% and ≤ 100% of the best single
+   model's cost (curve-optimal: every point is a test-set operating point), the cost share to
+   match it, the *calibrated* point (chosen on a validation split of the training file), calls
+   per query there and how often a cascade escalates;
+2. a vote of k: its cost and accuracy against the best single model, per k (λ = 0: the k
+   best-profiled experts);
+3. where composition loses: at the calibrated point, the share of queries a strategy gets right
+   where the best single model is wrong (won) and the reverse (lost).
+
+Costs are whatever the data records (ESTIMATED for these sources: tokens × list prices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SHARES = (0.3, 1.0)
+
+
+def _best_at(curve: list[list[float]], cost: float) -> float | None:
+    reach = [row[1] for row in curve if row[0] <= cost * (1 + 1e-9)]
+    return max(reach) if reach else None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def headline(report: dict[str, Any], names: list[str]) -> list[str]:
+    best = report["singles"][report["best_single"]]
+    cost = best["mean_cost_usd"]
+    lines = [
+        "| entry | AIQ | acc ≤30% cost | acc ≤ its cost | share to match | calibrated acc "
+        "| calibrated share | calls/q (calibrated) | escalated (calibrated) |",
+        "|---" * 9 + "|",
+    ]
+    for name in names:
+        entry = report["routers"].get(name)
+        if entry is None:
+            continue
+        cal = entry.get("calibrated") or {}
+        cells = [
+            _fmt(entry["aiq"]),
+            *(_fmt(_best_at(entry["curve"], s * cost)) for s in SHARES),
+            _fmt(entry["cost_share_to_match_best_single"]),
+            _fmt(cal.get("accuracy")),
+            _fmt(cal.get("cost_share")),
+            _fmt(cal.get("calls_per_query"), 2),
+            _fmt(cal.get("escalated"), 2),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def vote_by_k(report: dict[str, Any]) -> list[str]:
+    entry = report["routers"].get("vote")
+    if entry is None or "sweep" not in entry:
+        return []
+    best = report["singles"][report["best_single"]]
+    lines = ["| k | accuracy | gain vs best single | cost share | calls/q |", "|---" * 5 + "|"]
+    for run in entry["sweep"]:
+        if run["params"].get("lambda", 0.0) != 0.0:
+            continue
+        gain = run["accuracy"] - best["accuracy"]
+        share = run["cost_usd"] / best["mean_cost_usd"]
+        lines.append(
+            f"| {int(run['params']['k'])} | {run['accuracy']:.3f} | {gain:+.3f} | {share:.2f} "
+            f"| {run['calls_per_query']:.2f} |"
+        )
+    return lines
+
+
+def won_lost(report: dict[str, Any], names: list[str]) -> list[str]:
+    lines = ["| entry | won vs best single | lost vs best single |", "|---|---|---|"]
+    for name in names:
+        cal = (report["routers"].get(name) or {}).get("calibrated") or {}
+        if "won" in cal:
+            lines.append(f"| {name} | {cal['won']:.3f} | {cal['lost']:.3f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--routers", default="ensemble,vote,cascade,rl")
+    parser.add_argument("--embed-cache", type=Path, default=Path("/work/cache/embeddings"))
+    parser.add_argument("--params", default=None, help="JSON: family → hyperparameters")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="read --out/report.json instead")
+    args = parser.parse_args()
+    names = [n for n in args.routers.split(",") if n]
+    if args.reuse:
+        report = json.loads((args.out / "report.json").read_text())
+    else:
+        from training.fitting import run_eval
+
+        params = json.loads(args.params) if args.params else {}
+        train, test = args.data / "train.parquet", args.data / "test.parquet"
+        report, _ = run_eval(train, test, names, args.out, args.seed, args.embed_cache, params)
+    names = [n for n in [*names, *(f"{n}-steps" for n in names)] if n in report["routers"]]
+    best = report["best_single"]
+    single = report["singles"][best]
+    ds = report["dataset"]
+    print(
+        f"{ds['name']}: {ds['n_train']} train / {ds['n_test']} test queries, "
+        f"{len(ds['models'])} models; best single {best}: accuracy {single['accuracy']:.3f} at "
+        f"{single['mean_cost_usd']:.3g} USD/query"
+        + (" (ESTIMATED costs)" if ds["costs_estimated"] else "")
+        + "\n"
+    )
+    for part in (headline(report, names), vote_by_k(report), won_lost(report, names)):
+        if part:
+            print("\n".join(part) + "\n")
+
+
+if __name__ == "__main__":
+    main()

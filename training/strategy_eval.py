@@ -1,0 +1,199 @@
+"""`coe eval` for offline strategies (`vote`, `cascade`): curves, metrics, a calibrated point.
+
+A strategy (`training.strategies`) is fitted on the training file and run at every operating
+point of its grid on the test file's recorded replies. Its report entry has the same fields as a
+router's (`training.evaluate`), computed from the Pareto-efficient points (a dominated point
+changes none of the metrics), plus:
+
+- `curve` rows `[mean_cost_usd, accuracy, λ (0 where the strategy has none), calls/query]`;
+- `points`: the parameters of each curve row, and the share of queries that made more than one
+  call (`escalated`); `sweep`: every grid point run, dominated ones included (`params`,
+  `cost_usd`, `accuracy`, `calls_per_query`, `escalated`), for analyses such as a vote's gain
+  against its k;
+- `calls_per_query` and `escalated` at the operating point of `acc_at_best_single_cost`;
+- `calibrated`: the point chosen on a validation split of the *training* file (the strategy
+  refitted on the rest) for "mean cost ≤ the best single model's", then run once on the test
+  file by the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
+  cost_share, calls_per_query, escalated, met_on_validation, won, lost}`, where `won` / `lost`
+  are the shares of test queries the strategy gets right / wrong where the best single model
+  gets them wrong / right (where composition loses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from router.data import RoutingData
+from training.errors import CoeTrainingError
+from training.evaluate import RouterResult, evaluate_curve
+from training.recorded import AnswerKey, ReplyTable, reply_table
+from training.strategies import STRATEGIES, Episodes, Strategy
+
+__all__ = ["evaluate_strategy", "is_strategy", "pareto", "reply_key", "sweep_strategy"]
+
+#: Share of the training queries held out to choose the calibrated operating point.
+VALIDATION = 0.25
+
+
+def is_strategy(name: str) -> bool:
+    """Whether `coe eval --routers` names an offline strategy rather than a router."""
+    return name in STRATEGIES
+
+
+def reply_key(reply: str, prompt: str, task: str | None) -> str | None:
+    """A reply's conclusion as the graders read it (`training.grading`): the option letter of
+    a multiple-choice prompt, the MATH answer (`math_key`) for a `math*` task, else the final
+    number."""
+    from experts.compose.answers import option_letters
+    from training.grading import math_reply_answer, number_reply_answer, option_reply_answer
+
+    letters = option_letters(prompt)
+    if letters:
+        return option_reply_answer(reply, letters)
+    if task and task.lower().startswith("math"):
+        return math_reply_answer(reply)
+    return number_reply_answer(reply)
+
+
+def _table(data: RoutingData, key: AnswerKey | None, role: str) -> ReplyTable:
+    if data.responses is None:
+        raise CoeTrainingError(
+            f"the {role} file records no replies (no `response` column): offline strategies "
+            "(vote, cascade) need every model's reply; import a source that keeps them"
+        )
+    return reply_table(data.responses, data.prompts, key or reply_key, data.tasks)
+
+
+def sweep_strategy(
+    strategy: Strategy, data: RoutingData, table: ReplyTable, quality: np.ndarray
+) -> list[tuple[dict[str, float], Episodes]]:
+    """Every grid point of a fitted `strategy` run on `data`."""
+    return [(point, strategy.run(data, table, quality, point)) for point in strategy.grid()]
+
+
+def pareto(runs: list[tuple[dict[str, float], Episodes]]) -> list[int]:
+    """Indices of the runs no other run beats on both mean cost and accuracy, cheapest first."""
+    stats = [(float(r.cost.mean()), float(r.score.mean()), i) for i, (_, r) in enumerate(runs)]
+    keep: list[int] = []
+    best = -np.inf
+    for _cost, acc, i in sorted(stats, key=lambda s: (s[0], -s[1])):
+        if acc > best + 1e-12:
+            keep.append(i)
+            best = acc
+    return keep
+
+
+def _row(point: dict[str, float], run: Episodes) -> list[float]:
+    return [
+        float(run.cost.mean()),
+        float(run.score.mean()),
+        float(point.get("lambda", 0.0)),
+        float(run.calls.mean()),
+    ]
+
+
+def _summary(point: dict[str, float], run: Episodes) -> dict[str, Any]:
+    return {
+        "params": point,
+        "cost_usd": float(run.cost.mean()),
+        "accuracy": float(run.score.mean()),
+        "calls_per_query": float(run.calls.mean()),
+        "escalated": float((run.calls > 1).mean()),
+    }
+
+
+def _best_single(data: RoutingData) -> tuple[float, float]:
+    acc, cost = data.scores.mean(axis=0), data.costs.mean(axis=0)
+    best = int(np.lexsort((cost, -acc))[0])
+    return float(acc[best]), float(cost[best])
+
+
+def _pick(runs: list[tuple[dict[str, float], Episodes]], max_cost: float) -> tuple[int, bool]:
+    """The most accurate run with mean cost ≤ `max_cost` (cheaper on ties); the cheapest run
+    when none fits (and False)."""
+    fits = [i for i, (_, r) in enumerate(runs) if r.cost.mean() <= max_cost * (1 + 1e-9)]
+    if not fits:
+        return min(range(len(runs)), key=lambda i: runs[i][1].cost.mean()), False
+    return max(fits, key=lambda i: (runs[i][1].score.mean(), -runs[i][1].cost.mean())), True
+
+
+def _calibrated(
+    name: str,
+    params: dict[str, Any],
+    train: tuple[RoutingData, np.ndarray, ReplyTable],
+    fitted: Strategy,
+    test: tuple[RoutingData, np.ndarray, ReplyTable],
+    seed: int,
+) -> dict[str, Any]:
+    from training.cv import subset
+
+    data, x, table = train
+    order = np.random.default_rng(seed).permutation(len(data))
+    cut = max(1, round(len(data) * VALIDATION))
+    held, rest = np.sort(order[:cut]), np.sort(order[cut:])
+    part = STRATEGIES[name](**params).fit(subset(data, rest), x[rest], table.take(rest))
+    val = subset(data, held)
+    runs = sweep_strategy(part, val, table.take(held), part.quality(x[held], val.prompts))
+    i, met = _pick(runs, _best_single(val)[1])
+    point = runs[i][0]
+    test_data, test_x, test_table = test
+    run = fitted.run(test_data, test_table, fitted.quality(test_x, test_data.prompts), point)
+    best_cost = _best_single(test_data)[1]
+    acc, cost = test_data.scores.mean(axis=0), test_data.costs.mean(axis=0)
+    single = test_data.scores[:, int(np.lexsort((cost, -acc))[0])]
+    return {
+        "params": point,
+        "lambda": point.get("lambda"),
+        "accuracy": float(run.score.mean()),
+        "cost_usd": float(run.cost.mean()),
+        "cost_share": float(run.cost.mean()) / best_cost if best_cost > 0 else None,
+        "calls_per_query": float(run.calls.mean()),
+        "escalated": float((run.calls > 1).mean()),
+        "met_on_validation": met,
+        "won": float(((run.score > 0.5) & (single < 0.5)).mean()),
+        "lost": float(((run.score < 0.5) & (single > 0.5)).mean()),
+    }
+
+
+def evaluate_strategy(
+    name: str,
+    train: RoutingData,
+    x_train: np.ndarray,
+    test: RoutingData,
+    x_test: np.ndarray,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    key: AnswerKey | None = None,
+) -> RouterResult:
+    """Fit strategy `name` on `train`, sweep it on `test`, and report it like a router.
+
+    `key` reads a reply's conclusion (default: `reply_key`, as the graders read it).
+    """
+    params = {"seed": seed, **(params or {})}
+    try:
+        strategy = STRATEGIES[name](**params)
+    except TypeError as exc:
+        raise CoeTrainingError(f"bad parameters for strategy {name!r}: {exc}") from exc
+    train_table, test_table = _table(train, key, "training"), _table(test, key, "test")
+    strategy.fit(train, x_train, train_table)
+    runs = sweep_strategy(strategy, test, test_table, strategy.quality(x_test, test.prompts))
+    keep = pareto(runs)
+    curve = [_row(*runs[i]) for i in keep]
+    result = evaluate_curve(curve, [runs[i][1].answer for i in keep], test)
+    m = result.metrics
+    m["points"] = [{**runs[i][0], "escalated": float((runs[i][1].calls > 1).mean())} for i in keep]
+    m["sweep"] = [_summary(point, run) for point, run in runs]
+    op, _ = _pick([runs[i] for i in keep], _best_single(test)[1])
+    m["calls_per_query"] = curve[op][3]
+    m["escalated"] = m["points"][op]["escalated"]
+    m["calibrated"] = _calibrated(
+        name,
+        params,
+        (train, x_train, train_table),
+        strategy,
+        (test, x_test, test_table),
+        seed,
+    )
+    return RouterResult(kind="router", metrics=m)
