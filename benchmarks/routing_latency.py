@@ -73,7 +73,7 @@ def _quality(variant: str, train_file: Path, test_file: Path, cache: Path, model
     from router.embedder import load_embedder
     from training.dataset import read_dataset, to_routing_data
     from training.embed import embed_prompts
-    from training.evaluate import evaluate_scores
+    from training.evaluate import evaluate_router
     from training.fitting import fit_router
 
     embedder = load_embedder(cache, variant, models)
@@ -84,7 +84,7 @@ def _quality(variant: str, train_file: Path, test_file: Path, cache: Path, model
     router = fit_router("ensemble", train, x_train, {}, 0)
     router.save(out)
     cost_scale = float(train.costs.max(axis=1).mean())
-    result = evaluate_scores(router.score(x_test, test.prompts), test, cost_scale)
+    result = evaluate_router(router, x_test, test, cost_scale)
     return float(result.metrics["aiq"])
 
 
