@@ -30,6 +30,7 @@ import numpy as np
 
 from api.errors import NoExpertAvailable, RejectedByExpert, error_body
 from api.learning import OnlineLearner
+from api.limits import token_limit
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from experts.client import ExpertStream
@@ -189,8 +190,10 @@ class Cascade:
         question = routing_text(body["messages"], max_chars=1_000_000)
         texts: list[str] = []  # the answers so far, for the features' agreement
         while (expert := episode.next_expert()) is not None:
+            descriptor = self.routing.experts[expert]
+            limit = token_limit(descriptor, request.completion_limit, int(body["max_tokens"]))
             tokens = self._affordable_tokens(
-                expert, worst_prompt, episode.remaining, body["max_tokens"]
+                expert, worst_prompt, episode.remaining, min(limit, descriptor.context_length)
             )
             if tokens < 1:
                 episode.skip(expert)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from api.errors import APIError, InvalidRequest, NoExpertAvailable, UpstreamTimeout, error_body
+from api.limits import token_limit
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.serving import CoeMeta, _answer_text, _sse
@@ -129,9 +130,10 @@ class ComposeService:
 
     # -- calling ------------------------------------------------------------------------------
 
-    def _call(self, body: Json) -> Call:
+    def _call(self, body: Json, requested: int | None) -> Call:
         async def call(expert: str, messages: list[Json]) -> Reply:
-            upstream = {**body, "messages": messages, "max_tokens": self._limit(expert, body)}
+            limit = self._limit(expert, body, requested)
+            upstream = {**body, "messages": messages, "max_tokens": limit}
             try:
                 with span("coe.compose.call", expert=expert):
                     answer = await self.pool.client.complete(expert, upstream)
@@ -144,9 +146,12 @@ class ComposeService:
 
         return call
 
-    def _limit(self, expert: str, body: Json) -> int:
-        """The request's token limit, never above what `expert`'s context holds."""
-        return max(1, min(int(body["max_tokens"]), self.routing.experts[expert].context_length))
+    def _limit(self, expert: str, body: Json, requested: int | None) -> int:
+        """The token limit a call to `expert` is sent: the request's, else the expert's pool
+        default, else the gateway's (`body`'s); never above what its context holds."""
+        descriptor = self.routing.experts[expert]
+        limit = token_limit(descriptor, requested, int(body["max_tokens"]))
+        return max(1, min(limit, descriptor.context_length))
 
     def _reply(self, expert: str, answer: Json, messages: list[Json]) -> Reply:
         text = _answer_text(answer)
@@ -171,7 +176,9 @@ class ComposeService:
             options.max_cost_usd if options else None,
         )
         body = request.upstream_body(self.settings.default_max_tokens)
-        limit = int(body["max_tokens"])
+        requested = request.completion_limit
+        # the largest limit any call may be sent: estimates and the budget are bounds
+        limit = max(self._limit(e, body, requested) for e in self.routing.experts)
         strategy = (options.strategy if options else None) or self.settings.compose_strategy
         k = (options.k if options else None) or self.settings.compose_k
         layers = (options.layers if options else None) or self.settings.compose_layers
@@ -182,7 +189,7 @@ class ComposeService:
         closer = judge if strategy == "select" else aggregator
         recruited = self._recruit(decision, strategy, k, closer, messages, budget, limit)
         composition = Composition(
-            self._call(body), budget, self._estimate_cost(limit), self.templates
+            self._call(body, requested), budget, self._estimate_cost(limit), self.templates
         )
         try:
             with span("coe.compose", strategy=strategy, k=len(recruited), aggregator=aggregator):
@@ -223,7 +230,7 @@ class ComposeService:
             call_started = time.perf_counter()
             try:
                 async with asyncio.timeout(budget.remaining_s()):
-                    reply = await self._call(body)(expert, messages)
+                    reply = await self._call(body, request.completion_limit)(expert, messages)
             except (ExpertError, TimeoutError) as exc:
                 _fail_final(outcome, final, exc)
             else:
@@ -256,7 +263,7 @@ class ComposeService:
             final = SubAnswer(expert, "aggregator", 1 + max(a.layer for a in outcome.answers))
             outcome.answers.append(final)
             stream_body = {**body, "messages": messages, "stream_options": {"include_usage": True}}
-            stream_body["max_tokens"] = self._limit(expert, body)
+            stream_body["max_tokens"] = self._limit(expert, body, request.completion_limit)
             final_started = time.perf_counter()
             try:
                 async with asyncio.timeout(budget.remaining_s()):

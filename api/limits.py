@@ -26,7 +26,7 @@ from api.store import ApiKey, Charge, RequestRecord, Store
 from router.descriptor import ExpertDescriptor
 from router.query import estimate_tokens, max_prompt_tokens
 
-__all__ = ["Limiter", "completion_tokens", "nano_usd", "period_window"]
+__all__ = ["Limiter", "completion_tokens", "nano_usd", "period_window", "token_limit"]
 
 _DAY = 86_400
 
@@ -44,6 +44,13 @@ def period_window(period: str, now: float) -> tuple[str, int, float]:
         return time.strftime("%Y-%m", t), 62 * _DAY, start + days * _DAY - now
     start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
     return time.strftime("%Y-%m-%d", t), 2 * _DAY, start + _DAY - now
+
+
+def token_limit(expert: ExpertDescriptor, requested: int | None, default: int) -> int:
+    """The `max_tokens` a call to `expert` starts from: the request's, else the expert's
+    `default_max_tokens` from the pool, else the gateway's `default` (`COE_DEFAULT_MAX_TOKENS`);
+    `completion_tokens` then fits it to the context and the cost cap."""
+    return requested or expert.default_max_tokens or default
 
 
 def completion_tokens(
@@ -81,17 +88,24 @@ class Limiter:
         this request can cost, before any expert is called."""
         messages = [m.model_dump() for m in request.messages]
         cap = request.coe.max_cost_usd if request.coe else None
-        limit = request.completion_limit or self.default_max_tokens
+        experts = self.routing.experts
+        reachable = [experts[request.model]] if request.model in experts else experts.values()
+        limits = {
+            e.name: token_limit(e, request.completion_limit, self.default_max_tokens)
+            for e in reachable
+        }
+        limit = max(limits.values(), default=self.default_max_tokens)
         calls = 1
         if request.model not in self.routing.experts and self.max_calls is not None:
             calls = self.max_calls(request)
         prompt = max_prompt_tokens(messages)
         if request.model == "coe-compose":  # later calls read the earlier answers
             prompt += (calls - 1) * (limit + 16)
-        experts = self.routing.experts
-        reachable = [experts[request.model]] if request.model in experts else experts.values()
         worst = max(
-            (e.cost_usd(prompt, completion_tokens(e, limit, prompt, cap)) for e in reachable),
+            (
+                e.cost_usd(prompt, completion_tokens(e, limits[e.name], prompt, cap))
+                for e in reachable
+            ),
             default=0.0,
         )
         usd = calls * worst

@@ -29,7 +29,7 @@ from api.errors import (
     UpstreamTimeout,
     error_body,
 )
-from api.limits import completion_tokens
+from api.limits import completion_tokens, token_limit
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
@@ -290,7 +290,8 @@ class ChatService:
         cap = request.coe.max_cost_usd if request.coe else None
         descriptor = self.routing.experts[expert]
         prompt = max_prompt_tokens(body["messages"])
-        tokens = completion_tokens(descriptor, int(body["max_tokens"]), prompt, cap)
+        limit = token_limit(descriptor, request.completion_limit, int(body["max_tokens"]))
+        tokens = completion_tokens(descriptor, limit, prompt, cap)
         return {**body, "max_tokens": tokens}
 
     def _settle(

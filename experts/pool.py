@@ -71,6 +71,10 @@ class ExpertConfig(BaseModel):
     input_price: Price = 0.0
     output_price: Price = 0.0
     context_length: Annotated[int, Field(gt=0)] = 4096
+    default_max_tokens: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description="max_tokens sent when a request sets none (unset: COE_DEFAULT_MAX_TOKENS)",
+    )
     max_concurrency: Annotated[int, Field(ge=1)] = 4
     descriptor: str = ""
     skills: list[str] = Field(default_factory=list)
@@ -96,6 +100,15 @@ class ExpertConfig(BaseModel):
     n_threads: Annotated[int, Field(ge=1)] = 1
     n_ctx: Annotated[int, Field(ge=0)] = 0
     extra_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_default_max_tokens(self) -> Self:
+        if self.default_max_tokens is not None and self.default_max_tokens > self.context_length:
+            raise ValueError(
+                f"default_max_tokens {self.default_max_tokens} is above context_length "
+                f"{self.context_length}: lower it (an answer must fit the context)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_engine_fields(self) -> Self:
@@ -158,6 +171,7 @@ class ExpertConfig(BaseModel):
             skills=tuple(self.skills),
             tools=self.supports_tools,
             modalities=tuple(self.modalities),
+            default_max_tokens=self.default_max_tokens,
         )
 
 

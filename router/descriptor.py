@@ -24,6 +24,8 @@ class ExpertDescriptor:
     tools: bool = True
     #: Kinds of content parts it reads: "text", "image", "audio", "file".
     modalities: tuple[str, ...] = ("text",)
+    #: `max_tokens` it is sent when a request sets none (None: the gateway's default).
+    default_max_tokens: int | None = None
 
     def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float:
         """USD for a call with these token counts."""

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,11 +17,16 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from api.app import create_app
 from api.limits import nano_usd, period_window
 from api.schemas import ChatCompletionRequest
+from api.settings import Settings
+from experts.errors import PoolConfigError
+from experts.pool import load_pool
+from experts.testing import FakeExpert, FakeNetwork
 from tests.api.conftest import GatewayFactory, wait_for
 from tests.api.test_limits import with_key
-from tests.conftest import Gateway
+from tests.conftest import POOL, Gateway, write_pool
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 LONG = " ".join(f"w{i}" for i in range(600))  # longer than any limit below: cut at max_tokens
@@ -154,3 +160,40 @@ def test_the_reservation_is_the_most_a_call_can_cost(gateway: Gateway) -> None:
         ChatCompletionRequest.model_validate({"model": "coe-auto", "messages": HELLO})
     )
     assert usd >= beta.cost_usd(len("Say hello"), 512)  # the dearest expert, at max_tokens
+
+
+async def test_a_pools_default_max_tokens_is_sent_and_reserved(tmp_path: Path) -> None:
+    pool: dict[str, Any] = json.loads(json.dumps(POOL))
+    pool["experts"][1] |= {"default_max_tokens": 64}  # beta
+    fakes = {"alpha": FakeExpert("alpha", "alpha hi"), "beta": FakeExpert("beta", "beta hi")}
+    settings = Settings(
+        pool=write_pool(tmp_path / "pool.yaml", pool),
+        work_dir=tmp_path / "work",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    app = create_app(settings, transport=FakeNetwork(fakes))
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+        async with client:
+            for model, sent, expected in (
+                ("beta", None, 64),
+                ("beta", 10, 10),
+                ("alpha", None, 512),
+            ):
+                body: dict[str, Any] = {"model": model, "messages": HELLO}
+                if sent is not None:
+                    body["max_tokens"] = sent
+                assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+                assert fakes[model].requests[-1]["max_tokens"] == expected
+        beta = app.state.routing.experts["beta"]
+        request = ChatCompletionRequest.model_validate({"model": "beta", "messages": HELLO})
+        _, usd = app.state.guard.limiter.estimate(request)
+        assert usd == pytest.approx(beta.cost_usd(len("Say hello") + 16, 64), rel=0.2)
+        assert usd < beta.cost_usd(len("Say hello"), 512)
+
+
+def test_a_default_max_tokens_above_the_context_fails_at_start(tmp_path: Path) -> None:
+    pool: dict[str, Any] = json.loads(json.dumps(POOL))
+    pool["experts"][0] |= {"default_max_tokens": 5000, "context_length": 4096}
+    with pytest.raises(PoolConfigError, match="default_max_tokens"):
+        load_pool(write_pool(tmp_path / "pool.yaml", pool))
