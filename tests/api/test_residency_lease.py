@@ -1,5 +1,5 @@
 """The residency lease on the real Redis (DB 7, a prefix per test): one holder at a time,
-renewal, expiry, and the state, wants and in-flight reports it carries between replicas."""
+renewal, expiry, and the state, wants and calls in flight it carries between replicas."""
 
 from __future__ import annotations
 
@@ -42,14 +42,22 @@ async def test_one_holder_at_a_time_until_release_or_expiry(lease: RedisResidenc
 
 async def test_state_wants_and_calls_in_flight(lease: RedisResidencyLease) -> None:
     assert await lease.published() is None
+    assert not await lease.enter("a", "y"), "nothing published: no call may start"
     await lease.publish({"a": True, "b": False})
     assert await lease.published() == {"a": True, "b": False}
-    await lease.want("b")
-    await lease.want("b")
-    assert await lease.take_wanted() == {"b"} and await lease.take_wanted() == set()
-    assert await lease.busy_elsewhere("x") == {}, "no other replica reports"
-    await lease.report_busy("y", {"a": 2, "b": 0}, ttl_s=0.3)
-    await lease.report_busy("x", {"a": 5}, ttl_s=5)
-    assert await lease.busy_elsewhere("x") == {"a": 2, "b": 0}
-    await asyncio.sleep(0.4)  # y's report is stale: y is gone
-    assert await lease.busy_elsewhere("x") == {}
+    await lease.want("b", "y", ttl_s=0.3)
+    await lease.want("b", "z", ttl_s=5)
+    assert await lease.wanted() == {"b"}
+    await lease.unwant("b", "z")
+    assert await lease.wanted() == {"b"}, "y still waits"
+    await asyncio.sleep(0.4)  # y's want expired: y is gone or was served
+    assert await lease.wanted() == set()
+    assert await lease.enter("a", "y") and await lease.enter("a", "y")
+    assert not await lease.enter("b", "y"), "b is published asleep: the call must not start"
+    assert await lease.calls_elsewhere("a", "x") == 2
+    assert await lease.calls_elsewhere("a", "y") == 0, "a replica's own calls are not elsewhere"
+    await lease.publish({"a": False, "b": True})  # the holder starts draining a
+    assert not await lease.enter("a", "z")
+    await lease.leave("a", "y")
+    await lease.leave("a", "y")
+    assert await lease.calls_elsewhere("a", "x") == 0
