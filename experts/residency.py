@@ -227,11 +227,14 @@ class ResidencyManager:
 
     async def hold_for_followers(self, name: str) -> None:
         """The holder, with `name` awake and a slot on it held: return once no follower wants
-        it any more (they saw it awake and entered their calls), or after a bound."""
+        it any more and a round has passed for them to enter the calls they queued for it
+        (a call that comes too late finds it published asleep and waits again), or after a
+        bound."""
         assert self.lease is not None
         deadline = time.monotonic() + 6 * self.lease_ttl_s
         while time.monotonic() < deadline:
             if name not in await self.lease.wanted():
+                await asyncio.sleep(self.every_s)
                 return
             await asyncio.sleep(self.every_s / 2)
 
