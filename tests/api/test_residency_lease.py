@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
+import httpx
 import pytest
 
 from api.store.residency import RedisResidencyLease, replica_id
+from experts.engines.base import Engine
+from experts.residency import ResidencyManager
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +65,47 @@ async def test_state_wants_and_calls_in_flight(lease: RedisResidencyLease) -> No
     await lease.leave("a", "y")
     await lease.leave("a", "y")
     assert await lease.calls_elsewhere("a", "x") == 0
+
+
+class _Engine:
+    """What `ResidencyManager` reads of an engine when it follows (it never calls it then)."""
+
+    def __init__(self, asleep: bool) -> None:
+        self.asleep = asleep
+        self.evictable = True
+
+
+async def test_a_follower_asks_until_served_and_enters_calls_only_while_awake(
+    lease: RedisResidencyLease,
+) -> None:
+    holder, follower = replica_id(), replica_id()
+    assert await lease.acquire(holder, 5)
+    engines = {"a": _Engine(asleep=False), "b": _Engine(asleep=True)}
+    http = httpx.AsyncClient()  # never used: a follower does not call its engines
+    manager = ResidencyManager(cast(dict[str, Engine], engines), http, 1)
+    manager.share(lease, follower, ttl_s=5)
+    manager.every_s = 0.05  # its want lives 0.2 s unless renewed
+    await lease.publish({"a": True, "b": False})
+    waking = asyncio.create_task(manager.make_resident("b"))
+    for _ in range(200):
+        if "b" in await lease.wanted():
+            break
+        await asyncio.sleep(0.01)
+    await lease.publish({"a": False, "b": True})  # a wake too short for the follower to see
+    await lease.publish({"a": True, "b": False})
+    await asyncio.sleep(0.5)
+    assert "b" in await lease.wanted(), "the follower asks again while it waits"
+    assert not waking.done()
+    await lease.publish({"a": False, "b": True})
+    await asyncio.wait_for(waking, 2)
+    assert not engines["b"].asleep and engines["a"].asleep
+    assert await lease.wanted() == set(), "served: the want is withdrawn"
+
+    assert await manager.claim("b") and await lease.calls_elsewhere("b", holder) == 1
+    await lease.publish({"a": False, "b": False})  # the holder starts draining b
+    assert not await manager.claim("b"), "published asleep: no new call may start"
+    assert engines["b"].asleep, "the follower adopts it as asleep and waits again"
+    manager.unclaim("b")
+    await asyncio.sleep(0.1)
+    assert await lease.calls_elsewhere("b", holder) == 0
+    await http.aclose()
