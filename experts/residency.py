@@ -54,7 +54,8 @@ class ResidencyLease(Protocol):
     records for `ttl_s` that a follower waits for an asleep expert (renewed while it waits,
     `unwant` when it is served); `wanted` lists the experts with a live want. `enter` counts a
     follower's call to `expert` only if the published state says it is awake, atomically
-    (False: do not start it); `leave` ends it; `calls_elsewhere` sums other replicas' calls.
+    (False: do not start it); `leave` ends it; `calls_elsewhere` sums the calls of other
+    replicas that renewed `alive` within its `ttl_s` (a dead replica's calls do not count).
     """
 
     async def acquire(self, holder: str, ttl_s: float) -> bool: ...
@@ -66,6 +67,7 @@ class ResidencyLease(Protocol):
     async def wanted(self) -> set[str]: ...
     async def enter(self, expert: str, replica: str) -> bool: ...
     async def leave(self, expert: str, replica: str) -> None: ...
+    async def alive(self, replica: str, ttl_s: float) -> None: ...
     async def calls_elsewhere(self, expert: str, replica: str) -> int: ...
 
 
@@ -205,8 +207,8 @@ class ResidencyManager:
     ) -> None:
         """Run until cancelled: renew or take the lease every `every_s`. Holding it, publish
         the state and serve what followers want (`on_demand(name)`, one task per expert at a
-        time; it should wake the expert and `hold_for_followers`); following, adopt the
-        published state."""
+        time; it should wake the expert and `hold_for_followers`); following, say it is alive
+        (its entered calls count for `lease_ttl_s`) and adopt the published state."""
         assert self.lease is not None
         self.every_s = every_s
         serving: dict[str, asyncio.Task[None]] = {}
@@ -220,6 +222,7 @@ class ResidencyManager:
                             serving[name] = task
                             task.add_done_callback(functools.partial(_forget, serving, name))
                 else:
+                    await self.lease.alive(self.holder, self.lease_ttl_s)
                     await self._follow()
             except Exception as exc:  # the store is down: try again next round
                 log.warning("residency coordination failed: %s", exc)

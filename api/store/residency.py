@@ -1,6 +1,6 @@
 """The residency lease on Redis: one gateway replica at a time drives sleep and wake.
 
-Implements `experts.residency.ResidencyLease` with four keys under the store's prefix:
+Implements `experts.residency.ResidencyLease` with five keys under the store's prefix:
 
     residency:lease   the holder's id, with a TTL (SET NX PX; renewed by the holder only)
     residency:state   JSON {expert: awake} as the holder last published it
@@ -8,6 +8,8 @@ Implements `experts.residency.ResidencyLease` with four keys under the store's p
     residency:calls   a hash {"expert|replica": n}: followers' calls in flight, each counted
                       atomically with a check of the state (`enter`), so that once the holder
                       has published an expert asleep no new call to it can start anywhere
+    residency:alive   a hash {replica: expiry time}, renewed by followers every round: the
+                      calls of a replica that stopped renewing (it died) no longer count
 
 Example::
 
@@ -121,14 +123,28 @@ class RedisResidencyLease:
     async def leave(self, expert: str, replica: str) -> None:
         await self.redis.hincrby(self.k("calls"), f"{expert}|{replica}", -1)
 
+    async def alive(self, replica: str, ttl_s: float) -> None:
+        await self.redis.hset(self.k("alive"), replica, time.time() + ttl_s)
+
     async def calls_elsewhere(self, expert: str, replica: str) -> int:
-        """Calls to `expert` that replicas other than `replica` entered and did not leave."""
-        entries: Any = await self.redis.hgetall(self.k("calls"))
-        total = 0
-        for field, n in entries.items():
+        """Calls to `expert` that other live replicas entered and did not leave; the entries
+        of replicas that stopped renewing `alive` are dropped."""
+        calls: Any = await self.redis.hgetall(self.k("calls"))
+        alive: Any = await self.redis.hgetall(self.k("alive"))
+        now = time.time()
+        live = {r.decode() for r, until in alive.items() if float(until) >= now}
+        total, dead = 0, []
+        for field, n in calls.items():
             name, owner = field.decode().rsplit("|", 1)
-            if name == expert and owner != replica:
+            if owner not in live:
+                dead.append(field)
+            elif name == expert and owner != replica:
                 total += max(int(n), 0)
+        if dead:
+            await self.redis.hdel(self.k("calls"), *dead)
+        gone = [r for r in alive if r.decode() not in live]
+        if gone:
+            await self.redis.hdel(self.k("alive"), *gone)
         return total
 
     async def aclose(self) -> None:

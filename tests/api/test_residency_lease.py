@@ -56,6 +56,7 @@ async def test_state_wants_and_calls_in_flight(lease: RedisResidencyLease) -> No
     assert await lease.wanted() == {"b"}, "y still waits"
     await asyncio.sleep(0.4)  # y's want expired: y is gone or was served
     assert await lease.wanted() == set()
+    await lease.alive("y", ttl_s=5)
     assert await lease.enter("a", "y") and await lease.enter("a", "y")
     assert not await lease.enter("b", "y"), "b is published asleep: the call must not start"
     assert await lease.calls_elsewhere("a", "x") == 2
@@ -63,7 +64,8 @@ async def test_state_wants_and_calls_in_flight(lease: RedisResidencyLease) -> No
     await lease.publish({"a": False, "b": True})  # the holder starts draining a
     assert not await lease.enter("a", "z")
     await lease.leave("a", "y")
-    await lease.leave("a", "y")
+    assert await lease.calls_elsewhere("a", "x") == 1
+    await lease.alive("y", ttl_s=-1)  # y died with a call in flight: it no longer counts
     assert await lease.calls_elsewhere("a", "x") == 0
 
 
@@ -101,6 +103,7 @@ async def test_a_follower_asks_until_served_and_enters_calls_only_while_awake(
     assert not engines["b"].asleep and engines["a"].asleep
     assert await lease.wanted() == set(), "served: the want is withdrawn"
 
+    await lease.alive(follower, ttl_s=5)  # what its coordination round does
     assert await manager.claim("b") and await lease.calls_elsewhere("b", holder) == 1
     await lease.publish({"a": False, "b": False})  # the holder starts draining b
     assert not await manager.claim("b"), "published asleep: no new call may start"
