@@ -82,3 +82,9 @@ class EngineStartError(RuntimeError):
 
 class ResidencyError(RuntimeError):
     """An expert could not be put to sleep or woken; the message says which call failed."""
+
+
+class ResidencyWaitTimeout(ResidencyError):
+    """Another replica drives residency and did not wake the expert within the wait bound, or
+    the lease changed hands mid-switch. Nothing is broken: calls waiting for it are shed
+    (503 with `retry-after`) and a retry is expected to succeed."""

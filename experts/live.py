@@ -87,20 +87,19 @@ class LivePool:
         if any(e.restartable for e in self.engines.values()):
             self._supervisor = asyncio.create_task(self._supervise(), name="coe-supervisor")
         if self.residency.lease is not None:
+            self.scheduler.claims = self.residency
             self._coordinator = asyncio.create_task(
-                self.residency.coordinate(self._in_flight, self._wake_for_replica),
+                self.residency.coordinate(self._wake_for_replica),
                 name="coe-residency",
             )
 
-    def _in_flight(self) -> dict[str, int]:
-        return {name: self.scheduler.in_flight(name) for name in self.engines}
-
     async def _wake_for_replica(self, name: str) -> None:
-        """Another replica needs `name`: queue for it here, so that the scheduler wakes it in
-        its turn (a batch per wake, the wait bound) as it would for a call of this replica."""
+        """Other replicas need `name`: queue for it here, so that the scheduler wakes it in its
+        turn (a batch per wake, the wait bound) as it would for a call of this replica, and
+        keep the slot (so it is not put back to sleep) until they have seen it awake."""
         try:
             async with self.scheduler.slot(name):
-                pass
+                await self.residency.hold_for_followers(name)
         except Exception as exc:
             log.warning("could not wake %s for another replica: %s", name, exc)
 

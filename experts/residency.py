@@ -13,9 +13,12 @@ This module does the transitions and counts them; *when* to do them is the sched
 Replicas: when several gateways share experts (vLLM servers on one GPU), one replica at a time
 drives the transitions: the holder of a lease with expiry (`ResidencyLease`, on Redis:
 `api.store.residency`). It publishes which experts are awake; the others (followers) never call
-`/sleep` or `/wake_up`: they route by the published state, ask the holder for an asleep expert
-they need (`want`) and report their calls in flight, which the holder waits for before it puts
-an expert to sleep. A holder that dies stops renewing; after `lease_ttl_s` another takes over.
+`/sleep` or `/wake_up`: they route by the published state and ask the holder for an asleep
+expert they need (`want`, renewed while they wait: the holder keeps it awake until they have
+seen it). A follower's call starts only once it is counted in the store under a check that the
+published state still says awake (`enter`); the holder publishes an expert asleep *before* it
+waits for those counts to fall to zero and puts it to sleep, so no call is ever in flight on a
+sleeping expert. A holder that dies stops renewing; after `lease_ttl_s` another takes over.
 
 Example::
 
@@ -27,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -35,7 +39,7 @@ from typing import Protocol
 import httpx
 
 from experts.engines.base import Engine
-from experts.errors import ResidencyError
+from experts.errors import ResidencyWaitTimeout
 
 __all__ = ["ResidencyLease", "ResidencyManager"]
 
@@ -47,21 +51,28 @@ class ResidencyLease(Protocol):
 
     `acquire` takes the lease when it is free and renews it when `holder` has it (True), else
     False. `publish`/`published` carry the holder's view of which experts are awake. `want`
-    records a follower's need for an asleep expert; `take_wanted` hands those to the holder
-    once. `report_busy` says how many calls a replica has in flight per expert, for `ttl_s`;
-    `busy_elsewhere` sums the live reports of every other replica ({} when none reports).
+    records for `ttl_s` that a follower waits for an asleep expert (renewed while it waits,
+    `unwant` when it is served); `wanted` lists the experts with a live want. `enter` counts a
+    follower's call to `expert` only if the published state says it is awake, atomically
+    (False: do not start it); `leave` ends it; `calls_elsewhere` sums the calls of other
+    replicas that renewed `alive` within its `ttl_s` (a dead replica's calls do not count).
     """
 
     async def acquire(self, holder: str, ttl_s: float) -> bool: ...
     async def release(self, holder: str) -> None: ...
     async def publish(self, resident: Mapping[str, bool]) -> None: ...
     async def published(self) -> dict[str, bool] | None: ...
-    async def want(self, expert: str) -> None: ...
-    async def take_wanted(self) -> set[str]: ...
-    async def report_busy(
-        self, holder: str, in_flight: Mapping[str, int], ttl_s: float
-    ) -> None: ...
-    async def busy_elsewhere(self, holder: str) -> dict[str, int]: ...
+    async def want(self, expert: str, replica: str, ttl_s: float) -> None: ...
+    async def unwant(self, expert: str, replica: str) -> None: ...
+    async def wanted(self) -> set[str]: ...
+    async def enter(self, expert: str, replica: str) -> bool: ...
+    async def leave(self, expert: str, replica: str) -> None: ...
+    async def alive(self, replica: str, ttl_s: float) -> None: ...
+    async def calls_elsewhere(self, expert: str, replica: str) -> int: ...
+
+
+def _forget(serving: dict[str, asyncio.Task[None]], name: str, _: object) -> None:
+    serving.pop(name, None)
 
 
 class ResidencyManager:
@@ -83,6 +94,8 @@ class ResidencyManager:
         self.lease_ttl_s = 10.0
         self.every_s = 0.25  # how often `coordinate` runs a round
         self._leaving: str | None = None  # published as asleep while other replicas drain it
+        self._claimed: dict[str, int] = dict.fromkeys(engines, 0)  # calls entered in the store
+        self._leaves: set[asyncio.Task[None]] = set()
         #: True when this replica drives transitions: always without a lease, else while it
         #: holds the lease
         self.leading = True
@@ -190,62 +203,116 @@ class ResidencyManager:
         await asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
 
     async def coordinate(
-        self,
-        in_flight: Callable[[], Mapping[str, int]],
-        on_demand: Callable[[str], Coroutine[None, None, None]],
-        every_s: float = 0.25,
+        self, on_demand: Callable[[str], Coroutine[None, None, None]], every_s: float = 0.25
     ) -> None:
         """Run until cancelled: renew or take the lease every `every_s`. Holding it, publish
-        the state and wake what followers want (`on_demand`); following, adopt the published
-        state and report this replica's calls in flight."""
+        the state and serve what followers want (`on_demand(name)`, one task per expert at a
+        time; it should wake the expert and `hold_for_followers`); following, say it is alive
+        (its entered calls count for `lease_ttl_s`) and adopt the published state."""
         assert self.lease is not None
         self.every_s = every_s
-        pending: set[asyncio.Task[None]] = set()
+        serving: dict[str, asyncio.Task[None]] = {}
         while True:
             try:
                 if await self._lead():
                     await self._publish()
-                    for name in await self.lease.take_wanted():
-                        if name in self.engines and not self.resident(name):
+                    for name in await self.lease.wanted():
+                        if name in self.engines and name not in serving:
                             task = asyncio.create_task(on_demand(name), name=f"coe-want-{name}")
-                            pending.add(task)
-                            task.add_done_callback(pending.discard)
+                            serving[name] = task
+                            task.add_done_callback(functools.partial(_forget, serving, name))
                 else:
+                    await self.lease.alive(self.holder, self.lease_ttl_s)
                     await self._follow()
-                    await self.lease.report_busy(self.holder, in_flight(), 4 * every_s)
             except Exception as exc:  # the store is down: try again next round
                 log.warning("residency coordination failed: %s", exc)
             await asyncio.sleep(every_s)
 
-    async def _await_holder(self, name: str) -> None:
-        """A follower's wake: ask the holder, then wait until it publishes `name` awake."""
+    async def hold_for_followers(self, name: str) -> None:
+        """The holder, with `name` awake and a slot on it held: return once no follower wants
+        it any more and a round has passed for them to enter the calls they queued for it
+        (a call that comes too late finds it published asleep and waits again), or after a
+        bound."""
         assert self.lease is not None
         deadline = time.monotonic() + 6 * self.lease_ttl_s
-        await self.lease.want(name)
         while time.monotonic() < deadline:
-            if (await self._follow()).get(name):
+            if name not in await self.lease.wanted():
+                await asyncio.sleep(self.every_s)
                 return
-            if await self._lead():  # the holder is gone: this replica drives from now on,
-                # from the state it last saw, and this switch (planned as a follower) fails
-                raise ResidencyError(f"{name}: the replica driving residency changed; retry")
-            await asyncio.sleep(0.2)
-        raise ResidencyError(f"{name}: the replica driving residency did not wake it in time")
+            await asyncio.sleep(self.every_s / 2)
+
+    async def _await_holder(self, name: str) -> None:
+        """A follower's wake: ask the holder (again every poll, so that a wake it missed is
+        asked for anew) until it publishes `name` awake; bounded, never hangs."""
+        assert self.lease is not None
+        deadline = time.monotonic() + 6 * self.lease_ttl_s
+        try:
+            while time.monotonic() < deadline:
+                await self.lease.want(name, self.holder, 4 * self.every_s)
+                if (await self._follow()).get(name):
+                    return
+                if await self._lead():  # the holder is gone: this replica drives from now on,
+                    # from the state it last saw, and this switch (planned as a follower) fails
+                    raise ResidencyWaitTimeout(
+                        f"{name}: the replica driving residency changed; retry"
+                    )
+                await asyncio.sleep(0.2)
+        finally:
+            try:
+                await self.lease.unwant(name, self.holder)
+            except Exception as exc:  # expires on its own
+                log.warning("could not withdraw the want for %s: %s", name, exc)
+        raise ResidencyWaitTimeout(
+            f"{name}: the replica driving residency did not wake it in time; retry"
+        )
+
+    async def claim(self, name: str) -> bool:
+        """A call to `name` is about to start on this replica. Following, count it in the store
+        if the published state still says `name` is awake; False (adopting `name` as asleep)
+        when it does not: the caller gives its slot back and waits again. True otherwise."""
+        if self.lease is None or not self.evictable(name) or self.leading:
+            return True
+        try:
+            entered = await self.lease.enter(name, self.holder)
+        except Exception as exc:  # no store: nobody drives until it is back; go ahead
+            log.warning("could not register a call to %s with the residency store: %s", name, exc)
+            return True
+        if entered:
+            self._claimed[name] += 1
+        else:
+            self.engines[name].asleep = True
+        return entered
+
+    def unclaim(self, name: str) -> None:
+        """A call that `claim` let start has ended (its count leaves the store soon after)."""
+        if self.lease is None or self._claimed.get(name, 0) <= 0:
+            return
+        self._claimed[name] -= 1
+        task = asyncio.get_running_loop().create_task(self._leave(name))
+        self._leaves.add(task)
+        task.add_done_callback(self._leaves.discard)
+
+    async def _leave(self, name: str) -> None:
+        assert self.lease is not None
+        try:
+            await self.lease.leave(name, self.holder)
+        except Exception as exc:  # the holder's wait for it is bounded
+            log.warning("could not unregister a call to %s: %s", name, exc)
 
     async def _drain_elsewhere(self, name: str) -> None:
-        """The holder, before it puts `name` to sleep while other replicas live: publish it as
-        asleep (they stop starting calls to it), give them a few rounds to see that and report,
-        then wait for their calls to it to end (bounded)."""
-        if self.lease is None or not await self.lease.busy_elsewhere(self.holder):
-            return  # no other replica reports: nobody else can be calling it
+        """The holder, before it puts `name` to sleep: publish it as asleep (from then on no
+        other replica can enter a call to it), then wait for the calls they entered to end
+        (bounded: a replica that died never leaves its calls)."""
+        if self.lease is None:
+            return
         self._leaving = name
         await self._publish()
-        await asyncio.sleep(2.5 * self.every_s)
         deadline = time.monotonic() + 6 * self.lease_ttl_s
-        while (await self.lease.busy_elsewhere(self.holder)).get(name, 0) > 0:
+        while await self.lease.calls_elsewhere(name, self.holder) > 0:
             if time.monotonic() > deadline:
                 log.warning("%s still has calls from other replicas; putting it to sleep", name)
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
     async def make_resident(self, name: str) -> None:
         """Wake `name` (a no-op when it is resident). Raises what the engine raised."""

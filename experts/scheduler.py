@@ -46,10 +46,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from experts.errors import ExpertOverloaded, ExpertUnavailable
+from experts.errors import ExpertOverloaded, ExpertUnavailable, ResidencyWaitTimeout
 from router.load import ExpertLoad
 
-__all__ = ["Residency", "Scheduler", "SchedulingMode", "Switch"]
+__all__ = ["Claims", "Residency", "Scheduler", "SchedulingMode", "Switch"]
 
 log = logging.getLogger("coe.experts.scheduler")
 
@@ -66,6 +66,15 @@ class Residency(Protocol):
     def has_room(self) -> bool: ...
     async def make_resident(self, name: str) -> None: ...
     async def evict(self, name: str) -> None: ...
+
+
+class Claims(Protocol):
+    """Calls registered with the replica that drives residency (`ResidencyManager` when the
+    pool is shared by replicas): `claim` before a granted call starts (False: the expert went
+    to sleep elsewhere meanwhile; wait again), `unclaim` when it ends."""
+
+    async def claim(self, name: str) -> bool: ...
+    def unclaim(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,8 @@ class Scheduler:
         #: per expert, the last call of the batch it was woken for (a forced drain waits for it)
         self._batch_end: dict[str, int] = dict.fromkeys(limits, -1)
         self._seq = itertools.count()
+        #: set when replicas share residency: each call is registered before it starts
+        self.claims: Claims | None = None
         self._switch: Switch | None = None  # the switch running now
         self._switch_task: asyncio.Task[None] | None = None
         self._draining: str | None = None
@@ -157,11 +168,29 @@ class Scheduler:
             )
         try:
             async with asyncio.timeout(self.queue_timeout_s):
-                await self._wait(expert)
+                while True:
+                    await self._wait(expert)
+                    if await self._claim(expert):
+                        return
         except TimeoutError as exc:
             raise ExpertOverloaded(
                 expert, f"no slot within {self.queue_timeout_s:g} s", self._retry_after()
             ) from exc
+
+    async def _claim(self, expert: str) -> bool:
+        """Register the granted call with the residency driver; on False the slot is given
+        back (the expert is now asleep in this replica's view, so waiting again wakes it)."""
+        if self.claims is None:
+            return True
+        try:
+            claimed = await self.claims.claim(expert)
+        except BaseException:
+            self._give_back(expert)
+            raise
+        if not claimed:
+            log.info("%s went to sleep before a granted call started; waiting again", expert)
+            self._give_back(expert)
+        return claimed
 
     def _retry_after(self) -> float:
         return min(self.queue_timeout_s or 5.0, 30.0)
@@ -176,7 +205,7 @@ class Scheduler:
         except asyncio.CancelledError:
             if ticket.future.done() and not ticket.future.cancelled():
                 if ticket.future.exception() is None:
-                    self.release(expert)  # granted just as the caller gave up
+                    self._give_back(expert)  # granted just as the caller gave up
             else:
                 with contextlib.suppress(ValueError):
                     self._queues[expert].remove(ticket)
@@ -185,6 +214,11 @@ class Scheduler:
 
     def release(self, expert: str) -> None:
         """Give back a slot taken by `acquire`."""
+        if self.claims is not None:
+            self.claims.unclaim(expert)
+        self._give_back(expert)
+
+    def _give_back(self, expert: str) -> None:
         self._in_flight[expert] -= 1
         self._last_used[expert] = self.clock()
         self._pump()
@@ -329,20 +363,26 @@ class Scheduler:
             await self.residency.make_resident(switch.wake)
             queue = self._queues[switch.wake]
             self._batch_end[switch.wake] = queue[-1].seq if queue else -1
+        except ResidencyWaitTimeout as exc:  # another replica drives: shed, do not mark down
+            log.warning("could not switch to %s: %s", switch.wake, exc)
+            why, wait = str(exc), self._retry_after()
+            self._fail(switch.wake, lambda: ExpertOverloaded(switch.wake, why, wait))
         except Exception as exc:
             log.error("could not switch to %s: %s", switch.wake, exc)
-            self._fail(switch.wake, f"could not be loaded: {exc}")
+            message = f"could not be loaded: {exc}"
+            self._fail(switch.wake, lambda: ExpertUnavailable(switch.wake, message))
         finally:
             self._switch = None
             self._switch_task = None
             self._pump()
 
-    def _fail(self, expert: str, message: str) -> None:
+    def _fail(self, expert: str, error: Callable[[], ExpertUnavailable]) -> None:
+        """Fail every call waiting for `expert` with a fresh `error()` each."""
         queue = self._queues[expert]
         while queue:
             ticket = queue.popleft()
             if not ticket.future.done():
-                ticket.future.set_exception(ExpertUnavailable(expert, message))
+                ticket.future.set_exception(error())
 
     def _arm_timer(self) -> None:
         """Wake the pump when the oldest call for an asleep expert reaches the wait bound."""

@@ -1,11 +1,15 @@
 """The residency lease on Redis: one gateway replica at a time drives sleep and wake.
 
-Implements `experts.residency.ResidencyLease` with four keys under the store's prefix:
+Implements `experts.residency.ResidencyLease` with five keys under the store's prefix:
 
     residency:lease   the holder's id, with a TTL (SET NX PX; renewed by the holder only)
     residency:state   JSON {expert: awake} as the holder last published it
-    residency:want    a set of experts that followers are waiting for
-    residency:busy    a hash {replica: JSON {"until": t, "in_flight": {expert: n}}}
+    residency:want    a hash {"expert|replica": expiry time}: followers waiting for an expert
+    residency:calls   a hash {"expert|replica": n}: followers' calls in flight, each counted
+                      atomically with a check of the state (`enter`), so that once the holder
+                      has published an expert asleep no new call to it can start anywhere
+    residency:alive   a hash {replica: expiry time}, renewed by followers every round: the
+                      calls of a replica that stopped renewing (it died) no longer count
 
 Example::
 
@@ -38,6 +42,14 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# count a follower's call only while the published state says the expert is awake
+_ENTER = """
+local s = redis.call('GET', KEYS[1])
+if not s then return 0 end
+if cjson.decode(s)[ARGV[1]] ~= true then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
+"""
 
 
 def replica_id() -> str:
@@ -54,6 +66,7 @@ class RedisResidencyLease:
         self.prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._enter = client.register_script(_ENTER)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_s: float = 0.5) -> RedisResidencyLease:
@@ -82,35 +95,56 @@ class RedisResidencyLease:
         value: Any = await self.redis.get(self.k("state"))
         return {str(k): bool(v) for k, v in json.loads(value).items()} if value else None
 
-    async def want(self, expert: str) -> None:
-        await self.redis.sadd(self.k("want"), expert)
+    async def want(self, expert: str, replica: str, ttl_s: float) -> None:
+        await self.redis.hset(self.k("want"), f"{expert}|{replica}", time.time() + ttl_s)
 
-    async def take_wanted(self) -> set[str]:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.smembers(self.k("want"))
-            pipe.delete(self.k("want"))
-            members, _ = await pipe.execute()
-        return {m.decode() for m in members}
+    async def unwant(self, expert: str, replica: str) -> None:
+        await self.redis.hdel(self.k("want"), f"{expert}|{replica}")
 
-    async def report_busy(self, holder: str, in_flight: Mapping[str, int], ttl_s: float) -> None:
-        entry = {"until": time.time() + ttl_s, "in_flight": dict(in_flight)}
-        await self.redis.hset(self.k("busy"), holder, json.dumps(entry))
-
-    async def busy_elsewhere(self, holder: str) -> dict[str, int]:
-        """{expert: calls in flight} summed over the other live replicas; {} when none lives."""
-        entries: Any = await self.redis.hgetall(self.k("busy"))
-        now, total, stale = time.time(), dict[str, int](), []
-        for replica, raw in entries.items():
-            entry = json.loads(raw)
-            if entry["until"] < now:
-                stale.append(replica)
-                continue
-            if replica.decode() == holder:
-                continue
-            for name, n in entry["in_flight"].items():
-                total[name] = total.get(name, 0) + int(n)
+    async def wanted(self) -> set[str]:
+        """The experts some live follower waits for (expired wants are dropped)."""
+        entries: Any = await self.redis.hgetall(self.k("want"))
+        now, experts, stale = time.time(), set[str](), []
+        for field, until in entries.items():
+            if float(until) < now:
+                stale.append(field)
+            else:
+                experts.add(field.decode().rsplit("|", 1)[0])
         if stale:
-            await self.redis.hdel(self.k("busy"), *stale)
+            await self.redis.hdel(self.k("want"), *stale)
+        return experts
+
+    async def enter(self, expert: str, replica: str) -> bool:
+        field = f"{expert}|{replica}"
+        return bool(
+            await self._enter(keys=[self.k("state"), self.k("calls")], args=[expert, field])
+        )
+
+    async def leave(self, expert: str, replica: str) -> None:
+        await self.redis.hincrby(self.k("calls"), f"{expert}|{replica}", -1)
+
+    async def alive(self, replica: str, ttl_s: float) -> None:
+        await self.redis.hset(self.k("alive"), replica, time.time() + ttl_s)
+
+    async def calls_elsewhere(self, expert: str, replica: str) -> int:
+        """Calls to `expert` that other live replicas entered and did not leave; the entries
+        of replicas that stopped renewing `alive` are dropped."""
+        calls: Any = await self.redis.hgetall(self.k("calls"))
+        alive: Any = await self.redis.hgetall(self.k("alive"))
+        now = time.time()
+        live = {r.decode() for r, until in alive.items() if float(until) >= now}
+        total, dead = 0, []
+        for field, n in calls.items():
+            name, owner = field.decode().rsplit("|", 1)
+            if owner not in live:
+                dead.append(field)
+            elif name == expert and owner != replica:
+                total += max(int(n), 0)
+        if dead:
+            await self.redis.hdel(self.k("calls"), *dead)
+        gone = [r for r in alive if r.decode() not in live]
+        if gone:
+            await self.redis.hdel(self.k("alive"), *gone)
         return total
 
     async def aclose(self) -> None:

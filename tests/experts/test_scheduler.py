@@ -186,3 +186,37 @@ async def test_a_forced_wake_serves_its_whole_batch_before_the_next_forced_switc
     # b's five calls (oldest first) in one wake although c's call was overdue all along
     assert served == ["b", "b", "b", "b", "b", "c"]
     assert res.log == ["evict a", "wake b", "evict b", "wake c"]
+
+
+class RefusingClaims:
+    """Replicas' claims: the first claim to `a` finds it gone to sleep elsewhere (the holder
+    published it asleep between this replica's grant and the call's start)."""
+
+    def __init__(self, residency: FakeResidency) -> None:
+        self.residency = residency
+        self.claimed: list[str] = []
+        self.unclaimed: list[str] = []
+        self.refused = False
+
+    async def claim(self, name: str) -> bool:
+        await asyncio.sleep(0)
+        if name == "a" and not self.refused:
+            self.refused = True
+            self.residency.asleep[name] = True  # adopted from the published state
+            return False
+        self.claimed.append(name)
+        return True
+
+    def unclaim(self, name: str) -> None:
+        self.unclaimed.append(name)
+
+
+async def test_a_refused_claim_gives_the_slot_back_and_waits_for_a_wake() -> None:
+    s, residency = make("ab", resident="a")
+    claims = RefusingClaims(residency)
+    s.claims = claims
+    served: list[str] = []
+    await asyncio.wait_for(call(s, "a", served), 1)
+    assert served == ["a"] and residency.log == ["wake a"], "it waited for a again"
+    assert claims.claimed == ["a"] and claims.unclaimed == ["a"], "one claim, one unclaim"
+    assert s.in_flight("a") == 0, "the refused grant's slot was given back"
