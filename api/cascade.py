@@ -20,7 +20,6 @@ by the same function (`router.rl_answers.answer_features`), before deciding whet
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import AsyncGenerator
@@ -33,6 +32,7 @@ from api.learning import OnlineLearner
 from api.limits import token_limit
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
+from api.sse import closing, sse
 from experts.client import ExpertStream
 from experts.errors import ExpertError
 from experts.fallback import Attempt
@@ -48,21 +48,6 @@ __all__ = ["Cascade", "CascadeResult"]
 Json = dict[str, Any]
 
 
-def _sse(data: Json) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def _closing(meta: Any, chunk: Json, request: ChatCompletionRequest, expert: str) -> list[bytes]:
-    final: Json = {**chunk, "model": expert, "choices": [], "coe": meta.as_json()}
-    if request.include_usage:
-        final["usage"] = {
-            "prompt_tokens": meta.prompt_tokens,
-            "completion_tokens": meta.completion_tokens,
-            "total_tokens": meta.prompt_tokens + meta.completion_tokens,
-        }
-    return [_sse(final), b"data: [DONE]\n\n"]
-
-
 async def _whole(
     answer: Json, meta: Any, chunk: Json, request: ChatCompletionRequest
 ) -> AsyncGenerator[bytes, None]:
@@ -70,10 +55,10 @@ async def _whole(
     expert = meta.steps[-1]["expert"]
     delta = {"role": "assistant", "content": _answer_text(answer)}
     choice = {"index": 0, "delta": delta, "finish_reason": None}
-    yield _sse({**chunk, "model": expert, "choices": [choice]})
+    yield sse({**chunk, "model": expert, "choices": [choice]})
     stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
-    yield _sse({**chunk, "model": expert, "choices": [stop]})
-    for event in _closing(meta, chunk, request, expert):
+    yield sse({**chunk, "model": expert, "choices": [stop]})
+    for event in closing(meta, chunk, request, expert):
         yield event
 
 
@@ -331,10 +316,10 @@ class Cascade:
                 usage = event.get("usage") or usage
                 if event.get("choices"):
                     pieces += any((c.get("delta") or {}).get("content") for c in event["choices"])
-                    yield _sse({**chunk, "model": expert, "choices": event["choices"]})
+                    yield sse({**chunk, "model": expert, "choices": event["choices"]})
         except ExpertError as exc:
             self.pool.health.mark_failed(expert, exc.message)
-            yield _sse(error_body(f"the expert failed mid-answer: {exc}", "server_error"))
+            yield sse(error_body(f"the expert failed mid-answer: {exc}", "server_error"))
             yield b"data: [DONE]\n\n"
             return
         finally:
@@ -343,7 +328,7 @@ class Cascade:
             await upstream.aclose()
             self._charge_last(done, meta, usage, pieces, request, started)
         self.served(request_id, meta)
-        for line in _closing(meta, chunk, request, expert):
+        for line in closing(meta, chunk, request, expert):
             yield line
 
     def _charge_last(

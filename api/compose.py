@@ -23,16 +23,17 @@ from api.errors import APIError, InvalidRequest, NoExpertAvailable, UpstreamTime
 from api.limits import token_limit
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
-from api.serving import CoeMeta, _answer_text, _sse
+from api.serving import CoeMeta, _answer_text
 from api.settings import Settings
+from api.sse import closing, sse
 from experts.compose import Budget, Composition, CompositionFailed, Outcome, Reply, SubAnswer
-from experts.compose.answers import option_letters
 from experts.compose.base import Call, Estimate
 from experts.compose.templates import Templates
 from experts.errors import ExpertError, ExpertTimeout, PoolConfigError
 from experts.fallback import Attempt
 from experts.live import LivePool
 from experts.tracing import span
+from router.answers import option_letters
 from router.query import estimate_tokens, routing_text
 from router.vote import OPEN_ANSWERS, vote_weights
 
@@ -308,12 +309,12 @@ class ComposeService:
                     for choice in event.get("choices") or []:
                         pieces.append(str((choice.get("delta") or {}).get("content") or ""))
                     if event.get("choices"):
-                        yield _sse({**chunk, "model": final.expert, "choices": event["choices"]})
+                        yield sse({**chunk, "model": final.expert, "choices": event["choices"]})
         except (ExpertError, TimeoutError) as exc:
             self.pool.health.mark_failed(final.expert, str(exc))
             why = "the composition's deadline passed" if isinstance(exc, TimeoutError) else exc
             final.error = str(why)
-            yield _sse(error_body(f"the aggregator failed mid-answer: {why}", "server_error"))
+            yield sse(error_body(f"the aggregator failed mid-answer: {why}", "server_error"))
             yield b"data: [DONE]\n\n"
             return
         finally:
@@ -323,7 +324,7 @@ class ComposeService:
             outcome.text, outcome.expert = text, final.expert
             _settle(meta, outcome, started)
             await upstream.aclose()
-        for event in _closing(meta, chunk, request, final.expert):
+        for event in closing(meta, chunk, request, final.expert):
             yield event
 
 
@@ -380,19 +381,6 @@ def _settle(meta: CoeMeta, outcome: Outcome, started: float) -> None:
     }
 
 
-def _closing(
-    meta: CoeMeta, chunk: Json, request: ChatCompletionRequest, expert: str | None
-) -> list[bytes]:
-    final: Json = {**chunk, "model": expert, "choices": [], "coe": meta.as_json()}
-    if request.include_usage:
-        final["usage"] = {
-            "prompt_tokens": meta.prompt_tokens,
-            "completion_tokens": meta.completion_tokens,
-            "total_tokens": meta.prompt_tokens + meta.completion_tokens,
-        }
-    return [_sse(final), b"data: [DONE]\n\n"]
-
-
 async def _text_events(
     outcome: Outcome, meta: CoeMeta, chunk: Json, request: ChatCompletionRequest
 ) -> AsyncGenerator[bytes, None]:
@@ -400,8 +388,8 @@ async def _text_events(
     goes out in one content chunk."""
     delta = {"role": "assistant", "content": outcome.text or ""}
     choice = {"index": 0, "delta": delta, "finish_reason": None}
-    yield _sse({**chunk, "model": outcome.expert, "choices": [choice]})
+    yield sse({**chunk, "model": outcome.expert, "choices": [choice]})
     stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
-    yield _sse({**chunk, "model": outcome.expert, "choices": [stop]})
-    for event in _closing(meta, chunk, request, outcome.expert):
+    yield sse({**chunk, "model": outcome.expert, "choices": [stop]})
+    for event in closing(meta, chunk, request, outcome.expert):
         yield event

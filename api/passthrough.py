@@ -13,7 +13,6 @@ log, the metrics, the expert's queue and residency, and the trace.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from api.errors import (
 )
 from api.guard import ChatGuard
 from api.schemas import ChatCompletionRequest, PromptMessage
+from api.sse import sse
 from api.store import ApiKey, RequestRecord
 from experts.client import ExpertStream
 from experts.errors import ExpertError, ExpertTimeout
@@ -70,10 +70,6 @@ def _text(value: Text) -> str:
     parts = [p if isinstance(p, str) else "xxxx" * (len(p) if isinstance(p, list) else 1)
              for p in value]  # fmt: skip
     return "\n".join(parts)
-
-
-def _sse(data: Json) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 class PassThrough:
@@ -203,12 +199,12 @@ class PassThrough:
                     usage = chunk.pop("usage", None) or usage
                     if chunk.get("choices"):
                         pieces += 1
-                        yield _sse(chunk | {"id": record.request_id, "model": upstream.expert})
+                        yield sse(chunk | {"id": record.request_id, "model": upstream.expert})
             except ExpertError as exc:
                 self.chat.pool.health.mark_failed(upstream.expert, exc.message)
                 record.status, record.error = 200, exc.message
                 message = f"the expert failed mid-answer: {exc.message}"
-                yield _sse(error_body(message, "server_error", code="expert_failed"))
+                yield sse(error_body(message, "server_error", code="expert_failed"))
             else:
                 record.status, record.error = 200, None
             yield b"data: [DONE]\n\n"

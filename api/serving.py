@@ -33,6 +33,7 @@ from api.limits import completion_tokens, token_limit
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
+from api.sse import sse
 from api.store import RequestRecord, Store
 from experts.client import ExpertStream
 from experts.errors import ExpertError
@@ -121,10 +122,6 @@ def _answer_text(answer: Json) -> str:
     return "".join(
         str((c.get("message") or {}).get("content") or "") for c in answer.get("choices", [])
     )
-
-
-def _sse(data: Json) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def _record(
@@ -530,10 +527,10 @@ class ChatService:
                     for c in chunk["choices"]
                 )
                 chunk |= {"id": request_id, "model": expert}
-                yield _sse(chunk)
+                yield sse(chunk)
         except ExpertError as exc:
             self.pool.health.mark_failed(expert, exc.message)
-            yield _sse(
+            yield sse(
                 error_body(
                     f"the expert failed mid-answer: {exc}", "server_error", code="expert_failed"
                 )
@@ -557,5 +554,5 @@ class ChatService:
                 "completion_tokens": meta.completion_tokens,
                 "total_tokens": meta.prompt_tokens + meta.completion_tokens,
             }
-        yield _sse(final)
+        yield sse(final)
         yield b"data: [DONE]\n\n"

@@ -16,7 +16,7 @@ two experts, so:
   GPT-4 judge call (both answers in, 2 tokens out) on every disagreement, so the cost is what
   `select` with a GPT-4 judge would pay; its accuracy is the proxy's, not GPT-4's.
 
-Answers are compared by `experts.compose.answers.normalise` (the gateway's own code). Every
+Answers are compared by `router.answers.normalise` (the gateway's own code). Every
 row, single models included, is scored by one grader: `training.grading.grade_number` against
 the gold answers in `benchsets/gsm8k_test.jsonl` (scoring composed answers by RouteLLM's
 per-response flags instead would count its grading noise as a gain: two answers with the same
@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from experts.compose.answers import normalise
+from router.answers import normalise
 from training.grading import grade_number
 from training.loaders import LoadOptions
 from training.loaders.routellm import PRICES, load_routellm

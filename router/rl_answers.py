@@ -8,7 +8,7 @@ gateway's cascade), so the served policy sees exactly what it was trained on:
 - `length`: `log1p(characters) / 8` (about 1 for a 3,000-character answer);
 - `format`: 1 when the answer concludes in the task's expected format: the option letter of a
   multiple-choice prompt (`(A) ... (B) ...`), else a number after an explicit final-answer
-  marker (`#### 18`, `\\boxed{18}`, "the answer is 18"; `experts.compose.answers`);
+  marker (`#### 18`, `\\boxed{18}`, "the answer is 18"; `router.answers`);
 - `agreement`: the share of the answers already seen in the episode whose conclusion (option,
   else final number, else words: `normalise`) equals this one's; 0 for the first answer.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experts.compose.answers import (
+from router.answers import (
     extract_marked_number,
     extract_option,
     normalise,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from experts.compose.answers import option_letters
+from router.answers import option_letters
 from training.errors import DataError
 
 __all__ = ["BENCHES", "Question", "load_questions"]

@@ -1,6 +1,6 @@
 """Grading answers against gold: the final number, the option letter, or the unit tests.
 
-The short-answer extraction is `experts.compose.answers`, the same code `vote` uses, so a
+The short-answer extraction is `router.answers`, the same code `vote` uses, so a
 composed answer counts as right exactly when the profiler would grade it right.
 
 HumanEval code runs in a child process that cannot do much harm: a fresh temporary folder as
@@ -35,8 +35,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experts.compose.answers import extract_number, extract_option
-from experts.compose.math_answers import (
+from router.answers import extract_number, extract_option
+from router.math_answers import (
     MAX_SCAN_CHARS,
     extract_json_answer,
     extract_math_answer,

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experts.compose.math_answers import extract_json_answer, last_boxed
 from router.data import RoutingData
+from router.math_answers import extract_json_answer, last_boxed
 from router.rl_answers import recorded_answers
 
 __all__ = ["HIDDEN", "NO_ANSWER", "AnswerKey", "Ledger", "ReplyTable", "Seen", "reply_table"]

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from experts.compose.answers import option_letters
+from router.answers import option_letters
 from router.cascade import StopRule, chain, stop_features
 from router.data import RoutingData
 from router.vote import leader, recruit, vote_weights

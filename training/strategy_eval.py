@@ -46,7 +46,7 @@ def reply_key(reply: str, prompt: str, task: str | None) -> str | None:
     """A reply's conclusion as the graders read it (`training.grading`): the option letter of
     a multiple-choice prompt, the MATH answer (`math_key`) for a `math*` task, else the final
     number."""
-    from experts.compose.answers import option_letters
+    from router.answers import option_letters
     from training.grading import math_reply_answer, number_reply_answer, option_reply_answer
 
     letters = option_letters(prompt)

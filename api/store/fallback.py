@@ -137,10 +137,10 @@ class FallbackStore(Store):
         requests, feedback = self.local.take_logs()
         counters = self.local.take_counters()
         try:
-            await self._write_back(requests, feedback, counters)
+            await self._copy(self.primary, requests, feedback, counters)
             await self._sync_keys()
         except StoreUnavailable:
-            await self._keep_local(requests, feedback, counters)  # gone again: next try
+            await self._copy(self.local, requests, feedback, counters)  # gone again: next try
             raise
         log.warning(
             "redis is back after %.0f s; %d requests logged and %d limit windows counted "
@@ -153,35 +153,25 @@ class FallbackStore(Store):
         # What memory took while the write-back above awaited: moved in the same way.
         late = (*self.local.take_logs(), self.local.take_counters())
         try:
-            await self._write_back(*late)
+            await self._copy(self.primary, *late)
         except StoreUnavailable as exc:
-            await self._keep_local(*late)
+            await self._copy(self.local, *late)
             self._degrade(exc)
 
-    async def _write_back(
-        self,
+    @staticmethod
+    async def _copy(
+        into: Store,
         requests: list[RequestRecord],
         feedback: list[FeedbackRecord],
         counters: list[tuple[str, int, float]],
     ) -> None:
+        """Write what one store holds into `into`. A record written to Redis before a failure
+        may be copied twice: better than lost."""
         for record in requests:
-            await self.primary.log_request(record)
+            await into.log_request(record)
         for item in feedback:
-            await self.primary.add_feedback(item)
-        await self.primary.add_counters(counters)
-
-    async def _keep_local(
-        self,
-        requests: list[RequestRecord],
-        feedback: list[FeedbackRecord],
-        counters: list[tuple[str, int, float]],
-    ) -> None:
-        # A record written to Redis before the failure may be logged twice: better than lost.
-        for record in requests:
-            await self.local.log_request(record)
-        for item in feedback:
-            await self.local.add_feedback(item)
-        await self.local.add_counters(counters)
+            await into.add_feedback(item)
+        await into.add_counters(counters)
 
     async def _watch(self) -> None:
         while True:

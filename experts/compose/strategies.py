@@ -33,7 +33,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from experts.compose.answers import normalise, option_letters
 from experts.compose.base import (
     Budget,
     Call,
@@ -46,6 +45,7 @@ from experts.compose.base import (
 )
 from experts.compose.templates import DEFAULT_TEMPLATES, Templates
 from experts.errors import ExpertError, ExpertTimeout
+from router.answers import normalise, option_letters
 from router.query import routing_text
 
 __all__ = ["STRATEGIES", "Composition"]

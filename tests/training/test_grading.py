@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experts.compose.answers import extract_number, extract_option, normalise, option_letters
+from router.answers import extract_number, extract_option, normalise, option_letters
 from training.benchsets import load_questions
 from training.grading import extract_code, grade_choice, grade_code, grade_number
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experts.compose.answers import extract_number
-from experts.compose.math_answers import extract_math_answer, math_equal
+from router.answers import extract_number
+from router.math_answers import extract_math_answer, math_equal
 from training.dataset import validate
 from training.errors import DataError
 from training.grading import math_reply_answer, number_reply_answer

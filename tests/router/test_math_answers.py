@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from experts.compose.math_answers import (
+from router.math_answers import (
     extract_json_answer,
     extract_math_answer,
     last_boxed,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from experts.compose.answers import (
+from router.answers import (
     MAX_SCAN_CHARS,
     extract_marked_number,
     extract_number,

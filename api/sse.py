@@ -1,0 +1,38 @@
+"""Server-sent events as the OpenAI streaming protocol writes them, shared by every stream the
+gateway sends (one expert, a cascade, a composition): an event per JSON chunk, and the closing
+chunk that carries `coe` (and `usage` when the client asked for it) before `[DONE]`."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from api.schemas import ChatCompletionRequest
+    from api.serving import CoeMeta
+
+__all__ = ["DONE", "closing", "sse"]
+
+Json = dict[str, Any]
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(data: Json) -> bytes:
+    """One event: `data: <compact JSON>` and a blank line."""
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def closing(
+    meta: CoeMeta, chunk: Json, request: ChatCompletionRequest, expert: str | None
+) -> list[bytes]:
+    """The last events of a stream: a chunk with no choices carrying `coe` (and `usage` when
+    `stream_options.include_usage` was set), then `[DONE]`."""
+    final: Json = {**chunk, "model": expert, "choices": [], "coe": meta.as_json()}
+    if request.include_usage:
+        final["usage"] = {
+            "prompt_tokens": meta.prompt_tokens,
+            "completion_tokens": meta.completion_tokens,
+            "total_tokens": meta.prompt_tokens + meta.completion_tokens,
+        }
+    return [sse(final), DONE]
