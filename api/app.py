@@ -8,7 +8,7 @@ app = create_app(Settings(pool=Path("config/local.yaml")))
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -18,21 +18,23 @@ from threadpoolctl import threadpool_limits
 
 from api.cache import ResponseCache
 from api.cascade import Cascade
+from api.compose import ComposeService
 from api.dashboard import StoreBudgets
 from api.embedding import BatchingEmbedder
 from api.errors import ERROR_RESPONSES, install_error_handlers
-from api.guard import ChatGuard
 from api.keys import KeyAuth, require_admin
 from api.learning import OnlineLearner
 from api.limits import Limiter, period_window
 from api.metrics import Metrics, pool_gauges
 from api.middleware import BodySizeLimit
+from api.pipeline import ChatPipeline, Executors
+from api.plan import Planner
 from api.routes import chat, dashboard, feedback, health, models, passthrough
 from api.routes import metrics as metrics_route
 from api.routing import RoutingService, build_routers
-from api.schemas import ChatCompletionRequest
-from api.serving import ChatService
+from api.serving import SingleExpert
 from api.settings import Settings
+from api.settle import RequestLog
 from api.sticky import Stickiness
 from api.store import Store
 from api.store.factory import open_store
@@ -118,20 +120,10 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
     return ResponseCache(store, settings, embedder)
 
 
-def _max_calls(chat: ChatService) -> Callable[[ChatCompletionRequest], int]:
-    """How many expert calls a request may make, for budget reservations: every call of a
-    composition or of an `rl` cascade, else one."""
-
-    def calls(request: ChatCompletionRequest) -> int:
-        if request.model == "coe-compose":
-            return chat.composer.max_calls(request)
-        return chat.cascade.max_calls(request) if chat.cascade is not None else 1
-
-    return calls
-
-
-def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingService) -> None:
-    """Limits, cache and metrics around the chat service, all on `app.state`."""
+def _state(
+    app: FastAPI, settings: Settings, pool: LivePool, planner: Planner, executors: Executors
+) -> None:
+    """The chat pipeline (`api.pipeline`) and what its steps share, all on `app.state`."""
     store: Store = app.state.store
     metrics = Metrics(known_models=[*pool.names, *VIRTUAL_MODELS])
     pool_gauges(metrics, pool)
@@ -142,14 +134,16 @@ def _state(app: FastAPI, settings: Settings, pool: LivePool, routing: RoutingSer
             lambda: {(): float(getattr(store, "degraded", False))},
         )  # fmt: skip
     app.state.metrics = metrics
-    app.state.cache = _cache(settings, store, routing)
-    app.state.guard = ChatGuard(
-        app.state.chat,
-        store,
-        Limiter(store, routing, _max_calls(app.state.chat), settings.default_max_tokens),
+    app.state.cache = _cache(settings, store, planner.routing)
+    app.state.chat = ChatPipeline(
+        planner,
+        Limiter(store, planner),
+        executors,
+        RequestLog(store, settings),
         metrics,
         app.state.cache,
     )
+    app.state.guard = app.state.chat  # the name its admission and limiter had before issue 17
     app.state.budgets = StoreBudgets(store, period_window)
 
 
@@ -202,19 +196,20 @@ def create_app(
             app.state.pool = pool
             app.state.routing = routing
             app.state.store = store = await open_store(settings)
-            app.state.chat = ChatService(pool, routing, settings, app.state.store)
-            app.state.chat.sticky = Stickiness(store, settings.stickiness, settings.sticky_ttl_s)
-            app.state.learner = OnlineLearner(
+            single = SingleExpert(pool, routing, settings)
+            composer = ComposeService(pool, routing, settings)
+            sticky = Stickiness(store, settings.stickiness, settings.sticky_ttl_s)
+            app.state.learner = learner = OnlineLearner(
                 routing.routers,
                 settings.work_dir,
                 settings.exploration_max,
                 settings.feedback_learning_rate,
             )
-            if app.state.learner.routers:  # a router that runs episodes: serve cascades
-                app.state.chat.cascade = Cascade(
-                    pool, routing, app.state.learner, settings.default_max_tokens
-                )
-            _state(app, settings, pool, routing)
+            cascade = None
+            if learner.routers:  # a router that runs episodes: serve cascades
+                cascade = Cascade(pool, routing, learner, settings.default_max_tokens)
+            planner = Planner(pool, routing, settings, sticky, cascades=cascade is not None)
+            _state(app, settings, pool, planner, Executors(single, composer, cascade))
             log.info("coe ready: experts %s, router %s", pool.names, routing.default)
             yield
         finally:

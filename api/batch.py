@@ -41,8 +41,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from api.app import create_app
 from api.errors import APIError, error_body
+from api.pipeline import ChatPipeline
+from api.plan import Plan
 from api.schemas import ChatCompletionRequest
-from api.serving import ChatService
 from api.settings import Settings
 
 __all__ = ["BatchLine", "BatchSummary", "read_input", "run_batch"]
@@ -171,12 +172,13 @@ def _write_ordered(path: Path, results: list[Json]) -> None:
 class _Runner:
     """Routes, groups and runs the pending lines against one live gateway app."""
 
-    def __init__(self, chat: ChatService, concurrency: int, out: Any, progress: Progress) -> None:
+    def __init__(self, chat: ChatPipeline, concurrency: int, out: Any, progress: Progress) -> None:
         self.chat = chat
         self.concurrency = concurrency
         self.out = out
         self.progress = progress
         self.results: dict[int, Json] = {}
+        self.plans: dict[int, Plan] = {}  # each line's routed plan: routed once, run as grouped
 
     def _emit(self, line: BatchLine, result: Json) -> None:
         self.results[line.line_no] = result
@@ -188,11 +190,12 @@ class _Runner:
         for line in pending:
             assert line.request is not None
             try:
-                ranked, _ = await self.chat.plan(line.request)
+                plan = await self.chat.planner.plan(line.request)
             except APIError as exc:
                 self._emit(line, _failure(line, exc))
                 continue
-            groups[ranked[0]].append(line)
+            self.plans[line.line_no] = plan
+            groups[plan.ranked[0]].append(line)
         # resident experts first (no wake), then the biggest groups
         board = self.chat.pool.load_board.snapshot()
         order = sorted(groups, key=lambda e: (not board[e].resident, -len(groups[e])))
@@ -206,7 +209,8 @@ class _Runner:
             assert line.request is not None
             async with slots:
                 try:
-                    response = await self.chat.complete(line.request)
+                    plan = self.plans.pop(line.line_no)
+                    response = await self.chat.complete(line.request, plan=plan)
                 except APIError as exc:
                     self._emit(line, _failure(line, exc))
                 else:

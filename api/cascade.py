@@ -1,6 +1,8 @@
-"""`coe-auto` with a multi-step router: a cascade of calls, cheap first, escalating on demand.
+"""The cascade executor: a plan of kind `cascade` (`coe-auto` with a multi-step router) runs here,
+a cascade of calls, cheap first, escalating on demand.
 
-When the request's router runs live episodes (`rl`), the gateway asks it step by step which
+When the request's router runs live episodes (`rl`; `api.plan` decides that, and how many calls
+the budget reserves), the gateway asks it step by step which
 expert to call next or whether to answer; the answer is the last expert's. An expert that fails
 is skipped (the policy picks among the rest). `coe.max_cost_usd` is a hard cap: the policy is
 never offered an expert whose estimated cost does not fit what is left, and each call's
@@ -29,10 +31,11 @@ import numpy as np
 
 from api.errors import NoExpertAvailable, RejectedByExpert, error_body
 from api.learning import OnlineLearner
-from api.limits import token_limit
+from api.meta import CoeMeta
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
-from api.sse import closing, sse
+from api.sse import DONE, closing, sse
+from api.tokens import token_limit
 from experts.client import ExpertStream
 from experts.errors import ExpertError
 from experts.fallback import Attempt
@@ -49,7 +52,7 @@ Json = dict[str, Any]
 
 
 async def _whole(
-    answer: Json, meta: Any, chunk: Json, request: ChatCompletionRequest
+    answer: Json, meta: CoeMeta, chunk: Json, request: ChatCompletionRequest
 ) -> AsyncGenerator[bytes, None]:
     """An answer the policy stopped on, already whole: one content chunk, then `coe`."""
     expert = meta.steps[-1]["expert"]
@@ -116,19 +119,6 @@ class Cascade:
         self.learner = learner
         self.default_max_tokens = default_max_tokens
         self.rng = np.random.default_rng()
-
-    def applies(self, request: ChatCompletionRequest, decision: RouteDecision | None) -> bool:
-        if decision is None or decision.embedding is None:
-            return False
-        return isinstance(self.routing.routers.get(decision.router), RLRouter)
-
-    def max_calls(self, request: ChatCompletionRequest) -> int:
-        """The most calls a cascade for `request` may make (1 when it will not run one)."""
-        if request.model != "coe-auto":
-            return 1
-        name = (request.coe.router if request.coe else None) or self.routing.default
-        router = self.routing.routers.get(name)
-        return router.max_calls if isinstance(router, RLRouter) else 1
 
     def _affordable_tokens(self, expert: str, prompt: int, left: float, limit: int) -> int:
         if math.isinf(left):
@@ -243,8 +233,8 @@ class Cascade:
 
     async def complete(
         self, request: ChatCompletionRequest, decision: RouteDecision, started: float
-    ) -> tuple[Json, Any]:
-        """The answer and its `CoeMeta` (steps, summed tokens and cost) for `ChatService`."""
+    ) -> tuple[Json, CoeMeta]:
+        """The answer and its `CoeMeta` (steps, summed tokens and cost)."""
 
         with span("coe.cascade", router=decision.router) as traced:
             done = await self.run(request, decision)
@@ -255,9 +245,7 @@ class Cascade:
         return done.answer, meta
 
     @staticmethod
-    def _meta(done: CascadeResult, decision: RouteDecision, started: float) -> Any:
-        from api.serving import CoeMeta
-
+    def _meta(done: CascadeResult, decision: RouteDecision, started: float) -> CoeMeta:
         meta = CoeMeta(
             router=decision.router,
             scores=decision.scores,
@@ -280,7 +268,7 @@ class Cascade:
         decision: RouteDecision,
         request_id: str,
         started: float,
-    ) -> tuple[Any, AsyncGenerator[bytes, None]]:
+    ) -> tuple[CoeMeta, AsyncGenerator[bytes, None]]:
         """Run the cascade for a streamed request: `(meta, events)`; `meta` is completed in
         place when the last call's stream ends (the request log reads it then)."""
         done = await self.run(request, decision, stream_last=True)
@@ -297,7 +285,7 @@ class Cascade:
     async def _relay(
         self,
         done: CascadeResult,
-        meta: Any,
+        meta: CoeMeta,
         chunk: Json,
         request: ChatCompletionRequest,
         request_id: str,
@@ -320,7 +308,7 @@ class Cascade:
         except ExpertError as exc:
             self.pool.health.mark_failed(expert, exc.message)
             yield sse(error_body(f"the expert failed mid-answer: {exc}", "server_error"))
-            yield b"data: [DONE]\n\n"
+            yield DONE
             return
         finally:
             # however the stream ended (done, the expert failed, the client went away), the
@@ -334,7 +322,7 @@ class Cascade:
     def _charge_last(
         self,
         done: CascadeResult,
-        meta: Any,
+        meta: CoeMeta,
         usage: Json,
         pieces: int,
         request: ChatCompletionRequest,
@@ -358,7 +346,7 @@ class Cascade:
         meta.latency_ms = (time.perf_counter() - started) * 1000
         meta.trace = done.episode.trace()
 
-    def served(self, request_id: str, meta: Any) -> None:
+    def served(self, request_id: str, meta: CoeMeta) -> None:
         """Keep the episode of a served request for feedback."""
         if getattr(meta, "trace", None) is not None and meta.router:
             self.learner.remember(request_id, meta.router, meta.trace)

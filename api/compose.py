@@ -1,7 +1,8 @@
-"""`coe-compose` in the gateway: recruit k experts, compose their answers, stream the result.
+"""The compose executor: a plan of kind `compose` (`coe-compose`) runs here: recruit k experts,
+compose their answers, stream the result.
 
 The strategies live in `experts.compose`; this module gives them what only the gateway has: the
-routing decision (who to recruit, best first), the live pool (calls, health), the request's
+plan's routing decision (who to recruit, best first), the live pool (calls, health), the request's
 limits (`coe.k`, `coe.strategy`, `coe.layers`, `coe.max_cost_usd`, `coe.timeout_s`, else the
 settings) and the response shape. When the strategy ends with an aggregator, that last call is
 streamed to the client as it is written; every earlier answer, its cost and any failure are in
@@ -20,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from api.errors import APIError, InvalidRequest, NoExpertAvailable, UpstreamTimeout, error_body
-from api.limits import token_limit
+from api.meta import CoeMeta, answer_text
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
-from api.serving import CoeMeta, _answer_text
 from api.settings import Settings
-from api.sse import closing, sse
+from api.sse import DONE, closing, sse
+from api.tokens import token_limit
 from experts.compose import Budget, Composition, CompositionFailed, Outcome, Reply, SubAnswer
 from experts.compose.base import Call, Estimate
 from experts.compose.templates import Templates
@@ -155,7 +156,7 @@ class ComposeService:
         return max(1, min(limit, descriptor.context_length))
 
     def _reply(self, expert: str, answer: Json, messages: list[Json]) -> Reply:
-        text = _answer_text(answer)
+        text = answer_text(answer)
         usage = answer.get("usage") or {}
         if "prompt_tokens" in usage:
             prompt, completion = int(usage["prompt_tokens"]), int(usage.get("completion_tokens", 0))
@@ -166,12 +167,10 @@ class ComposeService:
         return Reply(text, prompt, completion, round(cost, 12), estimated)
 
     async def _compose(
-        self, request: ChatCompletionRequest
-    ) -> tuple[Outcome, RouteDecision, Budget, Json, float]:
-        started = time.perf_counter()
+        self, request: ChatCompletionRequest, decision: RouteDecision
+    ) -> tuple[Outcome, Budget, Json]:
         options = request.coe
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
-        decision = await self.routing.route(request, self.pool.health.down())
         budget = Budget.within(
             (options.timeout_s if options else None) or self.settings.compose_timeout_s,
             options.max_cost_usd if options else None,
@@ -205,24 +204,16 @@ class ComposeService:
                 )
         except CompositionFailed as exc:
             raise _failure(exc) from exc
-        return outcome, decision, budget, body, started
-
-    def max_calls(self, request: ChatCompletionRequest) -> int:
-        """The most expert calls a composition of `request` can make: k proposers per layer
-        (L layers for moa), plus the aggregator or judge (vote has none). Budgets reserve this
-        many calls' worth before a composition starts."""
-        options = request.coe
-        strategy = (options.strategy if options else None) or self.settings.compose_strategy
-        k = (options.k if options else None) or self.settings.compose_k
-        layers = (options.layers if options else None) or self.settings.compose_layers
-        proposals = k * (layers if strategy == "moa" else 1)
-        return proposals + (0 if strategy == "vote" else 1)
+        return outcome, budget, body
 
     # -- answering ----------------------------------------------------------------------------
 
-    async def complete(self, request: ChatCompletionRequest) -> tuple[Json, CoeMeta]:
-        """The composed answer as a `chat.completion` and its `coe` metadata."""
-        outcome, decision, budget, body, started = await self._compose(request)
+    async def complete(
+        self, request: ChatCompletionRequest, decision: RouteDecision, started: float
+    ) -> tuple[Json, CoeMeta]:
+        """The composed answer as a `chat.completion` and its `coe` metadata; `decision` is the
+        plan's (who to recruit, best first)."""
+        outcome, budget, body = await self._compose(request, decision)
         created = int(time.time())
         if outcome.final_call is not None:
             expert, messages = outcome.final_call
@@ -253,11 +244,15 @@ class ComposeService:
         return answer, meta
 
     async def stream(
-        self, request: ChatCompletionRequest, request_id: str
+        self,
+        request: ChatCompletionRequest,
+        decision: RouteDecision,
+        request_id: str,
+        started: float,
     ) -> tuple[CoeMeta, AsyncGenerator[bytes, None]]:
         """Compose, then stream the aggregator's answer as it is written (or the chosen answer
         at once); the last chunk carries `coe`. Errors before the stream opens are raised."""
-        outcome, decision, budget, body, started = await self._compose(request)
+        outcome, budget, body = await self._compose(request, decision)
         upstream = None
         if outcome.final_call is not None:
             expert, messages = outcome.final_call
@@ -315,7 +310,7 @@ class ComposeService:
             why = "the composition's deadline passed" if isinstance(exc, TimeoutError) else exc
             final.error = str(why)
             yield sse(error_body(f"the aggregator failed mid-answer: {why}", "server_error"))
-            yield b"data: [DONE]\n\n"
+            yield DONE
             return
         finally:
             text = "".join(pieces)

@@ -10,17 +10,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.guard import ChatGuard
 from api.metrics import Metrics
+from api.pipeline import ChatPipeline
 from api.routing import RoutingService
-from api.serving import ChatService
 from api.settings import Settings
 from api.store import Store
 from experts.live import LivePool
 
 __all__ = [
     "ChatDep",
-    "GuardDep",
     "MetricsDep",
     "PoolDep",
     "RoutingDep",
@@ -29,9 +27,9 @@ __all__ = [
 ]
 
 
-async def _chat(request: Request) -> ChatService:
-    service: ChatService = request.app.state.chat
-    return service
+async def _chat(request: Request) -> ChatPipeline:
+    pipeline: ChatPipeline = request.app.state.chat
+    return pipeline
 
 
 async def _pool(request: Request) -> LivePool:
@@ -49,11 +47,6 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _guard(request: Request) -> ChatGuard:
-    guard: ChatGuard = request.app.state.guard
-    return guard
-
-
 async def _metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -64,8 +57,7 @@ async def _store(request: Request) -> Store:
     return store
 
 
-ChatDep = Annotated[ChatService, Depends(_chat)]
-GuardDep = Annotated[ChatGuard, Depends(_guard)]
+ChatDep = Annotated[ChatPipeline, Depends(_chat)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 StoreDep = Annotated[Store, Depends(_store)]
 PoolDep = Annotated[LivePool, Depends(_pool)]

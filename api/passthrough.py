@@ -29,7 +29,7 @@ from api.errors import (
     UpstreamTimeout,
     error_body,
 )
-from api.guard import ChatGuard
+from api.pipeline import ChatPipeline
 from api.schemas import ChatCompletionRequest, PromptMessage
 from api.sse import sse
 from api.store import ApiKey, RequestRecord
@@ -73,9 +73,8 @@ def _text(value: Text) -> str:
 
 
 class PassThrough:
-    def __init__(self, guard: ChatGuard) -> None:
-        self.guard = guard
-        self.chat = guard.chat
+    def __init__(self, chat: ChatPipeline) -> None:
+        self.chat = chat
 
     def serving(self, endpoint: Endpoint) -> list[str]:
         """The experts that serve `endpoint`."""
@@ -110,12 +109,12 @@ class PassThrough:
             max_tokens=limit,
             stream=stream,
         )
-        charge = await self.guard.admit(key, as_chat)
-        on_end = self.guard.on_end(charge)
+        charge = await self.chat.admit(key, as_chat)
+        on_end = self.chat.on_end(charge)
         arrived, started = time.time(), time.perf_counter()
 
         async def log(record: RequestRecord) -> None:  # shielded: it must end even if cancelled
-            await self.chat._log(record, as_chat, record.key_id, on_end)
+            await self.chat.log.write(record, as_chat, record.key_id, on_end)
 
         record = RequestRecord(
             ts=arrived,
@@ -176,7 +175,7 @@ class PassThrough:
             record.completion_tokens = int(usage.get("completion_tokens") or 0)
         else:
             record.completion_tokens, record.usage_estimated = completion, True
-        expert = self.chat.routing.experts[record.tried[0]]
+        expert = self.chat.planner.routing.experts[record.tried[0]]
         record.cost_usd = round(expert.cost_usd(record.prompt_tokens, record.completion_tokens), 12)
         record.latency_ms = (time.perf_counter() - started) * 1000
 

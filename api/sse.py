@@ -8,8 +8,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from api.meta import CoeMeta
     from api.schemas import ChatCompletionRequest
-    from api.serving import CoeMeta
 
 __all__ = ["DONE", "closing", "sse"]
 

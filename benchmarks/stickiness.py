@@ -1,7 +1,7 @@
 """How often coe-auto switches expert between the two turns of a conversation, and what
 keeping it on one expert costs in predicted quality.
 
-MT-Bench's 80 two-turn questions go through the real gateway (`ChatService`: routing with a
+MT-Bench's 80 two-turn questions go through the real gateway (`api.pipeline`: routing with a
 router trained on LLMRouter data, the stickiness step, the store) in front of the nine-model
 pool it was trained for (`config/nvidia.yaml`); the experts are one fake that answers at once
 (the NVIDIA endpoint is not called: routing reads the last user turn, not the answer). Turn 1

@@ -1,1 +1,1 @@
-"""One thin route module per resource; the logic lives in `api.serving` and `api.routing`."""
+"""One thin route module per resource; the logic lives in `api.pipeline` and the steps it runs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import GuardDep
+from api.deps import ChatDep
 from api.keys import CallerDep
 from api.passthrough import CompletionRequest, EmbeddingRequest, PassThrough
 
@@ -14,15 +14,15 @@ router = APIRouter(prefix="/v1", tags=["passthrough"])
 
 @router.post("/completions", response_model=None)
 async def completions(
-    request: CompletionRequest, guard: GuardDep, key: CallerDep
+    request: CompletionRequest, chat: ChatDep, key: CallerDep
 ) -> JSONResponse | StreamingResponse:
     """OpenAI (legacy) completions, streamed or not, from an expert that serves them."""
-    return await PassThrough(guard).forward("completions", request, key)
+    return await PassThrough(chat).forward("completions", request, key)
 
 
 @router.post("/embeddings", response_model=None)
 async def embeddings(
-    request: EmbeddingRequest, guard: GuardDep, key: CallerDep
+    request: EmbeddingRequest, chat: ChatDep, key: CallerDep
 ) -> JSONResponse | StreamingResponse:
     """OpenAI embeddings from an expert whose pool entry lists `embeddings`."""
-    return await PassThrough(guard).forward("embeddings", request, key)
+    return await PassThrough(chat).forward("embeddings", request, key)
