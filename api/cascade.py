@@ -34,7 +34,7 @@ from api.learning import OnlineLearner
 from api.meta import CoeMeta
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
-from api.sse import DONE, closing, sse
+from api.sse import DONE, closing, sse, whole
 from api.tokens import token_limit
 from experts.client import ExpertStream
 from experts.errors import ExpertError
@@ -49,20 +49,6 @@ from router.rl_online import LiveEpisode, Trace
 __all__ = ["Cascade", "CascadeResult"]
 
 Json = dict[str, Any]
-
-
-async def _whole(
-    answer: Json, meta: CoeMeta, chunk: Json, request: ChatCompletionRequest
-) -> AsyncGenerator[bytes, None]:
-    """An answer the policy stopped on, already whole: one content chunk, then `coe`."""
-    expert = meta.steps[-1]["expert"]
-    delta = {"role": "assistant", "content": _answer_text(answer)}
-    choice = {"index": 0, "delta": delta, "finish_reason": None}
-    yield sse({**chunk, "model": expert, "choices": [choice]})
-    stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
-    yield sse({**chunk, "model": expert, "choices": [stop]})
-    for event in closing(meta, chunk, request, expert):
-        yield event
 
 
 def _answer_text(answer: Json) -> str:
@@ -279,7 +265,8 @@ class Cascade:
         if done.stream is None:
             assert done.answer is not None
             self.served(request_id, meta)
-            return meta, _whole(done.answer, meta, chunk, request)
+            expert = done.steps[-1]["expert"]
+            return meta, whole(_answer_text(done.answer), meta, chunk, request, expert)
         return meta, self._relay(done, meta, chunk, request, request_id, started)
 
     async def _relay(

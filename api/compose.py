@@ -25,7 +25,7 @@ from api.meta import CoeMeta, answer_text
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
-from api.sse import DONE, closing, sse
+from api.sse import DONE, closing, sse, whole
 from api.tokens import token_limit
 from experts.compose import Budget, Composition, CompositionFailed, Outcome, Reply, SubAnswer
 from experts.compose.base import Call, Estimate
@@ -271,7 +271,7 @@ class ComposeService:
         chunk: Json = {"id": request_id, "object": "chat.completion.chunk"}
         chunk["created"] = int(time.time())
         if upstream is None:
-            events = _text_events(outcome, meta, chunk, request)
+            events = whole(outcome.text or "", meta, chunk, request, outcome.expert)
         else:
             timing = (started, final_started)
             events = self._relay(upstream, outcome, meta, budget, timing, chunk, request)
@@ -374,17 +374,3 @@ def _settle(meta: CoeMeta, outcome: Outcome, started: float) -> None:
         "failed": [{"expert": a.expert, "error": a.error} for a in outcome.failures],
         "notes": outcome.notes,
     }
-
-
-async def _text_events(
-    outcome: Outcome, meta: CoeMeta, chunk: Json, request: ChatCompletionRequest
-) -> AsyncGenerator[bytes, None]:
-    """A chosen answer (select, vote, or a fallback) as a stream: it is already whole, so it
-    goes out in one content chunk."""
-    delta = {"role": "assistant", "content": outcome.text or ""}
-    choice = {"index": 0, "delta": delta, "finish_reason": None}
-    yield sse({**chunk, "model": outcome.expert, "choices": [choice]})
-    stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
-    yield sse({**chunk, "model": outcome.expert, "choices": [stop]})
-    for event in closing(meta, chunk, request, outcome.expert):
-        yield event

@@ -5,13 +5,14 @@ chunk that carries `coe` (and `usage` when the client asked for it) before `[DON
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from api.meta import CoeMeta
     from api.schemas import ChatCompletionRequest
 
-__all__ = ["DONE", "closing", "sse"]
+__all__ = ["DONE", "closing", "sse", "whole"]
 
 Json = dict[str, Any]
 
@@ -36,3 +37,19 @@ def closing(
             "total_tokens": meta.prompt_tokens + meta.completion_tokens,
         }
     return [sse(final), DONE]
+
+
+async def whole(
+    text: str, meta: CoeMeta, chunk: Json, request: ChatCompletionRequest, expert: str | None
+) -> AsyncGenerator[bytes, None]:
+    """An answer that is already whole (a cascade that stopped on a paid answer, a chosen or
+    fallback composition) as a stream: one content chunk, a stop chunk, then `closing`."""
+    delta = {"role": "assistant", "content": text}
+    yield sse(
+        {**chunk, "model": expert, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    )
+    yield sse(
+        {**chunk, "model": expert, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    )
+    for event in closing(meta, chunk, request, expert):
+        yield event
