@@ -14,7 +14,7 @@ Every request is one trace. `TraceRequests` opens its root (server) span, joins 
 
     POST /v1/chat/completions          coe.request_id, http.response.status_code
     ├── coe.admission                  key limits and budget reservation
-    ├── coe.cache_lookup               coe.cache_hit
+    ├── coe.cache_lookup               coe.cache_hit (after coe.routing with a semantic cache)
     ├── coe.routing                    coe.router, coe.expert (chosen), coe.predicted_quality,
     │   │                              coe.estimated_cost_usd
     │   └── coe.embedding
