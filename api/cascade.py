@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from api.errors import NoExpertAvailable, RejectedByExpert, error_body
+from api.errors import NoExpertAvailable, RejectedByExpert
 from api.learning import OnlineLearner
 from api.meta import CoeMeta
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
-from api.sse import DONE, closing, sse, whole
+from api.sse import closing, failed, sse, whole
 from api.tokens import token_limit
 from experts.client import ExpertStream
 from experts.errors import ExpertError
@@ -294,8 +294,8 @@ class Cascade:
                     yield sse({**chunk, "model": expert, "choices": event["choices"]})
         except ExpertError as exc:
             self.pool.health.mark_failed(expert, exc.message)
-            yield sse(error_body(f"the expert failed mid-answer: {exc}", "server_error"))
-            yield DONE
+            for line in failed(f"the expert failed mid-answer: {exc}"):
+                yield line
             return
         finally:
             # however the stream ended (done, the expert failed, the client went away), the

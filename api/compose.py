@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from api.errors import APIError, InvalidRequest, NoExpertAvailable, UpstreamTimeout, error_body
+from api.errors import APIError, InvalidRequest, NoExpertAvailable, UpstreamTimeout
 from api.meta import CoeMeta, answer_text
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
-from api.sse import DONE, closing, sse, whole
+from api.sse import closing, failed, sse, whole
 from api.tokens import token_limit
 from experts.compose import Budget, Composition, CompositionFailed, Outcome, Reply, SubAnswer
 from experts.compose.base import Call, Estimate
@@ -309,8 +309,8 @@ class ComposeService:
             self.pool.health.mark_failed(final.expert, str(exc))
             why = "the composition's deadline passed" if isinstance(exc, TimeoutError) else exc
             final.error = str(why)
-            yield sse(error_body(f"the aggregator failed mid-answer: {why}", "server_error"))
-            yield DONE
+            for event in failed(f"the aggregator failed mid-answer: {why}"):
+                yield event
             return
         finally:
             text = "".join(pieces)

@@ -15,14 +15,13 @@ from api.errors import (
     Overloaded,
     RejectedByExpert,
     UpstreamTimeout,
-    error_body,
 )
 from api.meta import CoeMeta, Json, answer_text
 from api.plan import Plan
 from api.routing import RouteDecision, RoutingService
 from api.schemas import ChatCompletionRequest
 from api.settings import Settings
-from api.sse import DONE, closing, sse
+from api.sse import closing, failed, sse
 from api.tokens import completion_tokens, token_limit
 from experts.client import ExpertStream
 from experts.errors import ExpertError
@@ -177,12 +176,8 @@ class SingleExpert:
                 yield sse(chunk)
         except ExpertError as exc:
             self.pool.health.mark_failed(expert, exc.message)
-            yield sse(
-                error_body(
-                    f"the expert failed mid-answer: {exc}", "server_error", code="expert_failed"
-                )
-            )
-            yield DONE
+            for event in failed(f"the expert failed mid-answer: {exc}", "expert_failed"):
+                yield event
             return
         finally:
             self._settle(meta, expert, usage, started, pieces, prompt_estimate)

@@ -8,11 +8,13 @@ import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+from api.errors import error_body
+
 if TYPE_CHECKING:
     from api.meta import CoeMeta
     from api.schemas import ChatCompletionRequest
 
-__all__ = ["DONE", "closing", "sse", "whole"]
+__all__ = ["DONE", "closing", "failed", "sse", "whole"]
 
 Json = dict[str, Any]
 
@@ -22,6 +24,12 @@ DONE = b"data: [DONE]\n\n"
 def sse(data: Json) -> bytes:
     """One event: `data: <compact JSON>` and a blank line."""
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def failed(message: str, code: str | None = None) -> list[bytes]:
+    """The last events of a stream whose expert failed mid-answer: OpenAI's error envelope as
+    an event (the status line went out with the first chunk), then `[DONE]`."""
+    return [sse(error_body(message, "server_error", code=code)), DONE]
 
 
 def closing(
