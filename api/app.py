@@ -42,6 +42,7 @@ from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from router.base import Router
+from router.episodes import runs_episodes
 from router.policy import Policy
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def create_app(
                 settings.exploration_max,
                 settings.feedback_learning_rate,
             )
-            if app.state.learner.routers:  # a router that runs episodes: serve cascades
+            if any(map(runs_episodes, routing.routers.values())):  # serve cascades
                 app.state.chat.cascade = Cascade(
                     pool, routing, app.state.learner, settings.default_max_tokens
                 )

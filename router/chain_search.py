@@ -3,10 +3,10 @@
 An agreement chain (`router.chains`) calls its experts in order and stops as soon as the
 latest reply's conclusion is shared by `k` of the replies called (k = 1: the first reply that
 concludes anything; k = 2: the first two that agree); if the chain ends first it answers with
-the last reply if that concludes anything, else the most reliable reply that does. Whether
-it pays depends on how the members'
-errors correlate (two cheap experts that agree are rarely both wrong), which no per-expert
-accuracy shows, so the chain is chosen by simulating candidates on the training replies:
+the last reply if that concludes anything, else the most reliable reply that does.
+Whether it pays depends on how the members' errors correlate (two cheap experts that agree
+are rarely both wrong), which no per-expert accuracy shows, so the chain is chosen by
+simulating candidates on the training replies:
 
 - `candidates(m, max_len)`: singles, and every k = 2 chain of 2–`max_len` distinct experts (the
   first two unordered: they are both called before anything can stop), plus k = 1 pairs (the
@@ -151,7 +151,7 @@ def fold_totals(
     return score, cost
 
 
-def choose(score: np.ndarray, cost: np.ndarray, n: int, budget: float) -> int:
+def choose(score: np.ndarray, cost: np.ndarray, n: float, budget: float) -> int:
     """The candidate of highest mean score whose mean cost (totals over `n` queries) is within
     `budget` USD (ties: the cheaper); the cheapest candidate when none fits."""
     mean_cost = cost / n

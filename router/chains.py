@@ -208,14 +208,17 @@ class ChainRouter(Router):
 
     def episode(
         self,
-        embedding: np.ndarray,
+        embedding: np.ndarray | None,
         est_costs: np.ndarray,
         *,
         question: str = "",
+        cost_weight: float | None = None,
         budget: float | None = None,
-        **_: Any,
+        explore: float = 0.0,
+        rng: np.random.Generator | None = None,
     ) -> ChainEpisode:
-        """A live run of the serving chain; `est_costs` aligns with `models_`."""
+        """A live run of the serving chain (`router.episodes.EpisodeRouter`); the embedding,
+        cost weight and exploration are not used (a chain is fixed per budget)."""
         return ChainEpisode(
             self.chain_,
             dict(zip(self.models_, map(float, self.reliability_), strict=True)),

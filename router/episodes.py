@@ -20,9 +20,11 @@ the expert just proposed.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
-__all__ = ["Episode", "runs_episodes"]
+import numpy as np
+
+__all__ = ["Episode", "EpisodeRouter", "runs_episodes"]
 
 
 class Episode(Protocol):
@@ -54,6 +56,32 @@ class Episode(Protocol):
         """What feedback on this episode needs (router-specific; None when it learns none)."""
 
 
-def runs_episodes(router: object) -> bool:
+class EpisodeRouter(Protocol):
+    """A router that serves a request as an `Episode` over its `models_`."""
+
+    name: str
+    models_: list[str]
+    uses_embeddings: bool
+
+    @property
+    def max_calls(self) -> int:
+        """The most calls one episode makes."""
+
+    def episode(
+        self,
+        embedding: np.ndarray | None,
+        est_costs: np.ndarray,
+        *,
+        question: str = "",
+        cost_weight: float | None = None,
+        budget: float | None = None,
+        explore: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> Episode:
+        """A new episode for one query; `est_costs` (predicted USD) aligns with `models_`;
+        `budget` is the request's `max_cost_usd`; `explore` an ε a learning router may use."""
+
+
+def runs_episodes(router: object) -> TypeGuard[EpisodeRouter]:
     """Whether `router` serves requests as episodes (has an `episode` method)."""
     return callable(getattr(router, "episode", None))
