@@ -43,11 +43,26 @@ class ChainStrategy(Strategy):
         self.router_.fit(data, x)
         return self
 
-    @property
-    def cv(self) -> list[dict[str, Any]]:
-        """Per budget: the chain chosen (expert names), its family, its train-CV figures."""
+    def report(self, runs: list[tuple[dict[str, float], Episodes]]) -> list[dict[str, Any]]:
+        """Per budget: the chain chosen (expert names, k), its candidate family, its train-CV
+        accuracy and cost share, and beside them the test run's (`test_*`), its calls per
+        query and `escalated`: the share of queries that called past the first k members
+        (k = 2: past the pair)."""
         names = self.router_.models_
-        return [{**r, "experts": [names[j] for j in r["experts"]]} for r in self.router_.cv_]
+        tested = {point["share"]: run for point, run in runs}
+        out = []
+        for r in self.router_.cv_:
+            row: dict[str, Any] = {**r, "experts": [names[j] for j in r["experts"]]}
+            run = tested.get(r["share"])
+            if run is not None:
+                row |= {
+                    "test_accuracy": float(run.score.mean()),
+                    "test_cost_usd": float(run.cost.mean()),
+                    "calls_per_query": float(run.calls.mean()),
+                    "escalated": float((run.calls > r["k"]).mean()),
+                }
+            out.append(row)
+        return out
 
     def quality(self, x: np.ndarray, prompts: Any) -> np.ndarray:
         return np.asarray(self.router_.score(x, prompts), dtype=np.float64)

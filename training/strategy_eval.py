@@ -195,7 +195,7 @@ def evaluate_strategy(
     m["calls_per_query"] = curve[op][3]
     m["escalated"] = m["points"][op]["escalated"]
     if isinstance(strategy, ChainStrategy):
-        m["cv"] = strategy.cv
+        m["cv"] = strategy.report(runs)
     m["calibrated"] = _calibrated(
         name,
         params,
