@@ -151,12 +151,15 @@ def fold_totals(
     return score, cost
 
 
-def choose(score: np.ndarray, cost: np.ndarray, n: float, budget: float) -> int:
-    """The candidate of highest mean score whose mean cost (totals over `n` queries) is within
-    `budget` USD (ties: the cheaper); the cheapest candidate when none fits."""
-    mean_cost = cost / n
+def choose(score: np.ndarray, cost: np.ndarray, n: float, budget: float, slack: float = 0.0) -> int:
+    """The cheapest candidate whose mean score (totals over `n` queries) is within `slack` of
+    the best mean score among those whose mean cost is within `budget` USD; the cheapest
+    candidate when none fits. A slack > 0 is shrinkage: among chains the training file cannot
+    tell apart, the cheaper is the safer bet."""
+    mean_cost, mean_score = cost / n, score / n
     fits = np.flatnonzero(mean_cost <= budget * (1 + 1e-9))
     if not len(fits):
         return int(np.argmin(mean_cost))
-    order = np.lexsort((mean_cost[fits], -score[fits]))
-    return int(fits[order[0]])
+    near = fits[mean_score[fits] >= mean_score[fits].max() - slack - 1e-12]
+    order = np.lexsort((-mean_score[near], mean_cost[near]))
+    return int(near[order[0]])

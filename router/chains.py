@@ -16,10 +16,11 @@ replies agree by then, so this is a reliability-weighted vote).
 `ChainRouter` (`coe train --router chain`) chooses one chain per cost budget, a share of the
 best single expert's mean training cost (`shares`), by K-fold cross-validation inside the
 training file: on each fold it picks, among the candidates of each family (rising-reliability
-chains of at most 1–4 experts, or any chain of at most 3), the most accurate one within budget
-on the other folds, and keeps the family whose picks score best held out; the chain is then the
-family's pick on the whole file. `cv_` keeps the held-out estimate per budget. Serving, the
-gateway runs `episode(...)` (`router.episodes.Episode`) at the budget `share`.
+chains of at most 1–4 experts, or any chain of at most 3), the cheapest one within `slack` of
+the most accurate within budget on the other folds (`SLACKS`: shrinkage against the argmax
+over thousands of chains), and keeps the family and slack whose picks score best held out; the
+chain is then their pick on the whole file. `cv_` keeps the held-out estimate per budget.
+Serving, the gateway runs `episode(...)` (`router.episodes.Episode`) at the budget `share`.
 
 Example::
 
@@ -47,6 +48,8 @@ __all__ = ["SHARES", "Chain", "ChainEpisode", "ChainRouter", "conclusion"]
 SHARES: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5)
 #: Candidate families: (longest chain, whether escalation must rise in reliability).
 FAMILIES: tuple[tuple[int, bool], ...] = ((1, True), (2, True), (3, True), (4, True), (3, False))
+#: Shrinkage candidates: pick the cheapest chain within this much training accuracy of the best.
+SLACKS: tuple[float, ...] = (0.0, 0.0025, 0.005, 0.01)
 
 
 def conclusion(reply: str, prompt: str, math: bool = False) -> str | None:
@@ -261,20 +264,27 @@ def choose_chains(
         )
     singles_s = np.stack([scores[fold == f].sum(0) for f in range(len(sizes))])
     singles_c = np.stack([costs[fold == f].sum(0) for f in range(len(sizes))])
+    configs = [(f, slack) for f in range(len(FAMILIES)) for slack in SLACKS]
     chosen: dict[float, tuple[tuple[int, ...], int]] = {}
     record: list[dict[str, Any]] = []
     for share in shares:
-        held = [_held_out(t[2], t[3], singles_s, singles_c, sizes, share) for t in tables]
-        best = max(range(len(tables)), key=lambda i: (round(held[i][0], 9), -i))
-        chains, ks, s, c = tables[best]
+        held = [
+            _held_out(tables[f][2], tables[f][3], singles_s, singles_c, sizes, share, slack)
+            for f, slack in configs
+        ]
+        # best held-out accuracy; ties: the cheaper held out, then the simpler configuration
+        best = max(range(len(configs)), key=lambda i: (round(held[i][0], 9), -held[i][1], -i))
+        family, slack = configs[best]
+        chains, ks, s, c = tables[family]
         budget = share * _best_cost(singles_s.sum(0), singles_c.sum(0)) / n
-        i = choose(s.sum(0), c.sum(0), n, budget)
+        i = choose(s.sum(0), c.sum(0), n, budget, slack)
         members = tuple(int(j) for j in chains[i] if j >= 0)
         chosen[share] = (members, int(ks[i]))
         record.append(
             {
                 "share": share,
-                "family": {"longest": FAMILIES[best][0], "rising": FAMILIES[best][1]},
+                "family": {"longest": FAMILIES[family][0], "rising": FAMILIES[family][1]},
+                "slack": slack,
                 "cv_accuracy": held[best][0],
                 "cv_cost_share": held[best][1],
                 "experts": list(members),
@@ -296,14 +306,15 @@ def _held_out(
     singles_c: np.ndarray,
     sizes: np.ndarray,
     share: float,
+    slack: float,
 ) -> tuple[float, float]:
-    """K-fold estimate of (accuracy, cost / best single's cost) of picking within budget."""
+    """K-fold estimate of (accuracy, cost / best single's cost) of `choose` within budget."""
     got = spent = ref = 0.0
     for f in range(len(sizes)):
         rest = np.arange(len(sizes)) != f
         n_rest = float(sizes[rest].sum())
         budget = share * _best_cost(singles_s[rest].sum(0), singles_c[rest].sum(0)) / n_rest
-        i = choose(s[rest].sum(0), c[rest].sum(0), n_rest, budget)
+        i = choose(s[rest].sum(0), c[rest].sum(0), n_rest, budget, slack)
         got, spent = got + s[f, i], spent + c[f, i]
         ref += _best_cost(singles_s[rest].sum(0), singles_c[rest].sum(0)) / n_rest * sizes[f]
     return got / sizes.sum(), spent / ref if ref > 0 else 0.0
