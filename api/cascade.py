@@ -54,7 +54,7 @@ async def _whole(
     answer: Json, meta: Any, chunk: Json, request: ChatCompletionRequest
 ) -> AsyncGenerator[bytes, None]:
     """An answer the policy stopped on, already whole: one content chunk, then `coe`."""
-    expert = meta.steps[-1]["expert"]
+    expert = answer.get("model") or meta.steps[-1]["expert"]  # the reply the episode named
     delta = {"role": "assistant", "content": _answer_text(answer)}
     choice = {"index": 0, "delta": delta, "finish_reason": None}
     yield sse({**chunk, "model": expert, "choices": [choice]})
