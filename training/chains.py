@@ -59,13 +59,18 @@ class ChainStrategy(Strategy):
                     "test_accuracy": float(run.score.mean()),
                     "test_cost_usd": float(run.cost.mean()),
                     "calls_per_query": float(run.calls.mean()),
-                    "escalated": float((run.calls > r["k"]).mean()),
+                    "escalated": self.escalated(run, {"share": r["share"]}),
                 }
             out.append(row)
         return out
 
     def quality(self, x: np.ndarray, prompts: Any) -> np.ndarray:
         return np.asarray(self.router_.score(x, prompts), dtype=np.float64)
+
+    def escalated(self, run: Episodes, point: dict[str, float]) -> float:
+        """Share of queries that called past the chain's first k members (k = 2: the pair
+        every query asks; k = 1: the first expert)."""
+        return float((run.calls > self.router_.chain_for(point["share"]).k).mean())
 
     def grid(self) -> list[dict[str, float]]:
         return [{"share": s} for s in self.shares]

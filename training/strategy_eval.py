@@ -100,13 +100,13 @@ def _row(point: dict[str, float], run: Episodes) -> list[float]:
     ]
 
 
-def _summary(point: dict[str, float], run: Episodes) -> dict[str, Any]:
+def _summary(strategy: Strategy, point: dict[str, float], run: Episodes) -> dict[str, Any]:
     return {
         "params": point,
         "cost_usd": float(run.cost.mean()),
         "accuracy": float(run.score.mean()),
         "calls_per_query": float(run.calls.mean()),
-        "escalated": float((run.calls > 1).mean()),
+        "escalated": strategy.escalated(run, point),
     }
 
 
@@ -156,7 +156,7 @@ def _calibrated(
         "cost_usd": float(run.cost.mean()),
         "cost_share": float(run.cost.mean()) / best_cost if best_cost > 0 else None,
         "calls_per_query": float(run.calls.mean()),
-        "escalated": float((run.calls > 1).mean()),
+        "escalated": fitted.escalated(run, point),
         "met_on_validation": met,
         "won": float(((run.score > 0.5) & (single < 0.5)).mean()),
         "lost": float(((run.score < 0.5) & (single > 0.5)).mean()),
@@ -189,8 +189,10 @@ def evaluate_strategy(
     curve = [_row(*runs[i]) for i in keep]
     result = evaluate_curve(curve, [runs[i][1].answer for i in keep], test)
     m = result.metrics
-    m["points"] = [{**runs[i][0], "escalated": float((runs[i][1].calls > 1).mean())} for i in keep]
-    m["sweep"] = [_summary(point, run) for point, run in runs]
+    m["points"] = [
+        {**runs[i][0], "escalated": strategy.escalated(runs[i][1], runs[i][0])} for i in keep
+    ]
+    m["sweep"] = [_summary(strategy, point, run) for point, run in runs]
     op, _ = _pick([runs[i] for i in keep], _best_single(test)[1])
     m["calls_per_query"] = curve[op][3]
     m["escalated"] = m["points"][op]["escalated"]

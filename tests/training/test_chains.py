@@ -31,6 +31,7 @@ def test_eval_entry_has_the_router_fields_cv_and_a_calibrated_point() -> None:
     assert cv[0.5]["experts"] == ["cheap-a", "cheap-b", "strong"] and cv[0.5]["k"] == 2
     cal = m["calibrated"]
     assert cal["met_on_validation"] and cal["cost_share"] < 0.5 and cal["accuracy"] >= 0.99
+    assert 0.2 < cal["escalated"] < 0.5  # past the pair: where the cheap two disagree (~36%)
 
 
 def _table(data: RoutingData) -> object:
