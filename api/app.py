@@ -44,6 +44,7 @@ from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from router.base import Router
+from router.episodes import runs_episodes
 from router.policy import Policy
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def create_app(
                 settings.feedback_learning_rate,
             )
             cascade = None
-            if learner.routers:  # a router that runs episodes: serve cascades
+            if any(map(runs_episodes, routing.routers.values())):  # serve cascades
                 cascade = Cascade(pool, routing, learner, settings.default_max_tokens)
             planner = Planner(pool, routing, settings, sticky, cascades=cascade is not None)
             _state(app, settings, pool, planner, Executors(single, composer, cascade))

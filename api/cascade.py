@@ -1,23 +1,24 @@
 """The cascade executor: a plan of kind `cascade` (`coe-auto` with a multi-step router) runs here,
 a cascade of calls, cheap first, escalating on demand.
 
-When the request's router runs live episodes (`rl`; `api.plan` decides that, and how many calls
-the budget reserves), the gateway asks it step by step which
-expert to call next or whether to answer; the answer is the last expert's. An expert that fails
-is skipped (the policy picks among the rest). `coe.max_cost_usd` is a hard cap: the policy is
-never offered an expert whose estimated cost does not fit what is left, and each call's
-`max_tokens` is cut so that even its worst case fits (the prompt counted at its upper bound,
-one token a byte, and the whole completion). The response's `coe.steps`
-lists every call with its expert, cost and predicted quality.
+When the request's router runs live episodes (`router.episodes.Episode`: the `rl` policy, an
+agreement `chain`; `api.plan` decides that, and how many calls the budget reserves), the
+gateway asks it step by step which expert to call next or whether to answer; the answer is the
+reply of the expert the episode names (`answer_expert`). An expert that fails is skipped (the
+episode picks among the rest). `coe.max_cost_usd` is a hard cap: the episode never proposes an
+expert whose estimated cost does not fit what is left, and each call's `max_tokens` is cut so
+that even its worst case fits (the prompt counted at its upper bound, one token a byte, and the
+whole completion). The response's `coe.steps` lists every call with its expert, cost and
+predicted quality.
 
 Streams: a decision to escalate needs the whole answer, so every call but the last is made
-whole; the call that must be the last (the episode then has `max_calls` calls, or no other
-expert left) is streamed to the client as it is written. When the policy stops after a whole
-answer, that answer goes out in one chunk. The last chunk carries `coe` with every step.
+whole; the call that must be the last (`Episode.last_call`) is streamed to the client as it is
+written. When the episode stops after a whole answer, that answer goes out in one chunk.
+The last chunk carries `coe` with every step.
 
-A policy trained on answer features (`RLRouter.observes_answers`: length, format, agreement
-from recorded responses) observes the same features of each live answer, computed from its text
-by the same function (`router.rl_answers.answer_features`), before deciding whether to escalate.
+Each answer's text goes to the episode (`record`), which reads what it needs from it: an `rl`
+policy trained on answer features their live values (`router.rl_answers.answer_features`), a
+chain the reply's conclusion.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from experts.errors import ExpertError
 from experts.fallback import Attempt
 from experts.live import LivePool
 from experts.tracing import span
+from router.episodes import Episode, runs_episodes
 from router.query import estimate_tokens, max_prompt_tokens, routing_text
 from router.rl import RLRouter
-from router.rl_answers import ANSWER_FEATURES, answer_features
-from router.rl_online import LiveEpisode, Trace
+from router.rl_answers import ANSWER_FEATURES
+from router.rl_online import Trace
 
 __all__ = ["Cascade", "CascadeResult"]
 
@@ -83,7 +85,7 @@ class CascadeResult:
         attempts: list[Attempt],
         trace: Trace | None,
         stream: ExpertStream | None = None,
-        episode: LiveEpisode | None = None,
+        episode: Episode | None = None,
     ):
         self.answer, self.steps, self.attempts, self.trace = answer, steps, attempts, trace
         self.stream, self.episode = stream, episode
@@ -115,41 +117,32 @@ class Cascade:
         room = (left - prompt * d.input_price / 1e6) * 1e6 / d.output_price
         return min(limit, int(room))
 
-    @staticmethod
-    def _last_call(episode: LiveEpisode, router: RLRouter) -> bool:
-        """Whether the call about to be made must be the episode's last."""
-        state = episode.state
-        made = int(state.n_calls[0])
-        return made + 1 >= router.max_calls or int(state.called[0].sum()) + 1 >= len(router.models_)
-
     async def run(
         self, request: ChatCompletionRequest, decision: RouteDecision, stream_last: bool = False
     ) -> CascadeResult:
         """Run the episode; with `stream_last`, a call that must be the last is opened as a
         stream and returned unread (see `CascadeResult`)."""
         router = self.routing.routers[decision.router]
-        assert isinstance(router, RLRouter) and decision.embedding is not None
+        assert runs_episodes(router)
         options = request.coe
         body = request.upstream_body(self.default_max_tokens)
         prompt = estimate_tokens(body["messages"])
         worst_prompt = max_prompt_tokens(body["messages"])  # the cap holds whatever it counts
         costs = np.array([decision.estimated_cost_usd[m] for m in router.models_])
-        episode = LiveEpisode(
-            router,
+        episode = router.episode(
             decision.embedding,
             costs,
+            question=routing_text(body["messages"], max_chars=1_000_000),
             cost_weight=options.cost_weight if options else None,
             budget=options.max_cost_usd if options else None,
-            explore=self.learner.exploration(router),
+            explore=self.learner.exploration(router),  # type: ignore[arg-type]
             rng=self.rng,
         )
         # down, or lacking what the request needs (tools, modalities, context)
         episode.exclude(set(decision.unavailable) | set(decision.excluded))
         steps: list[Json] = []
         attempts: list[Attempt] = []
-        answer: Json | None = None
-        question = routing_text(body["messages"], max_chars=1_000_000)
-        texts: list[str] = []  # the answers so far, for the features' agreement
+        answers: dict[str, Json] = {}
         while (expert := episode.next_expert()) is not None:
             descriptor = self.routing.experts[expert]
             limit = token_limit(descriptor, request.completion_limit, int(body["max_tokens"]))
@@ -160,7 +153,7 @@ class Cascade:
                 episode.skip(expert)
                 continue
             try:
-                if stream_last and self._last_call(episode, router):
+                if stream_last and episode.last_call():
                     streamed = {**body, "max_tokens": tokens, "stream": True}
                     streamed["stream_options"] = {"include_usage": True}
                     upstream = await self.pool.client.open_stream(expert, streamed)
@@ -177,7 +170,7 @@ class Cascade:
                     result = await self.pool.client.complete(expert, {**body, "max_tokens": tokens})
             except ExpertError as exc:
                 attempts.append(Attempt(expert, exc.message))
-                if not exc.retryable and answer is not None:
+                if not exc.retryable and answers:
                     break  # the request is what the later expert refused: keep the paid answer
                 if not exc.retryable:
                     raise RejectedByExpert(
@@ -194,19 +187,17 @@ class Cascade:
             cost = self.routing.experts[expert].cost_usd(
                 int(usage.get("prompt_tokens") or prompt), int(usage.get("completion_tokens") or 0)
             )
-            features = None
-            if router.observes_answers:
-                text = _answer_text(result)
-                features = answer_features(text, question, texts)
-                texts.append(text)
-            episode.record(expert, round(cost, 12), features)
+            episode.record(expert, round(cost, 12), _answer_text(result))
             steps.append(self._step(expert, cost, decision) | {"usage": usage})
-            answer = result
+            answers[expert] = result
+        chosen = episode.answer_expert() or ""
+        answer = answers.get(chosen)
         if answer is None:
             raise NoExpertAvailable(
                 "no expert could answer within the cascade's limits",
                 tried=[a.as_json() for a in attempts],
             )
+        answer["model"] = chosen
         return CascadeResult(answer, steps, attempts, episode.trace())
 
     @staticmethod
@@ -227,7 +218,6 @@ class Cascade:
             traced.set(steps=len(done.steps), cost_usd=sum(s["cost_usd"] for s in done.steps))
         assert done.answer is not None
         meta = self._meta(done, decision, started)
-        done.answer["model"] = done.steps[-1]["expert"]
         return done.answer, meta
 
     @staticmethod
@@ -265,7 +255,7 @@ class Cascade:
         if done.stream is None:
             assert done.answer is not None
             self.served(request_id, meta)
-            expert = done.steps[-1]["expert"]
+            expert = done.answer.get("model") or done.steps[-1]["expert"]  # the episode's reply
             return meta, whole(_answer_text(done.answer), meta, chunk, request, expert)
         return meta, self._relay(done, meta, chunk, request, request_id, started)
 
@@ -335,5 +325,5 @@ class Cascade:
 
     def served(self, request_id: str, meta: CoeMeta) -> None:
         """Keep the episode of a served request for feedback."""
-        if getattr(meta, "trace", None) is not None and meta.router:
+        if getattr(meta, "trace", None) is not None and meta.router in self.learner.routers:
             self.learner.remember(request_id, meta.router, meta.trace)

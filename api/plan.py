@@ -29,8 +29,8 @@ from api.tokens import completion_tokens, token_limit
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS
 from router.descriptor import ExpertDescriptor
+from router.episodes import runs_episodes
 from router.query import estimate_tokens, max_prompt_tokens
-from router.rl import RLRouter
 
 if TYPE_CHECKING:
     from api.sticky import Stickiness
@@ -139,7 +139,7 @@ class Planner:
     def _steps(self, router_name: str | None) -> int:
         """How many calls the named router's episode may make; 0 when it is not step-wise."""
         router = self.routing.routers.get(router_name or self.routing.default)
-        return router.max_calls if self.cascades and isinstance(router, RLRouter) else 0
+        return router.max_calls if self.cascades and runs_episodes(router) else 0
 
     def shape(self, request: ChatCompletionRequest) -> Plan:
         """The plan before routing: its kind and worst case, from the request and the pool
@@ -172,7 +172,12 @@ class Planner:
         if kind != "compose":
             if self.sticky is not None:
                 decision = await self.sticky.apply(request, decision)
-            stepwise = decision.embedding is not None and self._steps(decision.router) > 0
+            router = self.routing.routers.get(decision.router)
+            # a router that reads no embedding (an agreement chain) still runs its episodes
+            embedded = decision.embedding is not None or (
+                router is not None and not router.uses_embeddings
+            )
+            stepwise = embedded and self._steps(decision.router) > 0
             kind = "cascade" if stepwise else "single"
         return replace(plan, kind=kind, decision=decision, ranked=decision.ranked, routed=True)
 

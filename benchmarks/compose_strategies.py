@@ -1,7 +1,7 @@
 """Composition and cascades against routers and the best single model, offline, on recorded replies.
 
     .venv/bin/python benchmarks/compose_strategies.py --data DIR --out reports/compose-NAME \
-        [--routers ensemble,vote,cascade,rl] [--embed-cache /work/cache/embeddings] [--reuse]
+        [--routers ensemble,vote,cascade,chain,rl] [--embed-cache /work/cache/embeddings] [--reuse]
 
 `DIR` holds `train.parquet` and `test.parquet` with every model's `response` (`coe data import`
 of ZeroEval, MMLU-Pro or RouteLLM GSM8K). This runs `coe eval` on them (or, with `--reuse`,
@@ -14,7 +14,10 @@ reads the report already in `--out`) and prints:
 2. a vote of k: its cost and accuracy against the best single model, per k (λ = 0: the k
    best-profiled experts);
 3. where composition loses: at the calibrated point, the share of queries a strategy gets right
-   where the best single model is wrong (won) and the reverse (lost).
+   where the best single model is wrong (won) and the reverse (lost);
+4. the agreement chain (`chain`), per cost budget: the chain chosen on the training file, its
+   train-CV accuracy and cost share beside the test's, calls per query and how often it
+   escalates past its first k members (k = 2: past the agreeing pair).
 
 Costs are whatever the data records (ESTIMATED for these sources: tokens × list prices).
 """
@@ -84,6 +87,26 @@ def vote_by_k(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def chain_table(report: dict[str, Any]) -> list[str]:
+    entry = report["routers"].get("chain")
+    if entry is None or "cv" not in entry:
+        return []
+    best = report["singles"][report["best_single"]]["mean_cost_usd"]
+    lines = [
+        "| budget | chain (k) | train-CV acc | train-CV share | test acc | test share | calls/q "
+        "| escalated past k |",
+        "|---" * 8 + "|",
+    ]
+    for r in entry["cv"]:
+        share = r["test_cost_usd"] / best if best > 0 else float("nan")
+        lines.append(
+            f"| {r['share']:.2f} | {' → '.join(r['experts'])} ({r['k']}) | {r['cv_accuracy']:.3f} "
+            f"| {r['cv_cost_share']:.2f} | {r['test_accuracy']:.3f} | {share:.2f} "
+            f"| {r['calls_per_query']:.2f} | {r['escalated']:.2f} |"
+        )
+    return lines
+
+
 def won_lost(report: dict[str, Any], names: list[str]) -> list[str]:
     lines = ["| entry | won vs best single | lost vs best single |", "|---|---|---|"]
     for name in names:
@@ -97,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--routers", default="ensemble,vote,cascade,rl")
+    parser.add_argument("--routers", default="ensemble,vote,cascade,chain,rl")
     parser.add_argument("--embed-cache", type=Path, default=Path("/work/cache/embeddings"))
     parser.add_argument("--params", default=None, help="JSON: family → hyperparameters")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,7 +146,13 @@ def main() -> None:
         + (" (ESTIMATED costs)" if ds["costs_estimated"] else "")
         + "\n"
     )
-    for part in (headline(report, names), vote_by_k(report), won_lost(report, names)):
+    parts = (
+        headline(report, names),
+        vote_by_k(report),
+        won_lost(report, names),
+        chain_table(report),
+    )
+    for part in parts:
         if part:
             print("\n".join(part) + "\n")
 

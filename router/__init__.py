@@ -5,7 +5,18 @@ imports `experts`, `api` or `training`. Importing it fills `ROUTERS` with every 
 them imports torch or scikit-learn until it is fitted or used.
 """
 
-from router import baselines, category, classifier, cluster, ensemble, knn, mf, rl, skills
+from router import (
+    baselines,
+    category,
+    chains,
+    classifier,
+    cluster,
+    ensemble,
+    knn,
+    mf,
+    rl,
+    skills,
+)
 from router.base import ROUTERS, PoolMismatchError, Router, register
 
 __all__ = [
@@ -14,6 +25,7 @@ __all__ = [
     "Router",
     "baselines",
     "category",
+    "chains",
     "classifier",
     "cluster",
     "ensemble",

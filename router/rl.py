@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from router.descriptor import ExpertDescriptor
 from router.rl_answers import ANSWER_FEATURES, recorded_answers
 from router.rl_env import EpisodeState, RecordedEnv, advance, new_state, observe, valid_actions
 from router.rl_net import NetOutput, forward, quality_logits
+
+if TYPE_CHECKING:
+    from router.rl_online import LiveEpisode
 
 __all__ = ["RLRouter", "descriptor_features", "parameter_count_b"]
 
@@ -212,6 +215,24 @@ class RLRouter(Router):
         """Whether the policy was trained on answer features derived from response text (so
         evaluation and serving must compute them; pickles from before this existed: no)."""
         return bool(getattr(self, "answer_feature_names_", ()))
+
+    def episode(
+        self,
+        embedding: np.ndarray | None,
+        est_costs: np.ndarray,
+        *,
+        question: str = "",
+        cost_weight: float | None = None,
+        budget: float | None = None,
+        explore: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> LiveEpisode:
+        """A live episode of this policy (`router.episodes.EpisodeRouter`)."""
+        from router.rl_online import LiveEpisode
+
+        if embedding is None:
+            raise ValueError("an rl episode needs the query's embedding")
+        return LiveEpisode(self, embedding, est_costs, cost_weight, budget, explore, rng, question)
 
     # -- the pool ---------------------------------------------------------------------------
 

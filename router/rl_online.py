@@ -1,7 +1,8 @@
 """The RL router live: a step-by-step episode the gateway drives, and learning from feedback.
 
-`LiveEpisode` is one query's cascade: `next_expert()` says whom to call (None: answer now),
-`record()` what the call cost, `skip()` that an expert failed. The budget is hard: an expert
+`LiveEpisode` is one query's cascade (a `router.episodes.Episode`): `next_expert()` says whom
+to call (None: answer now), `record()` what the call cost and answered, `skip()` that an expert
+failed. The budget is hard: an expert
 whose estimated cost does not fit what is left is never proposed (and the gateway caps the
 call's tokens so the actual cost fits too).
 
@@ -77,8 +78,11 @@ class LiveEpisode:
         budget: float | None = None,
         explore: float = 0.0,
         rng: np.random.Generator | None = None,
+        question: str = "",
     ) -> None:
         self.router = router
+        self.question = question
+        self._texts: list[str] = []  # the answers so far, for the answer features' agreement
         self.x = np.asarray(embedding, dtype=np.float64)[None, :]
         self.costs = np.asarray(est_costs, dtype=np.float64)[None, :]
         self.cost_weight = router.cost_weight if cost_weight is None else cost_weight
@@ -114,9 +118,23 @@ class LiveEpisode:
         return self.router.models_[action]
 
     def record(
-        self, expert: str, cost_usd: float, answer_features: np.ndarray | None = None
+        self,
+        expert: str,
+        cost_usd: float,
+        answer_text: str | None = None,
+        answer_features: np.ndarray | None = None,
     ) -> None:
-        """`expert` (the one `next_expert` proposed) answered, at `cost_usd`."""
+        """`expert` (the one `next_expert` proposed) answered `answer_text`, at `cost_usd`.
+
+        A policy trained on answer features (`RLRouter.observes_answers`) observes those of
+        `answer_text` (`router.rl_answers.answer_features`, against the answers before it)
+        unless `answer_features` gives them."""
+        if answer_features is None and answer_text is not None and self.router.observes_answers:
+            from router.rl_answers import answer_features as features_of
+
+            answer_features = features_of(answer_text, self.question, self._texts)
+        if answer_text is not None:
+            self._texts.append(answer_text)
         action, step = self._take(expert)
         feats = None if answer_features is None else np.asarray(answer_features)[None, :]
         self.state = advance(self.state, np.array([action]), np.array([cost_usd]), feats)
@@ -137,6 +155,19 @@ class LiveEpisode:
         for j, name in enumerate(self.router.models_):
             called[0, j] |= name in experts
         self.state = replace(self.state, called=called)
+
+    def last_call(self) -> bool:
+        """Whether the call just proposed must be the last (then its reply is the answer)."""
+        made = int(self.state.n_calls[0])
+        left = len(self.router.models_) - int(self.state.called[0].sum())
+        return made + 1 >= self.router.max_calls or left <= 1
+
+    def answer_expert(self) -> str | None:
+        """The last expert that answered (the policy answers with the last answer)."""
+        for step in reversed(self.steps):
+            if step.action < len(self.router.models_):
+                return self.router.models_[step.action]
+        return None
 
     def _take(self, expert: str) -> tuple[int, Step]:
         if self._pending is None or self.router.models_[self._pending[0]] != expert:

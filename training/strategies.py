@@ -159,6 +159,11 @@ class Strategy(ABC):
         """`(b, m)` predicted quality of each expert on each query (the trained profile)."""
         return np.asarray(self.router_.score(x, prompts), dtype=np.float64)
 
+    def escalated(self, run: Episodes, point: dict[str, float]) -> float:
+        """Share of `run`'s queries that escalated: made more calls than the fewest the
+        strategy makes at `point` (here: more than one)."""
+        return float((run.calls > 1).mean())
+
     @abstractmethod
     def grid(self) -> list[dict[str, float]]:
         """The operating points a sweep runs, cheapest-leaning first."""

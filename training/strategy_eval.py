@@ -26,12 +26,24 @@ from typing import Any
 import numpy as np
 
 from router.data import RoutingData
+from training.chains import ChainStrategy
 from training.errors import CoeTrainingError
 from training.evaluate import RouterResult, evaluate_curve
 from training.recorded import AnswerKey, ReplyTable, reply_table
 from training.strategies import STRATEGIES, Episodes, Strategy
 
-__all__ = ["evaluate_strategy", "is_strategy", "pareto", "reply_key", "sweep_strategy"]
+__all__ = [
+    "ALL_STRATEGIES",
+    "evaluate_strategy",
+    "is_strategy",
+    "pareto",
+    "reply_key",
+    "sweep_strategy",
+]
+
+#: Every offline strategy by name: `training.strategies`' and the agreement chain (its own
+#: module, which subclasses `Strategy` and so cannot be listed there).
+ALL_STRATEGIES: dict[str, type[Strategy]] = {**STRATEGIES, ChainStrategy.name: ChainStrategy}
 
 #: Share of the training queries held out to choose the calibrated operating point.
 VALIDATION = 0.25
@@ -39,22 +51,16 @@ VALIDATION = 0.25
 
 def is_strategy(name: str) -> bool:
     """Whether `coe eval --routers` names an offline strategy rather than a router."""
-    return name in STRATEGIES
+    return name in ALL_STRATEGIES
 
 
 def reply_key(reply: str, prompt: str, task: str | None) -> str | None:
     """A reply's conclusion as the graders read it (`training.grading`): the option letter of
     a multiple-choice prompt, the MATH answer (`math_key`) for a `math*` task, else the final
     number."""
-    from router.answers import option_letters
-    from training.grading import math_reply_answer, number_reply_answer, option_reply_answer
+    from router.chains import conclusion
 
-    letters = option_letters(prompt)
-    if letters:
-        return option_reply_answer(reply, letters)
-    if task and task.lower().startswith("math"):
-        return math_reply_answer(reply)
-    return number_reply_answer(reply)
+    return conclusion(reply, prompt, bool(task and task.lower().startswith("math")))
 
 
 def _table(data: RoutingData, key: AnswerKey | None, role: str) -> ReplyTable:
@@ -94,13 +100,13 @@ def _row(point: dict[str, float], run: Episodes) -> list[float]:
     ]
 
 
-def _summary(point: dict[str, float], run: Episodes) -> dict[str, Any]:
+def _summary(strategy: Strategy, point: dict[str, float], run: Episodes) -> dict[str, Any]:
     return {
         "params": point,
         "cost_usd": float(run.cost.mean()),
         "accuracy": float(run.score.mean()),
         "calls_per_query": float(run.calls.mean()),
-        "escalated": float((run.calls > 1).mean()),
+        "escalated": strategy.escalated(run, point),
     }
 
 
@@ -133,7 +139,7 @@ def _calibrated(
     order = np.random.default_rng(seed).permutation(len(data))
     cut = max(1, round(len(data) * VALIDATION))
     held, rest = np.sort(order[:cut]), np.sort(order[cut:])
-    part = STRATEGIES[name](**params).fit(subset(data, rest), x[rest], table.take(rest))
+    part = ALL_STRATEGIES[name](**params).fit(subset(data, rest), x[rest], table.take(rest))
     val = subset(data, held)
     runs = sweep_strategy(part, val, table.take(held), part.quality(x[held], val.prompts))
     i, met = _pick(runs, _best_single(val)[1])
@@ -150,7 +156,7 @@ def _calibrated(
         "cost_usd": float(run.cost.mean()),
         "cost_share": float(run.cost.mean()) / best_cost if best_cost > 0 else None,
         "calls_per_query": float(run.calls.mean()),
-        "escalated": float((run.calls > 1).mean()),
+        "escalated": fitted.escalated(run, point),
         "met_on_validation": met,
         "won": float(((run.score > 0.5) & (single < 0.5)).mean()),
         "lost": float(((run.score < 0.5) & (single > 0.5)).mean()),
@@ -173,7 +179,7 @@ def evaluate_strategy(
     """
     params = {"seed": seed, **(params or {})}
     try:
-        strategy = STRATEGIES[name](**params)
+        strategy = ALL_STRATEGIES[name](**params)
     except TypeError as exc:
         raise CoeTrainingError(f"bad parameters for strategy {name!r}: {exc}") from exc
     train_table, test_table = _table(train, key, "training"), _table(test, key, "test")
@@ -183,11 +189,15 @@ def evaluate_strategy(
     curve = [_row(*runs[i]) for i in keep]
     result = evaluate_curve(curve, [runs[i][1].answer for i in keep], test)
     m = result.metrics
-    m["points"] = [{**runs[i][0], "escalated": float((runs[i][1].calls > 1).mean())} for i in keep]
-    m["sweep"] = [_summary(point, run) for point, run in runs]
+    m["points"] = [
+        {**runs[i][0], "escalated": strategy.escalated(runs[i][1], runs[i][0])} for i in keep
+    ]
+    m["sweep"] = [_summary(strategy, point, run) for point, run in runs]
     op, _ = _pick([runs[i] for i in keep], _best_single(test)[1])
     m["calls_per_query"] = curve[op][3]
     m["escalated"] = m["points"][op]["escalated"]
+    if isinstance(strategy, ChainStrategy):
+        m["cv"] = strategy.report(runs)
     m["calibrated"] = _calibrated(
         name,
         params,

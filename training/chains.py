@@ -1,0 +1,101 @@
+"""`chain`: the agreement chain (`router.chains`) as an offline strategy, run on recorded replies.
+
+`coe eval --routers …,chain` fits a `router.chains.ChainRouter` on the training file (which
+chooses a chain per cost budget by K-fold CV inside that file) and runs each budget's chain on
+the test file through a `training.recorded.Ledger`, driving the very `ChainEpisode` the gateway
+drives: an expert's reply is read only after the episode called it and paid for it, and the
+answer is the reply the episode names. Points: `share`, the budget as a share of the best
+single expert's mean training cost. The report entry also carries `cv`: per budget, the chain
+chosen, its candidate family and its train-CV accuracy and cost share, to set beside the test.
+
+Example::
+
+    chain = ChainStrategy().fit(train, x_train, reply_table(train.responses, train.prompts))
+    run = chain.run(test, table_test, chain.quality(x_test, test.prompts), {"share": 0.3})
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+
+from router.chains import SHARES, ChainEpisode, ChainRouter
+from router.data import RoutingData
+from training.recorded import Ledger, ReplyTable
+from training.strategies import Episodes, Strategy
+
+__all__ = ["ChainStrategy"]
+
+
+class ChainStrategy(Strategy):
+    """Agreement chains chosen on the training file, one per cost budget."""
+
+    name = "chain"
+
+    def __init__(self, shares: tuple[float, ...] = SHARES, folds: int = 5, seed: int = 0) -> None:
+        super().__init__(folds=folds, seed=seed)
+        self.shares = tuple(shares)
+
+    def fit(self, data: RoutingData, x: np.ndarray, table: ReplyTable) -> Self:
+        """Fit the chain router (it reads the replies' conclusions itself, as serving does)."""
+        self.router_ = ChainRouter(shares=self.shares, folds=self.folds, seed=self.seed)
+        self.router_.fit(data, x)
+        return self
+
+    def report(self, runs: list[tuple[dict[str, float], Episodes]]) -> list[dict[str, Any]]:
+        """Per budget: the chain chosen (expert names, k), its candidate family, its train-CV
+        accuracy and cost share, and beside them the test run's (`test_*`), its calls per
+        query and `escalated`: the share of queries that called past the first k members
+        (k = 2: past the pair)."""
+        names = self.router_.models_
+        tested = {point["share"]: run for point, run in runs}
+        out = []
+        for r in self.router_.cv_:
+            row: dict[str, Any] = {**r, "experts": [names[j] for j in r["experts"]]}
+            run = tested.get(r["share"])
+            if run is not None:
+                row |= {
+                    "test_accuracy": float(run.score.mean()),
+                    "test_cost_usd": float(run.cost.mean()),
+                    "calls_per_query": float(run.calls.mean()),
+                    "escalated": self.escalated(run, {"share": r["share"]}),
+                }
+            out.append(row)
+        return out
+
+    def quality(self, x: np.ndarray, prompts: Any) -> np.ndarray:
+        return np.asarray(self.router_.score(x, prompts), dtype=np.float64)
+
+    def escalated(self, run: Episodes, point: dict[str, float]) -> float:
+        """Share of queries that called past the chain's first k members (k = 2: the pair
+        every query asks; k = 1: the first expert)."""
+        return float((run.calls > self.router_.chain_for(point["share"]).k).mean())
+
+    def grid(self) -> list[dict[str, float]]:
+        return [{"share": s} for s in self.shares]
+
+    def run(
+        self, data: RoutingData, table: ReplyTable, quality: np.ndarray, point: dict[str, float]
+    ) -> Episodes:
+        router = self.router_
+        chain = router.chain_for(point["share"])
+        reliability = dict(zip(router.models_, map(float, router.reliability_), strict=True))
+        index = {name: j for j, name in enumerate(router.models_)}
+        episodes = [ChainEpisode(chain, reliability) for _ in range(len(data))]
+        ledger = Ledger(data, table, np.arange(len(data)))
+        for _ in chain.experts:
+            ask = [ep.next_expert() for ep in episodes]
+            experts = np.array([-1 if e is None else index[e] for e in ask], dtype=np.int64)
+            if (experts < 0).all():
+                break
+            before = ledger.spent.copy()
+            ledger.call(experts)
+            keys = ledger.seen().keys
+            for i, e in enumerate(experts):
+                if e >= 0:
+                    key = int(keys[i, e])
+                    episodes[i].record_key(ask[i] or "", ledger.spent[i] - before[i],
+                                           key if key >= 0 else None)  # fmt: skip
+        answer = np.array([index.get(ep.answer_expert() or "", -1) for ep in episodes])
+        return Episodes.settled(ledger, answer)
