@@ -64,6 +64,7 @@ def test_cpu_stack_runs_every_expert_where_the_pool_calls_it() -> None:
         "expert-gemma3-270m",
         "gateway",
         "prometheus",
+        "grafana",  # behind its profile (tests/deploy/test_grafana.py)
     ]
     assert all(s["network_mode"] == "host" for s in services.values())
     assert all(s["healthcheck"]["test"] for s in services.values())
