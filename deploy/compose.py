@@ -31,6 +31,7 @@ import yaml
 
 from deploy.monitoring import GRAFANA_DIR, grafana_service
 from deploy.topology import ExpertService, expert_services, uses_host_network
+from experts.engines.vllm import tool_call_args
 from experts.pool import PoolConfig, load_pool
 
 __all__ = ["POOL_IN_CONTAINER", "VLLM_IMAGE", "dump", "render_compose", "write_files"]
@@ -190,6 +191,8 @@ def _vllm_service(svc: ExpertService, share: float, after: str | None) -> dict[s
             f"--max-model-len={expert.context_length}",
             f"--gpu-memory-utilization={share:.2f}",
             "--enable-sleep-mode",
+            *tool_call_args(expert),  # the pool's tool-call parser is in extra_args
+            *expert.extra_args,
         ],
         "deploy": {
             "resources": {
