@@ -67,8 +67,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture
-def client(served: Served) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+def client(served: Served) -> Iterator[openai.OpenAI]:
+    # closed after each test: an open connection pool is an unraisable ResourceWarning at exit
+    with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def coe(answer: Any) -> dict[str, Any]:

