@@ -6,10 +6,11 @@ Two shapes, chosen by where the pool's experts listen (`deploy.topology`):
   container per llama.cpp expert (`coe deploy expert`), the gateway and Prometheus, all on the
   host network, from images built locally (`deploy/docker/build.sh`). Ports the pool does not
   fix come from the environment: `COE_PORT` (8000), `COE_REDIS_PORT` (6379),
-  `PROMETHEUS_PORT` (9090).
+  `PROMETHEUS_PORT` (9090). Grafana (`deploy.monitoring`) is behind the profile `grafana`.
 - **service network** (experts on service hosts, e.g. `config/vllm.yaml`): the GPU host. One
   vLLM container per expert with a GPU reservation and sleep mode, started one after another,
-  with Redis, the gateway and Prometheus from public images.
+  with Redis, the gateway, Prometheus and Grafana (the coe dashboard provisioned) from public
+  images.
 
 Every service has a healthcheck; the gateway waits for the others to be healthy. The pool file
 is mounted into every coe container, so what the gateway calls is what the stack runs.
@@ -28,7 +29,9 @@ from typing import Any
 
 import yaml
 
+from deploy.monitoring import GRAFANA_DIR, grafana_service
 from deploy.topology import ExpertService, expert_services, uses_host_network
+from experts.engines.vllm import tool_call_args
 from experts.pool import PoolConfig, load_pool
 
 __all__ = ["POOL_IN_CONTAINER", "VLLM_IMAGE", "dump", "render_compose", "write_files"]
@@ -166,6 +169,7 @@ def _cpu_services(
             "retries": 12,
         },
     }
+    services["grafana"] = grafana_service(_rel(GRAFANA_DIR, out), host_network=True)
     return services
 
 
@@ -187,6 +191,8 @@ def _vllm_service(svc: ExpertService, share: float, after: str | None) -> dict[s
             f"--max-model-len={expert.context_length}",
             f"--gpu-memory-utilization={share:.2f}",
             "--enable-sleep-mode",
+            *tool_call_args(expert),  # the pool's tool-call parser is in extra_args
+            *expert.extra_args,
         ],
         "deploy": {
             "resources": {
@@ -261,6 +267,7 @@ def _gpu_services(
             "retries": 5,
         },
     }
+    services["grafana"] = grafana_service(_rel(GRAFANA_DIR, out), host_network=False)
     return services
 
 
@@ -271,13 +278,15 @@ _CPU_USAGE = """#
 #   deploy/docker/build.sh && docker-compose -f deploy/cpu/docker-compose.yml up -d
 #
 # Ports: COE_PORT (gateway, 8000), COE_REDIS_PORT (6379), PROMETHEUS_PORT (9090); the experts'
-# ports are the pool's base_urls.
+# ports are the pool's base_urls. Grafana with the coe dashboard (GRAFANA_PORT, 3000) is behind
+# the profile `grafana`, as its image comes from a registry: add `--profile grafana` to `up`.
 
 """
 _GPU_USAGE = """#
 # A GPU host: Redis, one vLLM container per expert sharing one GPU (started one after another:
-# vLLM sizes its KV cache from the memory it sees free), the gateway and Prometheus
-# (http://localhost:9090). Gated models need HF_TOKEN:
+# vLLM sizes its KV cache from the memory it sees free), the gateway, Prometheus
+# (http://localhost:9090) and Grafana with the coe dashboard (http://localhost:3000, admin and
+# GRAFANA_ADMIN_PASSWORD). Gated models need HF_TOKEN:
 #
 #   HF_TOKEN=hf_... docker compose up -d
 #   curl localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
@@ -332,7 +341,7 @@ def render_compose(
     build = _cpu_services if host else _gpu_services
     compose = {
         "services": build(pool, experts, out, pool_path, prometheus_file),
-        "volumes": {name: {} for name in ("redis-data", "prometheus-data")}
+        "volumes": {name: {} for name in ("redis-data", "prometheus-data", "grafana-data")}
         | ({} if host else {"hf-cache": {}}),
     }
     source = _rel(pool_path, ROOT).removeprefix("./")

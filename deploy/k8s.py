@@ -24,6 +24,7 @@ from typing import Any
 
 from deploy.compose import POOL_IN_CONTAINER, VLLM_IMAGE, dump
 from deploy.topology import LOOPBACK, DeployError, ExpertService, expert_services
+from experts.engines.vllm import tool_call_args
 from experts.pool import load_pool
 
 __all__ = ["GATEWAY_PORT", "render_k8s"]
@@ -193,6 +194,8 @@ def _vllm_container(svc: ExpertService) -> dict[str, Any]:
             f"--port={svc.port}",
             f"--max-model-len={expert.context_length}",
             "--enable-sleep-mode",
+            *tool_call_args(expert),  # the pool's tool-call parser is in extra_args
+            *expert.extra_args,
         ],
         "env": [
             # exposes POST /sleep and /wake_up, which coe's residency drives

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from experts.engines.vllm import missing_tool_parser
 from experts.pool import ExpertConfig, PoolConfig
 
 __all__ = ["LOOPBACK", "DeployError", "ExpertService", "expert_services", "uses_host_network"]
@@ -46,7 +47,8 @@ def expert_services(pool: PoolConfig) -> list[ExpertService]:
     """The pool's experts that a deployment runs, in pool order.
 
     Raises `DeployError` for an expert that coe starts itself (no `base_url`): a deployment
-    runs each expert in its own container, so the pool must say where each one listens.
+    runs each expert in its own container, so the pool must say where each one listens; and for
+    a vLLM expert that takes tools but names no tool-call parser (`experts.engines.vllm`).
     """
     services: list[ExpertService] = []
     for expert in pool.experts:
@@ -60,6 +62,8 @@ def expert_services(pool: PoolConfig) -> list[ExpertService]:
         url = urlsplit(expert.base_url)
         if url.hostname is None:
             raise DeployError(f"expert {expert.name!r}: base_url {expert.base_url!r} has no host")
+        if expert.engine == "vllm" and (why := missing_tool_parser(expert)) is not None:
+            raise DeployError(why)  # its container's vLLM would answer 400 to tools
         port = url.port or (443 if url.scheme == "https" else 80)
         services.append(ExpertService(_service_name(expert, url.hostname), port, expert))
     names = [s.name for s in services]

@@ -33,7 +33,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 GATEWAY = "gateway"
 VLLM_SERVICES = ("vllm-qwen", "vllm-llama", "vllm-mistral")
 #: Services that watch the gateway: they wait for it, not it for them.
-MONITORS = {"prometheus"}
+MONITORS = {"prometheus", "grafana"}
 
 # Settings that the compose file already sets for features being built now; each entry must
 # become a `Settings` field. Keep it short: anything else here hides a typo.

@@ -16,7 +16,16 @@ An expert with `model_path` instead of `base_url` is launched by coe (`pip insta
     - name: qwen
       engine: vllm
       model_path: Qwen/Qwen2.5-7B-Instruct   # or a local folder
-      extra_args: [--gpu-memory-utilization, "0.3"]
+      extra_args: [--gpu-memory-utilization, "0.3", --tool-call-parser, hermes]
+
+Tools: a request with `tools` and no `tool_choice` means `auto`, which vLLM refuses (400) unless
+its server runs with `--enable-auto-tool-choice` and a `--tool-call-parser` that reads the
+model's tool-call markup (hermes for Qwen2.5 and ChatML models, llama3_json for Llama 3.1,
+mistral for Mistral). The parser depends on the model, so the pool names it in `extra_args`;
+`tool_call_args` adds the switch, for a launched server and for `coe deploy` alike. Without a
+parser an expert that takes tools (the default) does not start: name one, or set `tools: false`.
+Arguments follow a tool's JSON schema only for a tool marked `strict` (or a server started with
+`--tool-strict-level parameter`); otherwise vLLM constrains the call's envelope and name only.
 """
 
 from __future__ import annotations
@@ -29,10 +38,37 @@ import httpx
 from experts.engines.base import Engine
 from experts.engines.process import ProcessEngine, inherit_env
 from experts.errors import EngineStartError, ResidencyError
+from experts.pool import ExpertConfig
 
-__all__ = ["SleepMode", "VLLMProcessEngine"]
+__all__ = ["SleepMode", "VLLMProcessEngine", "missing_tool_parser", "tool_call_args"]
 
 SLEEP_HINT = "start vLLM with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 (CUDA/ROCm only)"
+AUTO_TOOL_CHOICE = "--enable-auto-tool-choice"
+
+
+def _names_parser(args: list[str]) -> bool:
+    return any(a == "--tool-call-parser" or a.startswith("--tool-call-parser=") for a in args)
+
+
+def tool_call_args(config: ExpertConfig) -> list[str]:
+    """The vLLM server flags, beyond the pool's `extra_args`, that make the expert take `tools`
+    as the pool says: `--enable-auto-tool-choice` when it takes tools and names a parser."""
+    args = config.extra_args
+    if config.supports_tools and AUTO_TOOL_CHOICE not in args and _names_parser(args):
+        return [AUTO_TOOL_CHOICE]
+    return []
+
+
+def missing_tool_parser(config: ExpertConfig) -> str | None:
+    """Why the expert's vLLM server could not take the tools the pool says it takes (it names
+    no `--tool-call-parser` in `extra_args`, and vLLM would answer 400), with the fix; or None."""
+    if not config.supports_tools or _names_parser(config.extra_args):
+        return None
+    return (
+        f"expert {config.name!r} takes tools, but its vLLM server needs a tool-call parser for "
+        "that: add one for its model to extra_args (e.g. [--tool-call-parser, hermes] for "
+        "Qwen2.5, llama3_json for Llama 3.1, mistral for Mistral), or set tools: false"
+    )
 
 
 class SleepMode(Engine):
@@ -95,6 +131,8 @@ class VLLMProcessEngine(SleepMode, ProcessEngine):
                 f"{self.config.name}: vLLM is not installed: `pip install 'coe[vllm]'` "
                 "(on a GPU host), or give the expert a 'base_url' of a running server"
             )
+        if (why := missing_tool_parser(self.config)) is not None:
+            raise EngineStartError(why)
 
     def launch_command(self, port: int) -> list[str]:
         cfg = self.config
@@ -114,6 +152,7 @@ class VLLMProcessEngine(SleepMode, ProcessEngine):
             "--max-model-len",
             str(cfg.context_length),
             "--enable-sleep-mode",
+            *tool_call_args(cfg),
             *cfg.extra_args,
         ]
 

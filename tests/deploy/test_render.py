@@ -64,6 +64,7 @@ def test_cpu_stack_runs_every_expert_where_the_pool_calls_it() -> None:
         "expert-gemma3-270m",
         "gateway",
         "prometheus",
+        "grafana",  # behind its profile (tests/deploy/test_grafana.py)
     ]
     assert all(s["network_mode"] == "host" for s in services.values())
     assert all(s["healthcheck"]["test"] for s in services.values())
@@ -104,8 +105,8 @@ def test_pools_that_cannot_be_deployed_say_why(tmp_path: Path, pool: str, messag
         path = tmp_path / "mixed.yaml"
         path.write_text(
             "experts:\n"
-            "  - {name: a, engine: vllm, base_url: 'http://127.0.0.1:9001/v1'}\n"
-            "  - {name: b, engine: vllm, base_url: 'http://vllm-b:8000/v1'}\n"
+            "  - {name: a, engine: vllm, base_url: 'http://127.0.0.1:9001/v1', tools: false}\n"
+            "  - {name: b, engine: vllm, base_url: 'http://vllm-b:8000/v1', tools: false}\n"
         )
     with pytest.raises(DeployError, match=message):
         render_compose(path, tmp_path)
@@ -197,3 +198,26 @@ def test_k8s_runs_llamacpp_experts_with_coe_deploy_expert(tmp_path: Path) -> Non
     assert container["image"] == "registry.example/coe-local:1"
     assert container["args"][-4:] == ["--name", "gemma3-270m", "--host", "0.0.0.0"]
     assert _find(docs, "Service", "gemma")["spec"]["ports"][0]["port"] == 8080
+
+
+def test_vllm_experts_that_take_tools_run_with_their_tool_call_parser(tmp_path: Path) -> None:
+    pool = load_pool(ROOT / "config/vllm.yaml")
+    files = render_compose(ROOT / "config/vllm.yaml", tmp_path)
+    services = yaml.safe_load(files[tmp_path / "docker-compose.yml"])["services"]
+    docs = _docs(render_k8s(ROOT / "config/vllm.yaml", tmp_path))
+    for expert in pool.experts:
+        host = urlsplit(expert.base_url or "").hostname or ""
+        [container] = _find(docs, "Deployment", host)["spec"]["template"]["spec"]["containers"]
+        for argv in (services[host]["command"], container["args"]):
+            assert "--enable-auto-tool-choice" in argv and expert.extra_args[0] in argv
+            assert expert.extra_args[0].startswith("--tool-call-parser=")
+    # without a parser vLLM would answer every request with tools 400: say so, or tools: false
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("experts:\n  - {name: q, engine: vllm, base_url: 'http://vllm-q:8000/v1'}\n")
+    with pytest.raises(DeployError, match=r"tool-call parser .* or set tools: false"):
+        render_compose(bare, tmp_path)
+    bare.write_text(bare.read_text().replace("}", ", tools: false}"))
+    argv = yaml.safe_load(render_compose(bare, tmp_path)[tmp_path / "docker-compose.yml"])[
+        "services"
+    ]["vllm-q"]["command"]
+    assert not any("tool" in a for a in argv)

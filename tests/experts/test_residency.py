@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from experts.engines import make_engine
-from experts.engines.vllm import VLLMProcessEngine
+from experts.engines.vllm import VLLMProcessEngine, missing_tool_parser
 from experts.errors import ExpertUnavailable, PoolConfigError, ResidencyError
 from experts.live import LivePool
 from experts.pool import ExpertConfig, PoolConfig, load_pool
@@ -194,3 +194,16 @@ def test_pool_json_schema_mentions_max_resident() -> None:
 def test_the_shipped_residency_pool_is_valid() -> None:
     pool = load_pool(Path(__file__).parents[2] / "config" / "local-residency.yaml")
     assert pool.max_resident == 1 and len(pool.experts) == 2
+
+
+def test_a_launched_vllm_takes_tools_only_with_a_tool_call_parser(tmp_path: Path) -> None:
+    base = {"name": "qwen", "engine": "vllm", "model_path": "Qwen/Qwen2.5-0.5B-Instruct"}
+    parser = ["--tool-call-parser", "hermes"]
+    engine = make_engine(ExpertConfig.model_validate(base | {"extra_args": parser}), tmp_path)
+    command = engine.launch_command(8123)
+    assert command[-3:] == ["--enable-auto-tool-choice", *parser]
+    assert missing_tool_parser(engine.config) is None
+    without = ExpertConfig.model_validate(base)
+    assert "--enable-auto-tool-choice" not in make_engine(without, tmp_path).launch_command(1)
+    assert "tools: false" in (missing_tool_parser(without) or "")
+    assert missing_tool_parser(ExpertConfig.model_validate(base | {"tools": False})) is None
