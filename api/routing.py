@@ -104,15 +104,25 @@ class RoutingService:
         self.expected_completion_tokens = expected_completion_tokens
         self.load_board = load_board
         self.scores = ScoreBatcher()
+        self._unfit: dict[Needs, dict[str, str]] = {}
 
     def unfit(self, need: Needs) -> dict[str, str]:
-        """The experts that lack what `need` asks for, and why."""
-        out = {}
-        for name, expert in self.experts.items():
-            reason = unfit(expert, need)
-            if reason is not None:
-                out[name] = reason
-        return out
+        """The experts that lack what `need` asks for, and why (a copy: callers may change it).
+
+        Remembered per `need` (a few hundred kinds: most requests are text of a similar size), since
+        the experts' capabilities are fixed for the service's life; checking each expert on every
+        request was a tenth of a cache hit's routing time."""
+        known = self._unfit.get(need)
+        if known is None:
+            known = {}
+            for name, expert in self.experts.items():
+                reason = unfit(expert, need)
+                if reason is not None:
+                    known[name] = reason
+            if len(self._unfit) >= 1024:  # bounded: prompt sizes vary without end
+                self._unfit.clear()
+            self._unfit[need] = known
+        return dict(known)
 
     def router_names(self) -> list[str]:
         return sorted(self.routers)

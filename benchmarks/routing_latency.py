@@ -9,11 +9,18 @@ For each embedder (`minilm` on torch, `minilm-onnx` and `minilm-onnx-int8` on ON
 3. the decision: a real `coe serve --pool config/nvidia.yaml` with that router (pinned to CPU 1
    when `taskset` exists), `POST /v1/route` (no expert is called) with the same 200 questions one
    at a time from this process; the same question repeated (the LRU cache's hit); and 16 clients
-   at once on 400 other distinct questions (decisions per second).
+   at once on 400 other distinct questions (decisions per second);
+4. what load does not move: the gateway's CPU time per decision (from /proc, one at a time),
+   beside the embedder's CPU time per text, so `coe over embed` is coe's own CPU per decision;
+   and, in a process of its own, a cache hit's CPU time and Python function calls for the
+   whole `POST /v1/route` (in-process ASGI, client included) and for `RoutingService.decide`.
 
     .venv/bin/python benchmarks/routing_latency.py --embed-cache /work/cache/embeddings
 
-Quote `uptime` beside the table (printed at the end): the machine's other work moves the numbers.
+`--baseline DIR` measures another checkout (its gateway and its routing code, the same trained
+router) in the same run, row beside row; `--questions`, `--concurrent` and `--hits` bound a run
+on a busy machine. Quote `uptime` beside the table (printed at the end): the machine's other
+work moves the wall-clock numbers, not the CPU times or the call counts.
 """
 
 from __future__ import annotations
@@ -43,11 +50,22 @@ VARIANTS = ("minilm", "minilm-onnx", "minilm-onnx-int8")
 @dataclass(frozen=True)
 class Row:
     variant: str
+    tree: str  # "this" or the baseline checkout
     aiq: float
     embed_ms: tuple[float, float, float]  # p50, p90, p99 of the embedder alone
+    embed_cpu_ms: float  # the embedder's CPU time per text
     route_ms: tuple[float, float, float]  # p50, p90, p99 of POST /v1/route
+    route_cpu_ms: float  # the gateway's CPU time per decision, one at a time
     hit_ms: float  # p50 of a repeated question
     per_s: float  # decisions per second with 16 clients
+    probe: dict[str, float]  # a cache hit in process: CPU ms and calls, route and decide
+
+
+@dataclass(frozen=True)
+class Sizes:
+    questions: int  # one at a time
+    concurrent: int  # with 16 clients
+    hits: int  # the same question repeated
 
 
 def _percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -88,8 +106,9 @@ def _quality(variant: str, train_file: Path, test_file: Path, cache: Path, model
     return float(result.metrics["aiq"])
 
 
-def _floor(variant: str, questions: list[str], models: Path) -> tuple[float, float, float]:
-    """The embedder alone: one text per call, one thread, no cache."""
+def _floor(variant: str, questions: list[str], models: Path) -> tuple[tuple[float, float, float],
+                                                                       float]:  # fmt: skip
+    """The embedder alone: one text per call, one thread, no cache; (percentiles, CPU ms/text)."""
     from router.embedder import SentenceTransformerEmbedder, load_embedder
     from router.onnx_embedder import OnnxEmbedder
 
@@ -102,15 +121,76 @@ def _floor(variant: str, questions: list[str], models: Path) -> tuple[float, flo
         embedder.threads = 1
     embedder.embed_batch(["warm up"])
     times = []
+    cpu = time.process_time()
     for text in questions:
         start = time.perf_counter()
         embedder.embed_batch([text])
         times.append(time.perf_counter() - start)
-    return _percentiles(times)
+    return _percentiles(times), (time.process_time() - cpu) / len(questions) * 1000
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (NaN where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _probe(artifact: Path, variant: str, n: int) -> dict[str, float]:
+    """A cache hit in this process: CPU ms and Python function calls per `POST /v1/route`
+    (through `httpx.ASGITransport`, the client's side included) and per `RoutingService.decide`."""
+    import cProfile
+    import pstats
+
+    os.environ.setdefault("NVIDIA_API_KEY", "unused-route-only")
+    from api.app import create_app
+    from api.settings import Settings
+
+    async def run(work: Path) -> dict[str, float]:
+        app = create_app(Settings(pool=HERE / "config" / "nvidia.yaml", router_artifact=artifact,
+                                  embedder=variant, work_dir=work, _env_file=None))  # fmt: skip
+        body = _body("What is the capital of France, and why did it become the capital?")
+        out: dict[str, float] = {}
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://coe"
+            ) as client,
+        ):
+            routing = app.state.routing
+            steps = {"route": lambda: client.post("/v1/route", json=body),
+                     "decide": lambda: routing.decide(body["messages"])}  # fmt: skip
+            for name, step in steps.items():
+                for _ in range(max(20, n // 10)):
+                    await step()
+                cpu = time.process_time()
+                for _ in range(n):
+                    await step()
+                out[f"{name}_cpu_ms"] = (time.process_time() - cpu) / n * 1000
+                profile = cProfile.Profile()
+                profile.enable()
+                await step()
+                profile.disable()
+                out[f"{name}_calls"] = float(pstats.Stats(profile).total_calls)  # type: ignore[attr-defined]
+        return out
+
+    with tempfile.TemporaryDirectory(prefix="coe-probe-") as tmp:
+        return asyncio.run(run(Path(tmp)))
+
+
+def _probe_in(tree: Path, artifact: Path, variant: str, n: int) -> dict[str, float]:
+    """`_probe` in a fresh process that imports `tree`'s code."""
+    env = os.environ | {"PYTHONPATH": str(tree)}
+    argv = [sys.executable, __file__, "--probe", str(artifact), "--variants", variant,
+            "--hits", str(n)]  # fmt: skip
+    done = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    return {k: float(v) for k, v in (kv.split("=") for kv in done.stdout.split()[-4:])}
 
 
 @contextlib.contextmanager
-def _gateway(artifact: Path, variant: str, work: Path) -> Iterator[str]:
+def _gateway(artifact: Path, variant: str, work: Path, tree: Path) -> Iterator[tuple[str, int]]:
     port = 18000 + os.getpid() % 1000
     argv = [sys.executable, "-c", "from api.cli import main; main()", "serve", "--pool",
             str(HERE / "config" / "nvidia.yaml"), "--router-artifact", str(artifact),
@@ -118,8 +198,9 @@ def _gateway(artifact: Path, variant: str, work: Path) -> Iterator[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         argv = ["taskset", "-c", "1", *argv]
     env = os.environ | {"COE_EMBEDDER": variant, "COE_WORK_DIR": str(work), "NVIDIA_API_KEY":
-                        "unused-route-only", "COE_LOG_LEVEL": "warning"}  # fmt: skip
-    log = work / f"gateway-{variant}.log"
+                        "unused-route-only", "COE_LOG_LEVEL": "warning",
+                        "PYTHONPATH": str(tree)}  # fmt: skip
+    log = work / f"gateway-{variant}-{os.getpid()}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
@@ -134,7 +215,7 @@ def _gateway(artifact: Path, variant: str, work: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gateway not up after 300 s:\n{log.read_text()}")
                 time.sleep(0.5)
-            yield url
+            yield url, proc.pid
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -144,17 +225,20 @@ def _body(question: str) -> dict[str, object]:
     return {"model": "coe-auto", "messages": [{"role": "user", "content": question}]}
 
 
-async def _decisions(url: str, one_by_one: list[str], concurrent: list[str]) -> tuple[
-    tuple[float, float, float], float, float]:  # fmt: skip
+async def _decisions(url: str, pid: int, one_by_one: list[str], concurrent: list[str], hits_n: int
+                     ) -> tuple[tuple[float, float, float], float, float, float]:  # fmt: skip
+    """(route percentiles, gateway CPU ms per decision, hit p50, decisions/s at 16 clients)."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         (await client.post("/v1/route", json=_body("warm up"))).raise_for_status()
         times = []
+        cpu = _cpu_s(pid)
         for question in one_by_one:
             start = time.perf_counter()
             (await client.post("/v1/route", json=_body(question))).raise_for_status()
             times.append(time.perf_counter() - start)
+        cpu_ms = (_cpu_s(pid) - cpu) / len(one_by_one) * 1000
         hits = []
-        for _ in range(50):
+        for _ in range(hits_n):
             start = time.perf_counter()
             (await client.post("/v1/route", json=_body(one_by_one[0]))).raise_for_status()
             hits.append(time.perf_counter() - start)
@@ -169,10 +253,24 @@ async def _decisions(url: str, one_by_one: list[str], concurrent: list[str]) -> 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(16)))
     rate = len(concurrent) / (time.perf_counter() - start)
-    return _percentiles(times), _percentiles(hits)[0], rate
+    return _percentiles(times), cpu_ms, _percentiles(hits)[0], rate
 
 
-def main() -> None:
+Floor = tuple[tuple[float, float, float], float]
+
+
+def _measure(variant: str, tree: Path, aiq: float, artifact: Path, work: Path,
+             questions: tuple[list[str], list[str]], floor: Floor, sizes: Sizes
+             ) -> Row:  # fmt: skip
+    """One row: `tree`'s gateway and probe with `artifact`, beside the embedder's floor."""
+    with _gateway(artifact, variant, work, tree) as (url, pid):
+        route, cpu_ms, hit, rate = asyncio.run(_decisions(url, pid, *questions, sizes.hits))
+    probe = _probe_in(tree, artifact, variant, 10 * sizes.hits)
+    label = "this" if tree == HERE else str(tree)
+    return Row(variant, label, aiq, floor[0], floor[1], route, cpu_ms, hit, rate, probe)
+
+
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=HERE.parent / "shared/data/llmrouter")
     parser.add_argument("--data", type=Path, default=Path("data/llmrouter"))
@@ -182,13 +280,48 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--also", type=Path, action="append", default=[],
                         help="another canonical folder (train/test.parquet): AIQ only")  # fmt: skip
-    args = parser.parse_args()
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout to measure beside this one")  # fmt: skip
+    parser.add_argument("--questions", type=int, default=200, help="asked one at a time")
+    parser.add_argument("--concurrent", type=int, default=400, help="asked by 16 clients")
+    parser.add_argument("--hits", type=int, default=50, help="the same question repeated")
+    parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _table(rows: list[Row]) -> Table:
+    table = Table(title="coe-auto's routing step on LLMRouter test questions (ms)")
+    for name in ("embedder", "tree", "AIQ", "embed p50/p90/p99", "route p50/p90/p99", "hit p50",
+                 "decisions/s @16", "CPU embed", "CPU decision", "coe over embed",
+                 "hit CPU route/decide", "hit calls route/decide"):  # fmt: skip
+        table.add_column(name, justify="left" if name in ("embedder", "tree") else "right")
+    for r in rows:
+        p = r.probe
+        table.add_row(
+            r.variant, r.tree, f"{r.aiq:.4f}", "/".join(f"{v:.1f}" for v in r.embed_ms),
+            "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}", f"{r.per_s:.1f}",
+            f"{r.embed_cpu_ms:.2f}", f"{r.route_cpu_ms:.2f}",
+            f"{r.route_cpu_ms - r.embed_cpu_ms:.2f}",
+            f"{p['route_cpu_ms']:.3f}/{p['decide_cpu_ms']:.3f}",
+            f"{p['route_calls']:.0f}/{p['decide_calls']:.0f}",
+        )  # fmt: skip
+    return table
+
+
+def main() -> None:
+    args = _args()
+    if args.probe is not None:  # the child process of `_probe_in`
+        probe = _probe(args.probe, args.variants, args.hits)
+        print(" ".join(f"{k}={v}" for k, v in probe.items()))
+        return
     train_file, test_file = _dataset(args.source, args.data)
     from training.dataset import read_dataset, to_routing_data
 
     test = to_routing_data(read_dataset(test_file), test_file)
     prompts = list(dict.fromkeys(test.prompts))
-    one_by_one, concurrent = prompts[:200], prompts[200:600]
+    sizes = Sizes(args.questions, args.concurrent, args.hits)
+    questions = prompts[: sizes.questions], prompts[sizes.questions :][: sizes.concurrent]
+    trees = [HERE] + ([args.baseline.resolve()] if args.baseline is not None else [])
     rows = []
     with tempfile.TemporaryDirectory(prefix="coe-routing-") as tmp:
         work = Path(tmp)
@@ -196,20 +329,10 @@ def main() -> None:
             artifact = work / f"{variant}.pkl"
             aiq = _quality(variant, train_file, test_file, args.embed_cache, args.models,
                            artifact)  # fmt: skip
-            floor = _floor(variant, one_by_one, args.models)
-            with _gateway(artifact, variant, work) as url:
-                route, hit, rate = asyncio.run(_decisions(url, one_by_one, concurrent))
-            rows.append(Row(variant, aiq, floor, route, hit, rate))
-    table = Table(title="coe-auto's routing step on LLMRouter test questions (ms)")
-    for name in ("embedder", "AIQ", "embed p50/p90/p99", "route p50/p90/p99", "hit p50",
-                 "decisions/s @16"):  # fmt: skip
-        table.add_column(name, justify="left" if name == "embedder" else "right")
-    for r in rows:
-        table.add_row(
-            r.variant, f"{r.aiq:.4f}", "/".join(f"{v:.1f}" for v in r.embed_ms),
-            "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}", f"{r.per_s:.1f}",
-        )  # fmt: skip
-    Console(width=200).print(table)
+            floor = _floor(variant, questions[0], args.models)
+            for tree in trees:
+                rows.append(_measure(variant, tree, aiq, artifact, work, questions, floor, sizes))
+    Console(width=240).print(_table(rows))
     for folder in args.also:
         with tempfile.TemporaryDirectory(prefix="coe-routing-") as tmp:
             aiqs = {

@@ -119,9 +119,18 @@ class ReplyCostModel:
 
     def reply_tokens(self, embeddings: np.ndarray | None, n: int) -> np.ndarray:
         """`(n, m)` predicted reply tokens (0 for an expert whose output price is 0)."""
-        out = np.array([e.output_price for e in self.experts_]) / 1e6
+        out = self._output_prices()
         usd = self.reply_cost(embeddings, n)
         return np.where(out > 0, usd / np.where(out > 0, out, 1.0), 0.0)
+
+    def _output_prices(self) -> np.ndarray:
+        """USD per output token per expert, built once (this runs on every routed request);
+        rebuilt when `experts_` is another list (an artifact's pool changed after loading)."""
+        cached = getattr(self, "_out_prices", None)
+        if cached is None or cached[0] is not self.experts_:
+            prices = np.array([e.output_price for e in self.experts_]) / 1e6
+            cached = self._out_prices = (self.experts_, prices)
+        return cached[1]
 
     def add_expert(
         self, data: RoutingData, column: int, embeddings: np.ndarray | None
