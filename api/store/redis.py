@@ -29,13 +29,22 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import Unauthorized
-from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
+from api.store.base import (
+    Adjustment,
+    ApiKey,
+    Charge,
+    FeedbackRecord,
+    RequestRecord,
+    Store,
+    StoreUnavailable,
+)
 
 __all__ = ["RedisStore"]
 
@@ -196,7 +205,13 @@ class RedisStore(Store):
 
     async def log_requests(self, records: list[RequestRecord]) -> None:
         """Every record in one pipelined round trip (the log script once per record)."""
-        if not records:
+        await self.log_and_adjust(records, [])
+
+    async def log_and_adjust(
+        self, records: list[RequestRecord], adjustments: list[Adjustment]
+    ) -> None:
+        """The records, then the adjustments, in one pipelined round trip."""
+        if not records and not adjustments:
             return
         trim = self._trim()
         with _unavailable():
@@ -205,6 +220,8 @@ class RedisStore(Store):
                     data = json.dumps(record.as_json(), separators=(",", ":"))
                     keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
                     await self._log(keys=keys, args=[data, self.record_ttl_s, *trim], client=pipe)
+                for charge, tokens, nano_usd in adjustments:
+                    self._queue_adjust(pipe, charge, tokens, nano_usd)
                 await pipe.execute()
 
     async def _range(self, stream: str, since: float, limit: int) -> list[dict[str, Any]]:
@@ -322,16 +339,19 @@ class RedisStore(Store):
         return reason or None
 
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
-        _, tokens_key, budget_key = self._windows(charge)
         with _unavailable():
             async with self.redis.pipeline(transaction=True) as pipe:
-                if tokens:
-                    pipe.incrby(tokens_key, tokens)
-                    pipe.expire(tokens_key, _WINDOW_TTL_S)
-                if nano_usd:
-                    pipe.incrby(budget_key, nano_usd)
-                    pipe.expire(budget_key, charge.period_ttl_s)
+                self._queue_adjust(pipe, charge, tokens, nano_usd)
                 await pipe.execute()
+
+    def _queue_adjust(self, pipe: Pipeline, charge: Charge, tokens: int, nano_usd: int) -> None:
+        _, tokens_key, budget_key = self._windows(charge)
+        if tokens:
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(tokens_key, _WINDOW_TTL_S)
+        if nano_usd:
+            pipe.incrby(budget_key, nano_usd)
+            pipe.expire(budget_key, charge.period_ttl_s)
 
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
         with _unavailable():
