@@ -33,6 +33,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import Unauthorized
@@ -210,19 +211,36 @@ class RedisStore(Store):
     async def log_and_adjust(
         self, records: list[RequestRecord], adjustments: list[Adjustment]
     ) -> None:
-        """The records, then the adjustments, in one pipelined round trip."""
+        """The records, then the adjustments, in one pipelined round trip.
+
+        The log script is sent by its sha (`EVALSHA`), not registered with the pipeline: a
+        pipeline with scripts asks `SCRIPT EXISTS` first, a second round trip per batch. A
+        Redis that lost its scripts (restarted) answers NOSCRIPT for those records only; they
+        are logged again through the script object, which loads it. Nothing is applied twice.
+        """
         if not records and not adjustments:
             return
         trim = self._trim()
+        calls: list[tuple[list[str], list[str | int | float]]] = []
         with _unavailable():
             async with self.redis.pipeline(transaction=False) as pipe:
                 for record in records:
                     data = json.dumps(record.as_json(), separators=(",", ":"))
                     keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
-                    await self._log(keys=keys, args=[data, self.record_ttl_s, *trim], client=pipe)
+                    args: list[str | int | float] = [data, self.record_ttl_s, *trim]
+                    calls.append((keys, args))
+                    pipe.evalsha(self._log.sha, len(keys), *keys, *args)
                 for charge, tokens, nano_usd in adjustments:
                     self._queue_adjust(pipe, charge, tokens, nano_usd)
-                await pipe.execute()
+                results = await pipe.execute(raise_on_error=False)
+            for (keys, args), result in zip(calls, results, strict=False):
+                if isinstance(result, NoScriptError):
+                    await self._log(keys=keys, args=args)
+        failed = [
+            r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)
+        ]
+        if failed:
+            raise failed[0]
 
     async def _range(self, stream: str, since: float, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
