@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -53,6 +54,9 @@ class Metrics:
     def __init__(self, known_models: Collection[str] | None = None) -> None:
         """`known_models`: the names that label series as themselves (others: `unknown`)."""
         self.known_models = frozenset(known_models) if known_models is not None else None
+        #: labelled children by (metric, label values): `labels()` validates and locks on every
+        #: call, six times a request; the label sets are bounded (models, experts, statuses)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -101,25 +105,32 @@ class Metrics:
             return name
         return "unknown"
 
+    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def observe(self, record: RequestRecord) -> None:
         """Count one ended request from its request-log record."""
         expert = record.experts[0] if record.experts else ""
         model = self._model(record.model)
-        self.requests.labels(model, expert, str(record.status)).inc()
+        self._child(self.requests, model, expert, str(record.status)).inc()
         if record.cache_hit:
             return  # no expert worked: latency, tokens and cost are not an expert's
         if record.status == 200 and expert:
-            self.latency.labels(model, expert).observe(record.latency_ms / 1000)
+            self._child(self.latency, model, expert).observe(record.latency_ms / 1000)
             if record.ttft_ms is not None:
-                self.ttft.labels(model, expert).observe(record.ttft_ms / 1000)
+                self._child(self.ttft, model, expert).observe(record.ttft_ms / 1000)
         if expert:  # what was paid, a stream the client left (499) included
-            self.tokens.labels(expert, "prompt").inc(record.prompt_tokens)
-            self.tokens.labels(expert, "completion").inc(record.completion_tokens)
-            self.cost.labels(expert).inc(record.cost_usd)
+            self._child(self.tokens, expert, "prompt").inc(record.prompt_tokens)
+            self._child(self.tokens, expert, "completion").inc(record.completion_tokens)
+            self._child(self.cost, expert).inc(record.cost_usd)
         if record.router and record.tried:
-            self.decisions.labels(record.router, record.tried[0]).inc()
+            self._child(self.decisions, record.router, record.tried[0]).inc()
         if record.fallback:
-            self.fallbacks.labels(model).inc()
+            self._child(self.fallbacks, model).inc()
 
     def cache_lookup(self, kind: str, hit: bool) -> None:
         self.cache.labels(kind, "hit" if hit else "miss").inc()

@@ -172,6 +172,8 @@ class ExpertClient:
             ResidencyManager(engines, http, max_resident=None),
         )
         self._timeout = self.timeouts.httpx()
+        #: parsed once: httpx parses a URL string on every request, character by character
+        self._urls: dict[str, httpx.URL] = {}
 
     @property
     def waiting(self) -> dict[str, int]:
@@ -188,9 +190,15 @@ class ExpertClient:
         if not engine.alive():
             raise ExpertUnavailable(expert, "its local server process is not running")
         payload = engine.prepare({**body, "model": engine.config.served_model, "stream": stream})
+        address = f"{engine.base_url}{path}"
+        url = self._urls.get(address)
+        if url is None:
+            if len(self._urls) > 1_000:  # base URLs change only when a local expert restarts
+                self._urls.clear()
+            url = self._urls[address] = httpx.URL(address)
         return self.http.build_request(
             "POST",
-            f"{engine.base_url}{path}",
+            url,
             json=payload,
             headers=engine.headers() | call.headers(),
             timeout=self._timeout,

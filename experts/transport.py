@@ -71,12 +71,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_Released(response.stream, release),
-            extensions=response.extensions,
-        )
+        # the same response with its body wrapped (a new httpx.Response would copy its headers)
+        response.stream = _Released(response.stream, release)
+        return response
 
     async def aclose(self) -> None:
         for shard in self._shards:

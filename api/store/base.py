@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "Adjustment",
     "ApiKey",
     "Charge",
     "FeedbackRecord",
@@ -72,7 +73,13 @@ class RequestRecord:
         return bool(self.failed) and len(self.tried) > 1
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; its lists and dict are copies (the shallow copy `asdict` would make,
+        without its recursion: this runs once per logged request)."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("experts", "tried", "failed"):
+            data[name] = list(data[name])
+        data["scores"] = dict(data["scores"])
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RequestRecord:
@@ -145,6 +152,10 @@ class Charge:
     nano_usd: int
 
 
+#: A settled difference for `Store.adjust`: the charge, then the tokens and nano-USD to add.
+Adjustment = tuple[Charge, int, int]
+
+
 class Store(ABC):
     """Request log, feedback, keys, limit counters and the response cache.
 
@@ -213,6 +224,16 @@ class Store(ABC):
     @abstractmethod
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
         """Add `tokens` and `nano_usd` (negative to give back) to the windows of `charge`."""
+
+    async def log_and_adjust(
+        self, records: list[RequestRecord], adjustments: list[Adjustment]
+    ) -> None:
+        """`log_requests(records)`, then `adjust` each of `adjustments` in order; backends with
+        round trips do both in one (the request log's flusher settles budgets this way)."""
+        if records:
+            await self.log_requests(records)
+        for charge, tokens, nano_usd in adjustments:
+            await self.adjust(charge, tokens, nano_usd)
 
     @abstractmethod
     async def spent_nano_usd(self, key_id: str, period: str) -> int:

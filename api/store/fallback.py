@@ -23,7 +23,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
+from api.store.base import (
+    Adjustment,
+    ApiKey,
+    Charge,
+    FeedbackRecord,
+    RequestRecord,
+    Store,
+    StoreUnavailable,
+)
 from api.store.memory import MemoryStore
 
 __all__ = ["FallbackStore", "KeysUnknown"]
@@ -245,6 +253,11 @@ class FallbackStore(Store):
 
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
         await self._use(lambda s: s.adjust(charge, tokens, nano_usd))
+
+    async def log_and_adjust(
+        self, records: list[RequestRecord], adjustments: list[Adjustment]
+    ) -> None:
+        await self._use(lambda s: s.log_and_adjust(records, adjustments))
 
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
         return await self._use(lambda s: s.spent_nano_usd(key_id, period))

@@ -7,6 +7,15 @@ accumulated with `Store.log_requests` (one pipelined round trip per batch) as so
 previous batch is written. So a quiet gateway writes each record at once, and a busy one writes
 many per round trip.
 
+Budget settling rides along: `adjust` (a request's reservation replaced by what it used)
+is queued like a record and written in the same round trip as the log batch, so a request
+ends without waiting on Redis. Admission stays exact on this gateway: `admit` for a key first
+waits until every adjustment of that key queued before it is written, so a request never sees
+its key's windows without the settling of a request that ended before it arrived, as when each
+request settled in its own round trip. `spent_nano_usd` waits the same way. (Another replica
+sharing the Redis sees a settling at most one flush later; until then it sees the reservation,
+which is never less than the real cost, so a budget can only be held back, never overrun.)
+
 Nothing is lost: the buffer is bounded (`max_buffer`; a request that finds it full waits for the
 flusher, so memory stays bounded and load sheds onto latency, not onto the log), a failed batch
 is retried, and `aclose` (the gateway's shutdown, SIGTERM included) writes everything still
@@ -27,7 +36,15 @@ import contextlib
 import logging
 from typing import Any
 
-from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
+from api.store.base import (
+    Adjustment,
+    ApiKey,
+    Charge,
+    FeedbackRecord,
+    RequestRecord,
+    Store,
+    StoreUnavailable,
+)
 
 __all__ = ["LogFlusher"]
 
@@ -54,6 +71,11 @@ class LogFlusher(Store):
         self.retry_s = retry_s
         self._buffer: list[RequestRecord] = []
         self._writing: list[RequestRecord] = []  # the batch being written now
+        self._adjusts: list[Adjustment] = []  # settlings not written yet, oldest first
+        self._queued = 0  # adjustments queued so far; `_written` of them are written
+        self._written = 0
+        self._last_queued: dict[str, int] = {}  # key id -> `_queued` after its latest adjust
+        self._progress = asyncio.Event()  # set (and replaced) after each written batch
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -79,6 +101,9 @@ class LogFlusher(Store):
             self._room.clear()
             await self._room.wait()
         self._buffer.append(record)
+        self._kick()
+
+    def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
         if self._task is None:
@@ -88,33 +113,64 @@ class LogFlusher(Store):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._buffer:
+            while self._buffer or self._adjusts:
                 await self._write_one_batch()
             self._idle.set()
 
     async def _write_one_batch(self) -> None:
         batch = self._buffer[: self.max_batch]
+        adjusts = self._adjusts[: self.max_batch]
         self._writing = batch
         try:
-            await self.inner.log_requests(batch)
+            if adjusts:
+                await self.inner.log_and_adjust(batch, adjusts)
+            else:
+                await self.inner.log_requests(batch)
         except (StoreUnavailable, OSError) as exc:  # keep them; try again shortly
             log.warning("request log: %d records not written yet (%s); retrying", len(batch), exc)
             self._writing = []
             await asyncio.sleep(self.retry_s)
             return
         del self._buffer[: len(batch)]
+        del self._adjusts[: len(adjusts)]
         self._writing = []
         self.batches += 1
         self.written += len(batch)
+        self._settled(len(adjusts))
         if len(self._buffer) < self.max_buffer:
             self._room.set()
 
+    def _settled(self, count: int) -> None:
+        """`count` more adjustments are written: wake whoever waits for them."""
+        if count:
+            self._written += count
+            done, self._progress = self._progress, asyncio.Event()
+            done.set()
+
+    async def _settle_first(self, key_id: str) -> None:
+        """Wait until every adjustment queued for `key_id` so far is written."""
+        target = self._last_queued.get(key_id, 0)
+        while self._written < target:
+            if self._task is None or self._task.done():  # no flusher (it died): write here
+                await self._write_adjusts_here()
+                return
+            await self._progress.wait()
+        if self._last_queued.get(key_id) == target:  # nothing newer: forget the key
+            del self._last_queued[key_id]
+
+    async def _write_adjusts_here(self) -> None:
+        adjusts, self._adjusts = self._adjusts, []
+        await self.inner.log_and_adjust([], adjusts)
+        self._settled(len(adjusts))
+
     async def flush(self) -> None:
-        """Wait until every record logged so far is written to `inner`."""
+        """Wait until every record logged and adjustment queued so far is written to `inner`."""
         if self._task is None or self._task.done():
-            if self._buffer:  # no task (or it died): write here
+            if self._buffer or self._adjusts:  # no task (or it died): write here
                 remaining, self._buffer = self._buffer, []
-                await self.inner.log_requests(remaining)
+                adjusts, self._adjusts = self._adjusts, []
+                await self.inner.log_and_adjust(remaining, adjusts)
+                self._settled(len(adjusts))
             return
         await self._idle.wait()
 
@@ -132,9 +188,11 @@ class LogFlusher(Store):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
                 self._task = None
-            if self._buffer:  # whatever the task left: one last direct attempt
+            if self._buffer or self._adjusts:  # whatever the task left: one last attempt
                 remaining, self._buffer = self._buffer, []
-                await self.inner.log_requests(remaining)
+                adjusts, self._adjusts = self._adjusts, []
+                await self.inner.log_and_adjust(remaining, adjusts)
+                self._settled(len(adjusts))
             await self.inner.aclose()
 
     async def requests(self, since: float = 0.0, limit: int = 10_000) -> list[RequestRecord]:
@@ -171,15 +229,34 @@ class LogFlusher(Store):
     async def revoke_key(self, name: str) -> ApiKey | None:
         return await self.inner.revoke_key(name)
 
+    async def log_and_adjust(
+        self, records: list[RequestRecord], adjustments: list[Adjustment]
+    ) -> None:
+        for record in records:
+            await self.log_request(record)
+        for charge, tokens, nano_usd in adjustments:
+            await self.adjust(charge, tokens, nano_usd)
+
+    # --- budgets: settled by the flusher, admitted after the key's settlings ----------------
+
     async def admit(
         self, charge: Charge, rpm: int | None, tpm: int | None, budget_nano_usd: int | None
     ) -> str | None:
+        await self._settle_first(charge.key_id)
         return await self.inner.admit(charge, rpm, tpm, budget_nano_usd)
 
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
-        await self.inner.adjust(charge, tokens, nano_usd)
+        """Queued for the flusher's next round trip (written at once when shutting down)."""
+        if self._closed:
+            await self.inner.adjust(charge, tokens, nano_usd)
+            return
+        self._adjusts.append((charge, tokens, nano_usd))
+        self._queued += 1
+        self._last_queued[charge.key_id] = self._queued
+        self._kick()
 
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
+        await self._settle_first(key_id)
         return await self.inner.spent_nano_usd(key_id, period)
 
     async def cache_get(self, key: str) -> dict[str, Any] | None:

@@ -29,13 +29,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import Unauthorized
-from api.store.base import ApiKey, Charge, FeedbackRecord, RequestRecord, Store, StoreUnavailable
+from api.store.base import (
+    Adjustment,
+    ApiKey,
+    Charge,
+    FeedbackRecord,
+    RequestRecord,
+    Store,
+    StoreUnavailable,
+)
 
 __all__ = ["RedisStore"]
 
@@ -196,16 +206,41 @@ class RedisStore(Store):
 
     async def log_requests(self, records: list[RequestRecord]) -> None:
         """Every record in one pipelined round trip (the log script once per record)."""
-        if not records:
+        await self.log_and_adjust(records, [])
+
+    async def log_and_adjust(
+        self, records: list[RequestRecord], adjustments: list[Adjustment]
+    ) -> None:
+        """The records, then the adjustments, in one pipelined round trip.
+
+        The log script is sent by its sha (`EVALSHA`), not registered with the pipeline: a
+        pipeline with scripts asks `SCRIPT EXISTS` first, a second round trip per batch. A
+        Redis that lost its scripts (restarted) answers NOSCRIPT for those records only; they
+        are logged again through the script object, which loads it. Nothing is applied twice.
+        """
+        if not records and not adjustments:
             return
         trim = self._trim()
+        calls: list[tuple[list[str], list[str | int | float]]] = []
         with _unavailable():
             async with self.redis.pipeline(transaction=False) as pipe:
                 for record in records:
                     data = json.dumps(record.as_json(), separators=(",", ":"))
                     keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
-                    await self._log(keys=keys, args=[data, self.record_ttl_s, *trim], client=pipe)
-                await pipe.execute()
+                    args: list[str | int | float] = [data, self.record_ttl_s, *trim]
+                    calls.append((keys, args))
+                    pipe.evalsha(self._log.sha, len(keys), *keys, *args)
+                for charge, tokens, nano_usd in adjustments:
+                    self._queue_adjust(pipe, charge, tokens, nano_usd)
+                results = await pipe.execute(raise_on_error=False)
+            for (keys, args), result in zip(calls, results, strict=False):
+                if isinstance(result, NoScriptError):
+                    await self._log(keys=keys, args=args)
+        failed = [
+            r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)
+        ]
+        if failed:
+            raise failed[0]
 
     async def _range(self, stream: str, since: float, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
@@ -322,16 +357,19 @@ class RedisStore(Store):
         return reason or None
 
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
-        _, tokens_key, budget_key = self._windows(charge)
         with _unavailable():
             async with self.redis.pipeline(transaction=True) as pipe:
-                if tokens:
-                    pipe.incrby(tokens_key, tokens)
-                    pipe.expire(tokens_key, _WINDOW_TTL_S)
-                if nano_usd:
-                    pipe.incrby(budget_key, nano_usd)
-                    pipe.expire(budget_key, charge.period_ttl_s)
+                self._queue_adjust(pipe, charge, tokens, nano_usd)
                 await pipe.execute()
+
+    def _queue_adjust(self, pipe: Pipeline, charge: Charge, tokens: int, nano_usd: int) -> None:
+        _, tokens_key, budget_key = self._windows(charge)
+        if tokens:
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(tokens_key, _WINDOW_TTL_S)
+        if nano_usd:
+            pipe.incrby(budget_key, nano_usd)
+            pipe.expire(budget_key, charge.period_ttl_s)
 
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
         with _unavailable():

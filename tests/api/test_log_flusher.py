@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from api.store import RequestRecord, StoreUnavailable
+from api.store import Charge, RequestRecord, StoreUnavailable
 from api.store.log_flusher import LogFlusher
 from api.store.memory import MemoryStore
 from tests.api.conftest import wait_for
@@ -86,6 +86,47 @@ async def test_a_failed_batch_is_retried() -> None:
     await asyncio.wait_for(store.flush(), 5)
     assert [r.request_id for r in await store.requests()] == ["r0"]
     await store.aclose()
+
+
+def charge(key_id: str = "k1", tokens: int = 100, nano_usd: int = 1_000) -> Charge:
+    return Charge(key_id, "1", "2026-01-01", 3600, tokens, nano_usd)
+
+
+async def test_settling_rides_with_the_log_and_admission_waits_for_it() -> None:
+    """`adjust` returns at once and goes out with the next batch; the key's next admission
+    (and a read of its spend) first waits until it is written, so none sees a stale window."""
+    inner = SlowStore()
+    store = LogFlusher(inner)
+    taken = charge()
+    assert await store.admit(taken, None, None, 1_500) is None  # 1,000 of 1,500 reserved
+    inner.gate.clear()
+    await store.log_request(record(0))
+    await store.adjust(taken, -60, -900)  # it really cost 100: returns before any write
+    assert await inner.spent_nano_usd("k1", "2026-01-01") == 1_000
+    admitted = asyncio.create_task(store.admit(charge(), None, None, 1_500))
+    await asyncio.sleep(0.05)
+    assert not admitted.done()  # waits for the settling, or it would see 1,000 and refuse
+    other = await store.admit(charge("k2"), None, None, 1_500)  # another key does not wait
+    assert other is None
+    inner.gate.set()
+    assert await asyncio.wait_for(admitted, 5) is None
+    assert await store.spent_nano_usd("k1", "2026-01-01") == 1_100
+    assert inner.batch_sizes == [1]  # the record and the settling in one batch
+    await store.aclose()
+
+
+async def test_a_settling_queued_at_shutdown_is_written() -> None:
+    inner = SlowStore()
+    store = LogFlusher(inner)
+    taken = charge()
+    await store.admit(taken, None, None, None)
+    inner.gate.clear()
+    await store.adjust(taken, 0, -400)
+    closing = asyncio.create_task(store.aclose())
+    await asyncio.sleep(0.05)
+    inner.gate.set()
+    await asyncio.wait_for(closing, 5)
+    assert await inner.spent_nano_usd("k1", "2026-01-01") == 600
 
 
 @pytest.mark.integration

@@ -152,6 +152,32 @@ async def test_log_requests_writes_a_batch_in_order(store: Store) -> None:
     assert (await store.get_request("r3")) is not None
 
 
+async def test_a_batch_logs_its_records_and_settles_its_adjustments(store: Store) -> None:
+    taken = charge(tokens=10, nano_usd=100)
+    assert await store.admit(taken, None, None, None) is None
+    await store.log_and_adjust([record(0), record(1)], [(taken, -4, -30), (taken, 0, -20)])
+    assert [r.request_id for r in await store.requests()] == ["r0", "r1"]
+    assert await store.spent_nano_usd("k1", taken.period) == 50
+
+
+@pytest.mark.integration
+async def test_a_batch_logs_every_record_after_redis_lost_its_scripts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A restarted Redis has no scripts: the batch's records are logged all the same, once."""
+    store = RedisStore.from_url(redis_url, prefix=redis_prefix)
+    try:
+        await store.log_request(record(0))  # the script is loaded
+        await store.redis.script_flush()
+        taken = charge(nano_usd=100)
+        await store.admit(taken, None, None, None)
+        await store.log_and_adjust([record(1), record(2)], [(taken, 0, -40)])
+        assert [r.request_id for r in await store.requests()] == ["r0", "r1", "r2"]
+        assert await store.spent_nano_usd("k1", taken.period) == 60
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.integration
 async def test_a_replica_caches_its_key_but_its_limits_see_a_revocation_at_once(
     redis_url: str, redis_prefix: str
