@@ -33,6 +33,7 @@ import numpy as np
 from router.base import Router, register
 from router.costs import ReplyCostModel, kmeans
 from router.data import RoutingData
+from router.onboard import onboard_profile
 
 __all__ = ["ClusterRouter", "OnboardingError"]
 
@@ -60,6 +61,9 @@ class ClusterRouter(Router):
         top: int = 3,
         temperature: float = 0.05,
         prior: float = 5.0,
+        onboard: str = "irt",
+        onboard_rank: int = 2,
+        onboard_strength: float = 4.0,
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
         seed: int = 0,
@@ -68,6 +72,9 @@ class ClusterRouter(Router):
         self.top = top
         self.temperature = temperature
         self.prior = prior
+        self.onboard = onboard
+        self.onboard_rank = onboard_rank
+        self.onboard_strength = onboard_strength
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
         self.seed = seed
@@ -127,10 +134,8 @@ class ClusterRouter(Router):
             )
         out = copy.deepcopy(self)
         weights = self._weights(embeddings)
-        features = _logit(self.score(embeddings, data.prompts))
-        region_features = _logit(self.table_)
         for j in new:
-            prior = self._predicted_profile(features, data.scores[:, j], region_features)
+            prior = self._predicted_profile(embeddings, weights, data.scores[:, j])
             column = self._profile(data.scores[:, [j]], weights, prior[:, None], self.onboard_prior)
             out.table_ = np.concatenate([out.table_, column], axis=1)
             assert out.cost_model_ is not None and self.cost_model_ is not None
@@ -140,11 +145,21 @@ class ClusterRouter(Router):
         return out
 
     def _predicted_profile(
-        self, features: np.ndarray, outcome: np.ndarray, region_features: np.ndarray
+        self, embeddings: np.ndarray, weights: np.ndarray, outcome: np.ndarray
     ) -> np.ndarray:
         """`(k,)` the new expert's expected score per region, from the existing experts'."""
+        if self.onboard == "irt":
+            return onboard_profile(
+                self.table_, weights, outcome, self.onboard_rank, self.onboard_strength
+            )
+        if self.onboard != "regression":
+            raise OnboardingError(
+                f"unknown onboarding model {self.onboard!r}; choose 'irt' or 'regression'"
+            )
         from sklearn.linear_model import LogisticRegression
 
+        features = _logit(weights @ self.table_)
+        region_features = _logit(self.table_)
         won = outcome >= 0.5
         if won.all() or not won.any():  # one class: no contrast to learn, only the base rate
             rate = float(np.clip(outcome.mean(), _EPS, 1 - _EPS))
