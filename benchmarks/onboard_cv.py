@@ -26,10 +26,10 @@ from training.onboarding import lomo_cv
 CONFIGS: list[dict[str, Any]] = [
     {"onboard": "regression", "onboard_c": 0.1, "onboard_prior": 50.0},
     *(
-        {"onboard": "irt", "onboard_rank": r, "onboard_strength": s, "onboard_prior": p}
-        for r in (0, 1, 2, 4)
-        for s in ((1.0,) if r == 0 else (1.0, 4.0, 16.0))
-        for p in (50.0, 1e9)
+        {"onboard": "irt", "onboard_rank": r, "onboard_strength": s, "onboard_caution": c}
+        for r in (0, 2, 4)
+        for s in ((1.0,) if r == 0 else (1.0, 4.0))
+        for c in (0.0, 1.0, 2.0)
     ),
 ]
 

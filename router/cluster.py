@@ -8,12 +8,17 @@ profiles of its `top` most similar regions, weighted by `softmax(similarity / te
 The reply-cost model (`router.costs`) shares the same regions.
 
 A new expert joins a fitted router from a small profile (`add_experts`, `coe train --add`),
-without refitting: its quality in each region is predicted from how the existing experts do
-there (a regularised logistic regression, `onboard_c`, of its ≤ 100 observed outcomes on the
-existing experts' region profiles: which experts it resembles, how strong it is), then corrected
-by its own outcomes in that region, shrunk by `onboard_prior` pseudo-queries (a region holds one
-or two of 100 profiled queries, so the correction stays small). Both were chosen by
-leave-one-model-out on an 80/20 split of the MMLU-Pro training file (see the issue 16 notes).
+without refitting. 100 outcomes measure its overall strength well and any one region hardly at
+all, so its region profile comes from a low-rank IRT model of the existing table
+(`router.onboard`, `onboard="irt"`): the regions' difficulty for the existing experts, shifted
+by the newcomer's fitted ability, plus `onboard_rank` loadings on the table's main contrasts,
+held `onboard_strength` times tighter than the existing experts' spread. That profile is then
+corrected by its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The
+earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
+profile (`onboard="regression"`), is kept for comparison: one weight per existing expert from
+100 noisy outcomes can hand a mediocre newcomer whole regions. The defaults were chosen by
+leave-one-model-out on an 80/20 split of the MMLU-Pro training file
+(`benchmarks/onboard_cv.py`), never on a test file.
 
 Example::
 
@@ -54,6 +59,11 @@ class ClusterRouter(Router):
     """Per-region accuracy of each expert; see the module docstring."""
 
     name = "cluster"
+    # Artifacts pickled before these parameters existed onboard with today's defaults.
+    onboard = "irt"
+    onboard_rank = 2
+    onboard_strength = 4.0
+    onboard_caution = 0.0
 
     def __init__(
         self,
@@ -64,6 +74,7 @@ class ClusterRouter(Router):
         onboard: str = "irt",
         onboard_rank: int = 2,
         onboard_strength: float = 4.0,
+        onboard_caution: float = 0.0,
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
         seed: int = 0,
@@ -75,6 +86,7 @@ class ClusterRouter(Router):
         self.onboard = onboard
         self.onboard_rank = onboard_rank
         self.onboard_strength = onboard_strength
+        self.onboard_caution = onboard_caution
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
         self.seed = seed
@@ -150,7 +162,12 @@ class ClusterRouter(Router):
         """`(k,)` the new expert's expected score per region, from the existing experts'."""
         if self.onboard == "irt":
             return onboard_profile(
-                self.table_, weights, outcome, self.onboard_rank, self.onboard_strength
+                self.table_,
+                weights,
+                outcome,
+                self.onboard_rank,
+                self.onboard_strength,
+                self.onboard_caution,
             )
         if self.onboard != "regression":
             raise OnboardingError(

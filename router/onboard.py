@@ -14,7 +14,9 @@ its outcomes, each query's prediction mixing the regions by the router's weights
 the existing experts' spread: their abilities (mean and variance) for `ability`, and for the
 loadings that spread tightened `strength` times, so a newcomer deviates from "existing experts'
 region difficulties, shifted by its own ability" only where its outcomes insist. `rank=0` is
-the pure shift. Example::
+the pure shift. `caution` lowers each region's prediction by that many posterior standard
+deviations (Laplace approximation), so a newcomer takes a region only where its evidence is
+strong. Example::
 
     prior = onboard_profile(table, weights, outcomes, rank=2, strength=4.0)   # (k,)
 """
@@ -53,9 +55,10 @@ class IrtTable:
 
     def fit_new(
         self, weights: np.ndarray, outcomes: np.ndarray, strength: float
-    ) -> tuple[float, np.ndarray]:
-        """MAP `(ability, loadings)` of a new expert from its `outcomes` `(n,)` in [0, 1] on
-        queries whose region weights are `weights` `(n, k)`."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """MAP `theta = (ability, *loadings)` of a new expert from its `outcomes` `(n,)` in
+        [0, 1] on queries whose region weights are `weights` `(n, k)`, and its posterior
+        covariance (Laplace: the inverse Hessian of the objective at the MAP)."""
         from scipy.optimize import minimize
 
         offset = weights @ self.difficulty
@@ -75,20 +78,34 @@ class IrtTable:
             grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + precision * diff
             return value, np.asarray(grad, dtype=np.float64)
 
-        theta = minimize(loss, mean, jac=True, method="L-BFGS-B").x
-        return float(theta[0]), np.asarray(theta[1:], dtype=np.float64)
+        theta = np.asarray(minimize(loss, mean, jac=True, method="L-BFGS-B").x, dtype=np.float64)
+        p = 1.0 / (1.0 + np.exp(-(offset + design @ theta)))
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + np.diag(precision)
+        return theta, np.asarray(np.linalg.inv(hessian), dtype=np.float64)
 
-    def predict(self, ability: float, loadings: np.ndarray) -> np.ndarray:
-        """`(k,)` accuracy per region of an expert with these parameters."""
-        z = self.difficulty + ability + self.regions @ loadings
+    def predict(
+        self, theta: np.ndarray, covariance: np.ndarray | None = None, caution: float = 0.0
+    ) -> np.ndarray:
+        """`(k,)` accuracy per region of an expert with parameters `theta`; with `caution`
+        > 0, each region's logit lowered by `caution` posterior standard deviations."""
+        design = np.column_stack([np.ones(len(self.difficulty)), self.regions])
+        z = self.difficulty + design @ theta
+        if caution > 0 and covariance is not None:
+            z = z - caution * np.sqrt(np.einsum("kd,de,ke->k", design, covariance, design))
         return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
 
 
 def onboard_profile(
-    table: np.ndarray, weights: np.ndarray, outcomes: np.ndarray, rank: int, strength: float
+    table: np.ndarray,
+    weights: np.ndarray,
+    outcomes: np.ndarray,
+    rank: int,
+    strength: float,
+    caution: float = 0.0,
 ) -> np.ndarray:
     """`(k,)` predicted accuracy per region of a new expert, from the existing `table` `(k, m)`
-    and its `outcomes` `(n,)` on queries with region `weights` `(n, k)`."""
+    and its `outcomes` `(n,)` on queries with region `weights` `(n, k)`; `caution` posterior
+    standard deviations below the MAP (a newcomer takes a region only on strong evidence)."""
     irt = IrtTable(table, rank)
-    ability, loadings = irt.fit_new(weights, outcomes, strength)
-    return irt.predict(ability, loadings)
+    theta, covariance = irt.fit_new(weights, outcomes, strength)
+    return irt.predict(theta, covariance, caution)

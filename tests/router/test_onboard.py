@@ -20,7 +20,8 @@ def test_the_decomposition_reproduces_a_low_rank_table() -> None:
     table, _ = _table(np.random.default_rng(0))
     irt = IrtTable(table, rank=1)
     for j in range(table.shape[1]):
-        assert irt.predict(irt.ability[j], irt.loadings[j]) == pytest.approx(table[:, j], abs=1e-6)
+        theta = np.concatenate([[irt.ability[j]], irt.loadings[j]])
+        assert irt.predict(theta) == pytest.approx(table[:, j], abs=1e-6)
 
 
 def test_many_outcomes_recover_a_new_experts_profile() -> None:
@@ -50,3 +51,16 @@ def test_a_strong_prior_keeps_the_shape_of_the_existing_experts_and_shifts_it() 
         assert tight == pytest.approx(flat, abs=1e-3)
     assert onboard_profile(table, weights, strong, 0, 1.0).mean() > table.mean() + 0.1
     assert onboard_profile(table, weights, weak, 0, 1.0).mean() < table.mean() - 0.1
+
+
+def test_caution_lowers_a_newcomer_most_where_it_was_seen_least() -> None:
+    rng = np.random.default_rng(3)
+    table, _ = _table(rng)
+    regions = np.concatenate([np.zeros(90, dtype=int), rng.integers(1, len(table), 10)])
+    weights = np.eye(len(table))[regions]
+    outcomes = (rng.random(100) < 0.6).astype(float)
+    bold = onboard_profile(table, weights, outcomes, rank=2, strength=1.0)
+    careful = onboard_profile(table, weights, outcomes, rank=2, strength=1.0, caution=1.0)
+    assert (careful < bold).all()
+    drop = np.log(bold / (1 - bold)) - np.log(careful / (1 - careful))
+    assert drop[0] < np.median(drop[1:])  # region 0 holds 90 of the 100 outcomes
