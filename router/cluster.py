@@ -62,7 +62,7 @@ class ClusterRouter(Router):
     # Artifacts pickled before these parameters existed onboard with today's defaults.
     onboard = "irt"
     onboard_rank = 2
-    onboard_strength = 4.0
+    onboard_strength = 1.0
     onboard_caution = 0.0
 
     def __init__(
@@ -73,7 +73,7 @@ class ClusterRouter(Router):
         prior: float = 5.0,
         onboard: str = "irt",
         onboard_rank: int = 2,
-        onboard_strength: float = 4.0,
+        onboard_strength: float = 1.0,
         onboard_caution: float = 0.0,
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
