@@ -34,7 +34,17 @@ from training.importing import import_dataset
 from training.loaders import LoadOptions
 from training.onboarding import lomo
 
-ROUTERS = ["cluster", "knn", "classifier", "category", "mf", "skills", "ensemble", "random"]
+ROUTERS = [
+    "cluster",
+    "knn",
+    "classifier",
+    "category",
+    "mf",
+    "skills",
+    "ensemble",
+    "stack",
+    "random",
+]
 
 #: case → (format, source under --data, test fraction (0: the source's own split), prices?)
 CASES: dict[str, tuple[str, str, float, bool]] = {
