@@ -14,7 +14,7 @@ split is published) each figure is the mean ± sd over `--seeds`.
 `--lomo` adds the onboarding table on MMLU-Pro (seed 0): for each named model, the AIQ of a
 `cluster` router trained with all models, trained without it, and trained without it and then
 given it from 100 profiled training queries (`coe train --base --add`; mean ± sd over 3 draws of
-those queries).
+those queries; `--lomo-compare` adds columns for other onboarding parameters).
 
 Costs are ESTIMATED everywhere (list price × counted tokens; see `training.loaders`).
 """
@@ -22,6 +22,7 @@ Costs are ESTIMATED everywhere (list price × counted tokens; see `training.load
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,17 +152,20 @@ def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int
     test = to_routing_data(read_dataset(folder / "test.parquet"), models=train.models)
     x_train = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
     x_test = embed_prompts(test.prompts, cache_dir=args.embed_cache, show_progress=False)
+    configs = [{}, *args.lomo_compare]  # the defaults first, then any onboarding to compare
+    labels = ["default", *(json.dumps(c) for c in args.lomo_compare)]
     lines = [
-        f"| held-out model | AIQ full | AIQ added from {n_profile} | AIQ left out | gap to full "
-        "| its share: full / added |",
-        "|---|---|---|---|---|---|",
+        "| held-out model | AIQ full | "
+        + " | ".join(f"AIQ added from {n_profile} ({label})" for label in labels)
+        + " | AIQ left out | gap to full (default) | its share: full / added |",
+        "|---" * (len(configs) + 5) + "|",
     ]
-    for row in lomo(train, x_train, test, x_test, held_out, [{}], n_profile=n_profile):
-        added = row.added[0]
+    for row in lomo(train, x_train, test, x_test, held_out, configs, n_profile=n_profile):
         lines.append(
-            f"| {row.model} | {row.full:.4f} | {_cell(added)} | {row.left_out:.4f} "
-            f"| {statistics.fmean(added) - row.full:+.4f} "
-            f"| {row.share_full:.1%} / {row.share_added[0]:.1%} |"
+            f"| {row.model} | {row.full:.4f} | "
+            + " | ".join(_cell(added) for added in row.added)
+            + f" | {row.left_out:.4f} | {statistics.fmean(row.added[0]) - row.full:+.4f} "
+            f"| {row.share_full:.1%} / " + " / ".join(f"{s:.1%}" for s in row.share_added) + " |"
         )
     return "\n".join(lines)
 
@@ -178,6 +182,12 @@ def main() -> None:
         "--imported", type=Path, help="Folder of already imported cases (e.g. /work/data-out)"
     )
     parser.add_argument("--lomo", default="", help="MMLU-Pro models to onboard (comma-separated)")
+    parser.add_argument(
+        "--lomo-compare",
+        type=json.loads,
+        default=[],
+        help='JSON list of onboarding params to compare, e.g. \'[{"onboard": "regression"}]\'',
+    )
     args = parser.parse_args()
     names = args.routers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
