@@ -35,17 +35,7 @@ from training.importing import import_dataset
 from training.loaders import LoadOptions
 from training.onboarding import lomo
 
-ROUTERS = [
-    "cluster",
-    "knn",
-    "classifier",
-    "category",
-    "mf",
-    "skills",
-    "ensemble",
-    "stack",
-    "random",
-]
+ROUTERS = ["cluster", "knn", "classifier", "category", "mf", "skills", "ensemble", "random"]
 
 #: case → (format, source under --data, test fraction (0: the source's own split), prices?)
 CASES: dict[str, tuple[str, str, float, bool]] = {

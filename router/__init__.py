@@ -5,7 +5,7 @@ imports `experts`, `api` or `training`. Importing it fills `ROUTERS` with every 
 them imports torch or scikit-learn until it is fitted or used.
 """
 
-from router import baselines, category, classifier, cluster, ensemble, knn, mf, rl, skills, stack
+from router import baselines, category, classifier, cluster, ensemble, knn, mf, rl, skills
 from router.base import ROUTERS, PoolMismatchError, Router, register
 
 __all__ = [
@@ -22,5 +22,4 @@ __all__ = [
     "register",
     "rl",
     "skills",
-    "stack",
 ]
