@@ -13,7 +13,8 @@ split is published) each figure is the mean ± sd over `--seeds`.
 
 `--lomo` adds the onboarding table on MMLU-Pro (seed 0): for each named model, the AIQ of a
 `cluster` router trained with all models, trained without it, and trained without it and then
-given it from 100 profiled training queries (`coe train --base --add`).
+given it from 100 profiled training queries (`coe train --base --add`; mean ± sd over 3 draws of
+those queries; `--lomo-compare` adds columns for other onboarding parameters).
 
 Costs are ESTIMATED everywhere (list price × counted tokens; see `training.loaders`).
 """
@@ -21,24 +22,18 @@ Costs are ESTIMATED everywhere (list price × counted tokens; see `training.load
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from router.base import Router
-from router.cluster import ClusterRouter
-from router.costs import prompt_tokens_of
-from router.data import RoutingData
 from training.dataset import read_dataset, to_routing_data
 from training.embed import embed_prompts
-from training.evaluate import evaluate_curve, sweep
 from training.fitting import run_eval
 from training.importing import import_dataset
 from training.loaders import LoadOptions
+from training.onboarding import lomo
 
 ROUTERS = ["cluster", "knn", "classifier", "category", "mf", "skills", "ensemble", "random"]
 
@@ -137,33 +132,9 @@ def run_case(
     return reports
 
 
-def _columns(data: RoutingData, models: Sequence[str]) -> RoutingData:
-    cols = [list(data.models).index(m) for m in models]
-    return dataclasses.replace(
-        data,
-        models=list(models),
-        scores=data.scores[:, cols],
-        costs=data.costs[:, cols],
-        experts=[data.experts[j] for j in cols],
-        responses=None,
-    )
-
-
-def _on_pool(router: Router, x: np.ndarray, test: RoutingData, scale: float) -> dict[str, Any]:
-    """AIQ of `router` on the full pool of `test` (experts it does not know are never chosen),
-    and the mean share of queries each expert gets over the λ sweep."""
-    cols = [list(test.models).index(m) for m in router.models_]
-    quality = np.full(test.scores.shape, -1e9)
-    costs = np.zeros(test.costs.shape)
-    quality[:, cols] = router.score(x, test.prompts)
-    costs[:, cols] = router.predicted_costs(x, prompt_tokens_of(test))
-    curve, picks = sweep(quality, costs, test, scale)
-    share = np.mean([np.bincount(p, minlength=len(test.models)) / len(test) for p in picks], 0)
-    return {"aiq": evaluate_curve(curve, picks, test).metrics["aiq"], "share": share}
-
-
 def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int = 100) -> str:
-    """Leave-one-model-out onboarding on MMLU-Pro seed 0 (see the module docstring)."""
+    """Leave-one-model-out onboarding on MMLU-Pro seed 0 (see the module docstring): AIQ mean ±
+    sd over 3 profile draws (`training.onboarding.lomo`)."""
     folder = _folder(args, "mmlu-pro", 0)
     if not (folder / "test.parquet").is_file():
         run_case("mmlu-pro", args, ["random"], [0])
@@ -171,26 +142,20 @@ def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int
     test = to_routing_data(read_dataset(folder / "test.parquet"), models=train.models)
     x_train = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
     x_test = embed_prompts(test.prompts, cache_dir=args.embed_cache, show_progress=False)
-    scale = float(train.costs.max(axis=1).mean())
-    full = _on_pool(ClusterRouter().fit(train, x_train), x_test, test, scale)
+    configs = [{}, *args.lomo_compare]  # the defaults first, then any onboarding to compare
+    labels = ["default", *(json.dumps(c) for c in args.lomo_compare)]
     lines = [
-        f"| held-out model | AIQ full | AIQ added from {n_profile} | AIQ left out | gap to full "
-        "| its share: full / added |",
-        "|---|---|---|---|---|---|",
+        "| held-out model | AIQ full | "
+        + " | ".join(f"AIQ added from {n_profile} ({label})" for label in labels)
+        + " | AIQ left out | gap to full (default) | its share: full / added |",
+        "|---" * (len(configs) + 5) + "|",
     ]
-    rng = np.random.default_rng(0)
-    for model in held_out:
-        j = list(train.models).index(model)
-        others = [m for m in train.models if m != model]
-        without = ClusterRouter().fit(_columns(train, others), x_train)
-        rows = np.sort(rng.choice(len(train), n_profile, replace=False))
-        profile = _columns(train.take(rows), [model])
-        added = _on_pool(without.add_experts(profile, x_train[rows]), x_test, test, scale)
-        left = _on_pool(without, x_test, test, scale)
+    for row in lomo(train, x_train, test, x_test, held_out, configs, n_profile=n_profile):
         lines.append(
-            f"| {model} | {full['aiq']:.4f} | {added['aiq']:.4f} | {left['aiq']:.4f} "
-            f"| {full['aiq'] - added['aiq']:+.4f} "
-            f"| {full['share'][j]:.1%} / {added['share'][j]:.1%} |"
+            f"| {row.model} | {row.full:.4f} | "
+            + " | ".join(_cell(added) for added in row.added)
+            + f" | {row.left_out:.4f} | {statistics.fmean(row.added[0]) - row.full:+.4f} "
+            f"| {row.share_full:.1%} / " + " / ".join(f"{s:.1%}" for s in row.share_added) + " |"
         )
     return "\n".join(lines)
 
@@ -207,6 +172,12 @@ def main() -> None:
         "--imported", type=Path, help="Folder of already imported cases (e.g. /work/data-out)"
     )
     parser.add_argument("--lomo", default="", help="MMLU-Pro models to onboard (comma-separated)")
+    parser.add_argument(
+        "--lomo-compare",
+        type=json.loads,
+        default=[],
+        help='JSON list of onboarding params to compare, e.g. \'[{"onboard": "regression"}]\'',
+    )
     args = parser.parse_args()
     names = args.routers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]

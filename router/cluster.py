@@ -8,12 +8,17 @@ profiles of its `top` most similar regions, weighted by `softmax(similarity / te
 The reply-cost model (`router.costs`) shares the same regions.
 
 A new expert joins a fitted router from a small profile (`add_experts`, `coe train --add`),
-without refitting: its quality in each region is predicted from how the existing experts do
-there (a regularised logistic regression, `onboard_c`, of its ≤ 100 observed outcomes on the
-existing experts' region profiles: which experts it resembles, how strong it is), then corrected
-by its own outcomes in that region, shrunk by `onboard_prior` pseudo-queries (a region holds one
-or two of 100 profiled queries, so the correction stays small). Both were chosen by
-leave-one-model-out on an 80/20 split of the MMLU-Pro training file (see the issue 16 notes).
+without refitting. 100 outcomes measure its overall strength well and any one region hardly at
+all, so its region profile comes from a low-rank IRT model of the existing table
+(`router.onboard`, `onboard="irt"`): the regions' difficulty for the existing experts, shifted
+by the newcomer's fitted ability, plus `onboard_rank` loadings on the table's main contrasts,
+held `onboard_strength` times tighter than the existing experts' spread. That profile is then
+corrected by its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The
+earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
+profile (`onboard="regression"`), is kept for comparison: one weight per existing expert from
+100 noisy outcomes can hand a mediocre newcomer whole regions. The defaults were chosen by
+leave-one-model-out on an 80/20 split of the MMLU-Pro training file
+(`benchmarks/onboard_cv.py`), never on a test file.
 
 Example::
 
@@ -33,6 +38,7 @@ import numpy as np
 from router.base import Router, register
 from router.costs import ReplyCostModel, kmeans
 from router.data import RoutingData
+from router.onboard import onboard_profile
 
 __all__ = ["ClusterRouter", "OnboardingError"]
 
@@ -53,6 +59,11 @@ class ClusterRouter(Router):
     """Per-region accuracy of each expert; see the module docstring."""
 
     name = "cluster"
+    # Artifacts pickled before these parameters existed onboard with today's defaults.
+    onboard = "irt"
+    onboard_rank = 2
+    onboard_strength = 1.0
+    onboard_caution = 0.0
 
     def __init__(
         self,
@@ -60,6 +71,10 @@ class ClusterRouter(Router):
         top: int = 3,
         temperature: float = 0.05,
         prior: float = 5.0,
+        onboard: str = "irt",
+        onboard_rank: int = 2,
+        onboard_strength: float = 1.0,
+        onboard_caution: float = 0.0,
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
         seed: int = 0,
@@ -68,6 +83,10 @@ class ClusterRouter(Router):
         self.top = top
         self.temperature = temperature
         self.prior = prior
+        self.onboard = onboard
+        self.onboard_rank = onboard_rank
+        self.onboard_strength = onboard_strength
+        self.onboard_caution = onboard_caution
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
         self.seed = seed
@@ -127,10 +146,8 @@ class ClusterRouter(Router):
             )
         out = copy.deepcopy(self)
         weights = self._weights(embeddings)
-        features = _logit(self.score(embeddings, data.prompts))
-        region_features = _logit(self.table_)
         for j in new:
-            prior = self._predicted_profile(features, data.scores[:, j], region_features)
+            prior = self._predicted_profile(embeddings, weights, data.scores[:, j])
             column = self._profile(data.scores[:, [j]], weights, prior[:, None], self.onboard_prior)
             out.table_ = np.concatenate([out.table_, column], axis=1)
             assert out.cost_model_ is not None and self.cost_model_ is not None
@@ -140,11 +157,26 @@ class ClusterRouter(Router):
         return out
 
     def _predicted_profile(
-        self, features: np.ndarray, outcome: np.ndarray, region_features: np.ndarray
+        self, embeddings: np.ndarray, weights: np.ndarray, outcome: np.ndarray
     ) -> np.ndarray:
         """`(k,)` the new expert's expected score per region, from the existing experts'."""
+        if self.onboard == "irt":
+            return onboard_profile(
+                self.table_,
+                weights,
+                outcome,
+                self.onboard_rank,
+                self.onboard_strength,
+                self.onboard_caution,
+            )
+        if self.onboard != "regression":
+            raise OnboardingError(
+                f"unknown onboarding model {self.onboard!r}; choose 'irt' or 'regression'"
+            )
         from sklearn.linear_model import LogisticRegression
 
+        features = _logit(weights @ self.table_)
+        region_features = _logit(self.table_)
         won = outcome >= 0.5
         if won.all() or not won.any():  # one class: no contrast to learn, only the base rate
             rate = float(np.clip(outcome.mean(), _EPS, 1 - _EPS))

@@ -12,7 +12,7 @@ from training.dataset import write_dataset
 from training.errors import CoeTrainingError
 from training.loaders import LOADERS, LoadOptions
 
-__all__ = ["import_dataset", "model_summary", "split_by_query"]
+__all__ = ["drop_leaked", "import_dataset", "model_summary", "split_by_query"]
 
 SUMMARY_FILE = "import_summary.txt"
 
@@ -27,6 +27,15 @@ def split_by_query(frame: Any, test_fraction: float, seed: int) -> tuple[Any, An
     test_ids = set(rng.permutation(queries)[:n_test].tolist())
     is_test = frame["query_id"].isin(test_ids)
     return frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
+
+
+def drop_leaked(train: Any, test: Any) -> tuple[Any, int]:
+    """`test` without the queries whose prompt text is a training query's (a source that holds
+    the same question under two ids would otherwise test the router on what it was trained on),
+    and how many queries that removed."""
+    leaked = test["prompt"].isin(set(train["prompt"]))
+    n = int(test.loc[leaked, "query_id"].nunique())
+    return test[~leaked].reset_index(drop=True), n
 
 
 def model_summary(frame: Any, name: str) -> list[str]:
@@ -65,6 +74,14 @@ def import_dataset(
         opts.notes.extend(model_summary(splits["all"], "all (before the split)"))
         train, test = split_by_query(splits.pop("all"), test_fraction, seed)
         splits = {"train": train, "test": test}
+    if "train" in splits and "test" in splits:
+        splits["test"], leaked = drop_leaked(splits["train"], splits["test"])
+        if leaked:
+            opts.notes.append(
+                f"{leaked} test {'query' if leaked == 1 else 'queries'} dropped: the same prompt "
+                "text is a training query's "
+                "under another id (a duplicate in the source)"
+            )
     written = []
     for name, frame in splits.items():
         path = write_dataset(frame, out / f"{name}.parquet")

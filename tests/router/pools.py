@@ -8,7 +8,7 @@ from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
 
 OLD = ("alpha", "beta", "cheap")
-PRICES = {"alpha": 1.0, "beta": 1.0, "cheap": 0.1, "newbie": 0.5}
+PRICES = {"alpha": 1.0, "beta": 1.0, "cheap": 0.1, "newbie": 0.5, "meh": 0.5}
 
 
 def pool(
@@ -16,7 +16,8 @@ def pool(
 ) -> tuple[RoutingData, np.ndarray]:
     """Three topics (tight clusters). alpha is right on topic 0, beta on topic 1, cheap on a
     random 40%; on topic 2 all three are right 30% of the time and `newbie` always is (newbie
-    is wrong elsewhere). Replies of alpha are 4× longer than beta's."""
+    is wrong elsewhere). `meh` (not in the default models) is right on a random 30% everywhere,
+    at newbie's price: never worth choosing. Replies of alpha are 4× longer than beta's."""
     rng = np.random.default_rng(seed)
     topic = np.arange(n) % 3
     x = np.zeros((n, 16))
@@ -28,8 +29,9 @@ def pool(
         "beta": np.where(topic == 2, rng.random(n) < 0.3, topic == 1),
         "cheap": rng.random(n) < np.where(topic == 2, 0.3, 0.4),
         "newbie": topic == 2,
+        "meh": rng.random(n) < 0.3,
     }
-    reply_tokens = {"alpha": 800, "beta": 200, "cheap": 300, "newbie": 300}
+    reply_tokens = {"alpha": 800, "beta": 200, "cheap": 300, "newbie": 300, "meh": 300}
     prompt_tokens = np.full(n, 100.0)
     costs = np.column_stack(
         [(100 * PRICES[m] + reply_tokens[m] * PRICES[m]) / 1e6 for m in models]

@@ -57,3 +57,20 @@ def test_onboarding_refuses_a_profile_without_a_new_expert() -> None:
     router = ClusterRouter(n_clusters=3).fit(only(data, OLD), x)
     with pytest.raises(OnboardingError, match="coe profile"):
         router.add_experts(only(data, OLD), x)
+
+
+@pytest.mark.parametrize("draw", range(2, 8))
+def test_a_mediocre_new_expert_does_not_take_over_from_100_noisy_outcomes(draw: int) -> None:
+    # meh is right on a random 30% everywhere: a region where its few profiled outcomes happen
+    # to be good must not hand it that region's queries.
+    models = (*OLD, "meh")
+    full, x = pool(600, seed=0, models=models)
+    router = ClusterRouter(n_clusters=6, top=1).fit(only(full, OLD), x)
+    profile, xp = pool(100, seed=draw, models=models)
+    grown = router.add_experts(only(profile, ("meh",)), xp)
+    test, xt = pool(300, seed=1, models=models)
+    quality = grown.score(xt, test.prompts)
+    predicted = grown.predicted_costs(xt, test.prompt_tokens)
+    assert (choose(quality, predicted, 0.1, grown.cost_scale_) == 3).mean() <= 0.05
+    topic = np.arange(len(test)) % 3
+    assert (choose(quality, predicted, 0.0, grown.cost_scale_)[topic != 2] == 3).mean() == 0.0

@@ -170,3 +170,28 @@ def test_cli_import_prints_summary_and_plumbs_options(tmp_path: Path) -> None:
     assert dropped.exit_code == 0 and "dropped 1 of 4 queries" in dropped.output
     wrong = runner.invoke(app, [*args, str(tmp_path / "x"), "--on-missing", "skip"])
     assert wrong.exit_code != 0 and "--on-missing" in wrong.output
+
+
+def test_import_drops_test_queries_duplicating_a_training_prompt(tmp_path: Path) -> None:
+    # fixtures/mmlu_pro_dupes: 10 real questions of which 902/903, 974/975 and 984/985 are the
+    # same question and options under two ids (61 such test queries on the real seed-0 split).
+    opts = LoadOptions(prices=FIX / "mmlu_pro_dupes" / "prices.json")
+    written = import_dataset("mmlu-pro", [FIX / "mmlu_pro_dupes"], tmp_path, opts, 0.4, seed=0)
+    assert [q for _, _, q in written] == [6, 2]
+    import pandas as pd
+
+    train = pd.read_parquet(tmp_path / "train.parquet")
+    test = pd.read_parquet(tmp_path / "test.parquet")
+    assert not test["prompt"].isin(set(train["prompt"])).any()
+    # one pair trains under both ids; of the other two, one twin each trained, the other left
+    assert train["prompt"].nunique() == 5
+    note = "2 test queries dropped: the same prompt text is a training query's under another id"
+    assert any(n.startswith(note) for n in opts.notes)
+    assert note in (tmp_path / "import_summary.txt").read_text()
+
+
+def test_import_keeps_a_duplicate_pair_that_falls_wholly_in_test(tmp_path: Path) -> None:
+    opts = LoadOptions(prices=FIX / "mmlu_pro_dupes" / "prices.json")
+    written = import_dataset("mmlu-pro", [FIX / "mmlu_pro_dupes"], tmp_path, opts, 0.4, seed=4)
+    assert [q for _, _, q in written] == [6, 3]
+    assert any(n.startswith("1 test query dropped") for n in opts.notes)

@@ -1,0 +1,25 @@
+"""Leave-one-model-out onboarding (`training.onboarding`) on the synthetic pool."""
+
+from __future__ import annotations
+
+from tests.router.pools import pool
+from training.onboarding import lomo, lomo_cv
+
+SMALL = {"n_clusters": 6, "top": 1}
+
+
+def test_lomo_compares_added_with_full_and_left_out() -> None:
+    train, x = pool(600, seed=0)
+    test, xt = pool(300, seed=1)
+    configs = [{}, {"onboard": "irt", "onboard_rank": 0}]
+    (row,) = lomo(train, x, test, xt, ["newbie"], configs, SMALL, n_profile=100, draws=2)
+    assert row.model == "newbie" and len(row.added) == 2 and len(row.added[0]) == 2
+    assert row.left_out < row.full  # newbie is the only one right on topic 2
+    assert all(abs(a - row.full) < 0.02 for a in row.added[0])
+    assert row.share_full > 0.2 and row.share_added[0] > 0.2
+
+
+def test_lomo_cv_reads_only_the_training_file() -> None:
+    train, x = pool(600, seed=0)
+    (row,) = lomo_cv(train, x, ["cheap"], [{}], router_params=SMALL, draws=1)
+    assert 0.0 <= row.full <= 1.0 and row.added[0][0] <= 1.0
