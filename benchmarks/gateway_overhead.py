@@ -14,6 +14,13 @@ request (rpm, tpm, budget, all far above what the run uses). `--baseline DIR` me
 checkout's gateway (say, main's) in the same run, step after step, so the two compare under the
 same load; quote `uptime` beside the table, as this script prints it.
 
+"unloaded" is one client that waits 100 ms after each answer; `--gaps 1,10,100` adds a row per
+wait ("idle 10ms", ...). On a shared or virtual machine an unloaded request is slower than a
+loaded one even with nothing to wait for: the process wakes on a CPU whose caches other work
+has evicted, so the same Python runs about twice as long (the direct call to the fake expert
+shows it too). The gap rows make that visible, so an unloaded figure is read against the direct
+row of the same gap, never against the loaded row.
+
     .venv/bin/python benchmarks/gateway_overhead.py --clients 1,8,32,64 --seconds 10 \\
         --redis-url redis://127.0.0.1:6379/7 --baseline /work/main
 """
@@ -53,7 +60,7 @@ class Row:
     """One measured (target, mode, clients) cell; latencies in milliseconds."""
 
     target: str
-    mode: str  # json | stream | unloaded
+    mode: str  # json | stream | unloaded (100 ms between requests) | idle <N>ms
     clients: int
     requests: int
     errors: int
@@ -152,6 +159,14 @@ end
 """
 
 
+def _gap_ms(mode: str) -> int | None:
+    """The wait between one client's requests in an unloaded mode; None: a closed loop."""
+    if mode == "unloaded":
+        return 100
+    match = re.fullmatch(r"idle (\d+)ms", mode)
+    return int(match[1]) if match else None
+
+
 def _body(model: str, stream: bool) -> str:
     flag = ',"stream":true' if stream else ""
     return f'{{"model":"{model}","messages":{PROMPT},"max_tokens":16{flag}}}'
@@ -162,11 +177,12 @@ def _wrk(
 ) -> tuple[int, int, float, float, float, float]:
     """requests, errors, req/s, p50, p90, p99 (ms) from one wrk run."""
     script = tmp / f"wrk-{uuid.uuid4().hex[:6]}.lua"
+    gap = _gap_ms(mode)
     script.write_text(
         _WRK_SCRIPT.format(
             auth=f'wrk.headers["Authorization"] = "Bearer {key}"' if key else "",
             body=_body(model, mode == "stream"),
-            delay="delay = function() return 100 end" if mode == "unloaded" else "",
+            delay="" if gap is None else f"delay = function() return {gap} end",
         )
     )
     argv = _pinned(
@@ -195,6 +211,7 @@ async def _python_load(
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
+    gap = _gap_ms(mode)
 
     async def worker() -> None:
         nonlocal errors
@@ -208,8 +225,8 @@ async def _python_load(
                     ok = False
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
-                if mode == "unloaded":
-                    await asyncio.sleep(0.1)
+                if gap is not None:
+                    await asyncio.sleep(gap / 1000)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
@@ -300,6 +317,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32,64", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each step")
     parser.add_argument("--stream-clients", default="8", help="client counts for streams")
+    parser.add_argument("--gaps", default="", help="more unloaded rows: ms between requests")
     parser.add_argument("--model", default="coe-auto", help="model asked of the gateway")
     parser.add_argument("--redis-url", help="Redis on, and a key with limits on every request")
     parser.add_argument("--workers", default="1", help="worker counts of this gateway: 1,2")
@@ -349,7 +367,8 @@ def main() -> None:
             targets[name] = (f"http://127.0.0.1:{port}/v1", args.model, pid)
         if args.no_direct:
             targets.pop("direct")
-        steps = [("unloaded", 1)] + [("json", c) for c in levels]
+        steps = [(f"idle {int(g)}ms", 1) for g in args.gaps.split(",") if g and int(g) != 100]
+        steps += [("unloaded", 1)] + [("json", c) for c in levels]
         steps += [("stream", c) for c in stream_levels]
         console.print(
             f"{args.seconds:.0f} s per step, clients {levels}, {os.cpu_count()} CPUs, "

@@ -112,6 +112,10 @@ class LogFlusher(Store):
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # One turn of the loop first: the request that woke the flusher (its record was
+            # logged just before it answered) sends its answer before this task spends its
+            # time packing the batch, so an unloaded request does not carry its own log write.
+            await asyncio.sleep(0)
             self._wake.clear()
             while self._buffer or self._adjusts:
                 await self._write_one_batch()
