@@ -113,7 +113,8 @@ class Planner:
     """Makes every request's plan; the only caller of `RoutingService.route` on the chat path.
 
     `cascades`: whether a step-wise router's requests run as cascades (the app serves them when
-    a learning router is loaded). `sticky`: coe-auto conversations stay with their expert.
+    a router that runs episodes, `router.episodes.runs_episodes`, is loaded). `sticky`: coe-auto
+    conversations stay with their expert.
     """
 
     def __init__(

@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import re
 
+from router.math_answers import MAX_SCAN_CHARS as _REPLY_TAIL
+from router.math_answers import extract_json_answer, extract_math_answer, math_key
+
 __all__ = [
     "MAX_SCAN_CHARS",
+    "conclusion",
     "extract_marked_number",
     "extract_number",
     "extract_option",
+    "math_reply_answer",
     "normalise",
+    "number_reply_answer",
     "option_letters",
+    "option_reply_answer",
 ]
 
 #: Characters read from the end of an answer (its conclusion); the rest is not scanned.
@@ -140,3 +147,36 @@ def normalise(text: str, letters: str | None = None) -> str:
     if number is not None:
         return number
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+# -- a whole reply's conclusion, as the graders read it (and votes and chains compare) ---------
+
+
+def number_reply_answer(reply: str) -> str | None:
+    """A reply's final number, canonical: from its JSON `answer` field when it has one
+    (ZeroEval's format), else by `extract_number` over the reply's tail."""
+    field = extract_json_answer(reply)
+    return extract_number(field if field is not None else reply[-_REPLY_TAIL:])
+
+
+def math_reply_answer(reply: str) -> str | None:
+    """A reply's final math answer as a vote key (`math_key`), or None when it states none."""
+    answer = extract_math_answer(reply)
+    return None if answer is None else math_key(answer)
+
+
+def option_reply_answer(reply: str, letters: str = "ABCDEFGHIJ") -> str | None:
+    """The option letter a reply chose (`extract_option` over its tail), or None."""
+    return extract_option(reply[-_REPLY_TAIL:], letters)
+
+
+def conclusion(reply: str, prompt: str, math: bool = False) -> str | None:
+    """A reply's conclusion as the graders read it: the option letter of a multiple-choice
+    prompt, the MATH answer (`math_key`) when `math`, else the final number; None when it
+    states none."""
+    letters = option_letters(prompt)
+    if letters:
+        return option_reply_answer(reply, letters)
+    if math:
+        return math_reply_answer(reply)
+    return number_reply_answer(reply)

@@ -7,11 +7,11 @@ replies on the training file (`router.chain_search`), so it rests on how the exp
 correlate rather than on each one's accuracy.
 
 A `Chain` is experts `e0, e1, …` and `k`: call them in order; after each reply, stop if its
-conclusion (`conclusion`: the option letter, the final number, or the MATH answer) is shared
-by `k` of the replies so far (k = 1: the first reply that concludes anything; k = 2: the first
-two that agree), answering with it; when the chain ends, answer with the last reply if it
-concludes anything, else with the most reliable reply that does (with k ≤ 2 no two concluding
-replies agree by then, so this is a reliability-weighted vote).
+conclusion (`router.answers.conclusion`: the option letter, the final number, or the MATH
+answer) is shared by `k` of the replies so far (k = 1: the first reply that concludes
+anything; k = 2: the first two that agree), answering with it; when the chain ends, answer with
+the last reply if it concludes anything, else with the most reliable reply that does (with
+k ≤ 2 no two concluding replies agree by then, so this is a reliability-weighted vote).
 
 `ChainRouter` (`coe train --router chain`) chooses one chain per cost budget, a share of the
 best single expert's mean training cost (`shares`), by K-fold cross-validation inside the
@@ -36,11 +36,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from router.answers import extract_number, extract_option, option_letters
+from router.answers import conclusion
 from router.base import Router, register
 from router.chain_search import candidates, choose, fold_totals
 from router.data import RoutingData
-from router.math_answers import MAX_SCAN_CHARS, extract_json_answer, extract_math_answer, math_key
 
 __all__ = ["SHARES", "Chain", "ChainEpisode", "ChainRouter", "conclusion"]
 
@@ -50,20 +49,6 @@ SHARES: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.85, 1.0
 FAMILIES: tuple[tuple[int, bool], ...] = ((1, True), (2, True), (3, True), (4, True), (3, False))
 #: Shrinkage candidates: pick the cheapest chain within this much training accuracy of the best.
 SLACKS: tuple[float, ...] = (0.0, 0.0025, 0.005, 0.01)
-
-
-def conclusion(reply: str, prompt: str, math: bool = False) -> str | None:
-    """A reply's conclusion as the graders read it: the option letter of a multiple-choice
-    prompt, the MATH answer (`math_key`) when `math`, else the final number (a JSON `answer`
-    field first, ZeroEval's format); None when it states none."""
-    letters = option_letters(prompt)
-    if letters:
-        return extract_option(reply[-MAX_SCAN_CHARS:], letters)
-    if math:
-        answer = extract_math_answer(reply)
-        return None if answer is None else math_key(answer)
-    found = extract_json_answer(reply)
-    return extract_number(found if found is not None else reply[-MAX_SCAN_CHARS:])
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from router.answers import extract_number, extract_option
+from router.answers import (
+    extract_number,
+    extract_option,
+    math_reply_answer,
+    number_reply_answer,
+    option_reply_answer,
+)
 from router.math_answers import (
-    MAX_SCAN_CHARS,
-    extract_json_answer,
     extract_math_answer,
     math_equal,
-    math_key,
 )
 from training.benchsets import Question
 
@@ -100,24 +103,6 @@ def grade_number(response: str, gold: str) -> float:
 def grade_choice(response: str, gold: str, letters: str = "ABCDEFGHIJ") -> float:
     """1.0 when the option letter the response chose is the gold letter."""
     return float(extract_option(response, letters) == gold.strip().upper())
-
-
-def number_reply_answer(reply: str) -> str | None:
-    """A reply's final number, canonical: from its JSON `answer` field when it has one
-    (ZeroEval's format), else by `extract_number` over the reply's tail."""
-    field = extract_json_answer(reply)
-    return extract_number(field if field is not None else reply[-MAX_SCAN_CHARS:])
-
-
-def math_reply_answer(reply: str) -> str | None:
-    """A reply's final math answer as a vote key (`math_key`), or None when it states none."""
-    answer = extract_math_answer(reply)
-    return None if answer is None else math_key(answer)
-
-
-def option_reply_answer(reply: str, letters: str = "ABCDEFGHIJ") -> str | None:
-    """The option letter a reply chose (`extract_option` over its tail), or None."""
-    return extract_option(reply[-MAX_SCAN_CHARS:], letters)
 
 
 def grade_math(reply: str, gold: str) -> float:

@@ -58,7 +58,7 @@ def reply_key(reply: str, prompt: str, task: str | None) -> str | None:
     """A reply's conclusion as the graders read it (`training.grading`): the option letter of
     a multiple-choice prompt, the MATH answer (`math_key`) for a `math*` task, else the final
     number."""
-    from router.chains import conclusion
+    from router.answers import conclusion
 
     return conclusion(reply, prompt, bool(task and task.lower().startswith("math")))
 

@@ -156,25 +156,24 @@ class LogFlusher(Store):
         target = self._last_queued.get(key_id, 0)
         while self._written < target:
             if self._task is None or self._task.done():  # no flusher (it died): write here
-                await self._write_adjusts_here()
+                await self._write_here()
                 return
             await self._progress.wait()
         if self._last_queued.get(key_id) == target:  # nothing newer: forget the key
             del self._last_queued[key_id]
 
-    async def _write_adjusts_here(self) -> None:
-        adjusts, self._adjusts = self._adjusts, []
-        await self.inner.log_and_adjust([], adjusts)
-        self._settled(len(adjusts))
+    async def _write_here(self) -> None:
+        """Write whatever is buffered and queued in this task (no flusher task is running)."""
+        if self._buffer or self._adjusts:
+            remaining, self._buffer = self._buffer, []
+            adjusts, self._adjusts = self._adjusts, []
+            await self.inner.log_and_adjust(remaining, adjusts)
+            self._settled(len(adjusts))
 
     async def flush(self) -> None:
         """Wait until every record logged and adjustment queued so far is written to `inner`."""
         if self._task is None or self._task.done():
-            if self._buffer or self._adjusts:  # no task (or it died): write here
-                remaining, self._buffer = self._buffer, []
-                adjusts, self._adjusts = self._adjusts, []
-                await self.inner.log_and_adjust(remaining, adjusts)
-                self._settled(len(adjusts))
+            await self._write_here()  # no task (or it died)
             return
         await self._idle.wait()
 
@@ -192,11 +191,7 @@ class LogFlusher(Store):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
                 self._task = None
-            if self._buffer or self._adjusts:  # whatever the task left: one last attempt
-                remaining, self._buffer = self._buffer, []
-                adjusts, self._adjusts = self._adjusts, []
-                await self.inner.log_and_adjust(remaining, adjusts)
-                self._settled(len(adjusts))
+            await self._write_here()  # whatever the task left: one last attempt
             await self.inner.aclose()
 
     async def requests(self, since: float = 0.0, limit: int = 10_000) -> list[RequestRecord]:
