@@ -161,5 +161,8 @@ def choose(score: np.ndarray, cost: np.ndarray, n: float, budget: float, slack: 
     if not len(fits):
         return int(np.argmin(mean_cost))
     near = fits[mean_score[fits] >= mean_score[fits].max() - slack - 1e-12]
-    order = np.lexsort((-mean_score[near], mean_cost[near]))
-    return int(near[order[0]])
+    # Costs equal up to summation order are a tie (a member never called adds nothing, but the
+    # fold sums may differ in the last bit): the higher score wins, then the earlier candidate,
+    # i.e. the shorter chain.
+    cheapest = near[mean_cost[near] <= mean_cost[near].min() * (1 + 1e-9) + 1e-18]
+    return int(cheapest[np.argmax(mean_score[cheapest])])
