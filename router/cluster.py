@@ -14,10 +14,15 @@ all, so its region profile comes from a low-rank IRT model of the existing table
 by the newcomer's fitted ability, plus `onboard_rank` loadings on the table's main contrasts,
 held `onboard_strength` times tighter than the existing experts' spread. That profile is then
 corrected by its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The
+prior on its ability is flat (`onboard_ability=0`; 1 is the existing experts' spread, which
+put a newcomer stronger than all of them, gemini-1.5-pro, 0.035 below full retraining per region).
+Its reply cost per region is the existing experts' length pattern at its own measured level,
+corrected by its replies in each region (`onboard_costs="pool"`; `"own"`: its own mean). The
 earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
 profile (`onboard="regression"`), is kept for comparison: one weight per existing expert from
-100 noisy outcomes can hand a mediocre newcomer whole regions. The defaults were chosen by
-leave-one-model-out on an 80/20 split of the MMLU-Pro training file
+100 noisy outcomes can hand a mediocre newcomer whole regions. `select_profile` says which
+queries to profile (random, the default; stratified by region; D-optimal for the IRT fit).
+The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
 Example::
@@ -64,8 +69,8 @@ class ClusterRouter(Router):
     onboard_rank = 2
     onboard_strength = 1.0
     onboard_caution = 0.0
-    onboard_ability = 1.0
-    onboard_costs = "own"
+    onboard_ability = 0.0
+    onboard_costs = "pool"
 
     def __init__(
         self,
@@ -77,8 +82,8 @@ class ClusterRouter(Router):
         onboard_rank: int = 2,
         onboard_strength: float = 1.0,
         onboard_caution: float = 0.0,
-        onboard_ability: float = 1.0,
-        onboard_costs: str = "own",
+        onboard_ability: float = 0.0,
+        onboard_costs: str = "pool",
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
         seed: int = 0,
@@ -160,6 +165,10 @@ class ClusterRouter(Router):
             out.cost_model_ = out.cost_model_.add_expert(data, j, embeddings)
             if self.onboard_costs == "pool":
                 self._pool_reply_costs(out.cost_model_, data, j, embeddings)
+            elif self.onboard_costs != "own":
+                raise OnboardingError(
+                    f"unknown onboard_costs {self.onboard_costs!r}; choose 'pool' or 'own'"
+                )
             out.models_ = [*out.models_, data.models[j]]
             out.experts_ = [*out.experts_, *(e for e in data.experts if e.name == data.models[j])]
         return out
