@@ -14,10 +14,15 @@ all, so its region profile comes from a low-rank IRT model of the existing table
 by the newcomer's fitted ability, plus `onboard_rank` loadings on the table's main contrasts,
 held `onboard_strength` times tighter than the existing experts' spread. That profile is then
 corrected by its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The
+prior on its ability is flat (`onboard_ability=0`; 1 is the existing experts' spread, which
+put a newcomer stronger than all of them, gemini-1.5-pro, 0.035 below full retraining per region).
+Its reply cost per region is the existing experts' length pattern at its own measured level,
+corrected by its replies in each region (`onboard_costs="pool"`; `"own"`: its own mean). The
 earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
 profile (`onboard="regression"`), is kept for comparison: one weight per existing expert from
-100 noisy outcomes can hand a mediocre newcomer whole regions. The defaults were chosen by
-leave-one-model-out on an 80/20 split of the MMLU-Pro training file
+100 noisy outcomes can hand a mediocre newcomer whole regions. `select_profile` says which
+queries to profile (random, the default; stratified by region; D-optimal for the IRT fit).
+The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
 Example::
@@ -36,9 +41,9 @@ from typing import Self
 import numpy as np
 
 from router.base import Router, register
-from router.costs import ReplyCostModel, kmeans
+from router.costs import ReplyCostModel, kmeans, prompt_tokens_of
 from router.data import RoutingData
-from router.onboard import onboard_profile
+from router.onboard import IrtTable, onboard_profile, onboard_reply_costs, select_profile
 
 __all__ = ["ClusterRouter", "OnboardingError"]
 
@@ -64,6 +69,8 @@ class ClusterRouter(Router):
     onboard_rank = 2
     onboard_strength = 1.0
     onboard_caution = 0.0
+    onboard_ability = 0.0
+    onboard_costs = "pool"
 
     def __init__(
         self,
@@ -75,6 +82,8 @@ class ClusterRouter(Router):
         onboard_rank: int = 2,
         onboard_strength: float = 1.0,
         onboard_caution: float = 0.0,
+        onboard_ability: float = 0.0,
+        onboard_costs: str = "pool",
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
         seed: int = 0,
@@ -87,6 +96,8 @@ class ClusterRouter(Router):
         self.onboard_rank = onboard_rank
         self.onboard_strength = onboard_strength
         self.onboard_caution = onboard_caution
+        self.onboard_ability = onboard_ability
+        self.onboard_costs = onboard_costs
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
         self.seed = seed
@@ -152,9 +163,37 @@ class ClusterRouter(Router):
             out.table_ = np.concatenate([out.table_, column], axis=1)
             assert out.cost_model_ is not None and self.cost_model_ is not None
             out.cost_model_ = out.cost_model_.add_expert(data, j, embeddings)
+            if self.onboard_costs == "pool":
+                self._pool_reply_costs(out.cost_model_, data, j, embeddings)
+            elif self.onboard_costs != "own":
+                raise OnboardingError(
+                    f"unknown onboard_costs {self.onboard_costs!r}; choose 'pool' or 'own'"
+                )
             out.models_ = [*out.models_, data.models[j]]
             out.experts_ = [*out.experts_, *(e for e in data.experts if e.name == data.models[j])]
         return out
+
+    @staticmethod
+    def _pool_reply_costs(
+        model: ReplyCostModel, data: RoutingData, j: int, embeddings: np.ndarray
+    ) -> None:
+        """Replace the new (last) column of `model` by `onboard_reply_costs`: the existing
+        experts' length pattern over regions at the newcomer's level, corrected per region."""
+        expert = model.experts_[-1]
+        reply = np.maximum(
+            data.costs[:, j] - prompt_tokens_of(data) * expert.input_price / 1e6, 0.0
+        )
+        groups = model._rows(embeddings, len(data))
+        model.table_[:, -1] = onboard_reply_costs(model.table_[:, :-1], groups, reply, model.shrink)
+
+    def select_profile(
+        self, embeddings: np.ndarray, n: int, method: str = "random", seed: int = 0
+    ) -> np.ndarray:
+        """Sorted indices of the `n` candidate queries (`embeddings`) to profile a new expert on
+        before `add_experts` (`router.onboard.select_profile`: random, stratified, doptimal)."""
+        irt = IrtTable(self.table_, self.onboard_rank) if method == "doptimal" else None
+        weights = self._weights(embeddings)
+        return select_profile(weights, n, method, np.random.default_rng(seed), irt)
 
     def _predicted_profile(
         self, embeddings: np.ndarray, weights: np.ndarray, outcome: np.ndarray
@@ -168,6 +207,7 @@ class ClusterRouter(Router):
                 self.onboard_rank,
                 self.onboard_strength,
                 self.onboard_caution,
+                self.onboard_ability,
             )
         if self.onboard != "regression":
             raise OnboardingError(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["IrtTable", "onboard_profile"]
+__all__ = ["SELECTIONS", "IrtTable", "onboard_profile", "select_profile"]
 
 _EPS = 1e-3
 
@@ -54,11 +54,17 @@ class IrtTable:
         return int(self.regions.shape[1])
 
     def fit_new(
-        self, weights: np.ndarray, outcomes: np.ndarray, strength: float
+        self,
+        weights: np.ndarray,
+        outcomes: np.ndarray,
+        strength: float,
+        ability_strength: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """MAP `theta = (ability, *loadings)` of a new expert from its `outcomes` `(n,)` in
         [0, 1] on queries whose region weights are `weights` `(n, k)`, and its posterior
-        covariance (Laplace: the inverse Hessian of the objective at the MAP)."""
+        covariance (Laplace: the inverse Hessian of the objective at the MAP).
+        `ability_strength` scales the prior's precision on ability (below 1: a newcomer
+        stronger or weaker than every existing expert is pulled less toward their mean)."""
         from scipy.optimize import minimize
 
         offset = weights @ self.difficulty
@@ -66,7 +72,8 @@ class IrtTable:
         mean = np.concatenate([[self.ability.mean()], self.loadings.mean(axis=0)])
         spread = np.concatenate([[self.ability.var()], self.loadings.var(axis=0)])
         # precision of the prior: the population's for ability, `strength` × it for loadings
-        precision = np.concatenate([[1.0], np.full(self.rank, strength)]) / np.maximum(spread, 1e-6)
+        scale = np.concatenate([[ability_strength], np.full(self.rank, strength)])
+        precision = scale / np.maximum(spread, 1e-6)
         y = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -102,10 +109,99 @@ def onboard_profile(
     rank: int,
     strength: float,
     caution: float = 0.0,
+    ability_strength: float = 1.0,
 ) -> np.ndarray:
     """`(k,)` predicted accuracy per region of a new expert, from the existing `table` `(k, m)`
     and its `outcomes` `(n,)` on queries with region `weights` `(n, k)`; `caution` posterior
     standard deviations below the MAP (a newcomer takes a region only on strong evidence)."""
     irt = IrtTable(table, rank)
-    theta, covariance = irt.fit_new(weights, outcomes, strength)
+    theta, covariance = irt.fit_new(weights, outcomes, strength, ability_strength)
     return irt.predict(theta, covariance, caution)
+
+
+#: How `select_profile` picks the queries to profile a newcomer on.
+SELECTIONS = ("random", "stratified", "doptimal")
+
+
+def select_profile(
+    weights: np.ndarray,
+    n: int,
+    method: str,
+    rng: np.random.Generator,
+    irt: IrtTable | None = None,
+) -> np.ndarray:
+    """Sorted indices of `n` of the candidate queries (region `weights` `(N, k)`) to profile a
+    newcomer on, chosen before any of its answers are seen.
+
+    `random` draws them uniformly. `stratified` gives each region (a query's most likely one)
+    its share of the `n` by mass, largest remainders first, drawn at random inside the region,
+    so every region the router knows is seen about as often as it is asked. `doptimal` picks
+    greedily the queries that most shrink the volume of the IRT posterior of a newcomer of
+    average ability (`irt` required: max log det of the Fisher information, prior included),
+    which favours the regions that separate experts most.
+    """
+    total = len(weights)
+    if n >= total:
+        return np.arange(total)
+    if method == "random":
+        return np.sort(rng.choice(total, n, replace=False))
+    if method == "stratified":
+        return _stratified(weights, n, rng)
+    if method == "doptimal":
+        if irt is None:
+            raise ValueError("doptimal selection needs the router's IRT table")
+        return _doptimal(weights, n, irt)
+    raise ValueError(f"unknown profile selection {method!r}; choose from {SELECTIONS}")
+
+
+def _stratified(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    region = weights.argmax(axis=1)
+    members = [np.flatnonzero(region == k) for k in range(weights.shape[1])]
+    mass = np.array([len(m) for m in members], dtype=np.float64)
+    quota = n * mass / mass.sum()
+    take = np.floor(quota).astype(int)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n - take.sum()]] += 1
+    picked = [rng.choice(m, t, replace=False) for m, t in zip(members, take, strict=True) if t]
+    return np.sort(np.concatenate(picked))
+
+
+def _doptimal(weights: np.ndarray, n: int, irt: IrtTable) -> np.ndarray:
+    design = np.column_stack([np.ones(len(weights)), weights @ irt.regions])
+    mean = np.concatenate([[irt.ability.mean()], irt.loadings.mean(axis=0)])
+    spread = np.concatenate([[irt.ability.var()], irt.loadings.var(axis=0)])
+    p = 1.0 / (1.0 + np.exp(-(weights @ irt.difficulty + design @ mean)))
+    info = p * (1 - p)
+    inverse = np.diag(np.maximum(spread, 1e-6))  # the prior's covariance
+    chosen = np.zeros(len(weights), dtype=bool)
+    for _ in range(n):
+        # log det grows by log(1 + a d' M^-1 d) (matrix determinant lemma)
+        gain = info * np.einsum("nd,de,ne->n", design, inverse, design)
+        gain[chosen] = -np.inf
+        i = int(np.argmax(gain))
+        chosen[i] = True
+        v = inverse @ design[i]
+        inverse = inverse - np.outer(v, v) * info[i] / (1.0 + info[i] * design[i] @ v)
+    return np.flatnonzero(chosen)
+
+
+def onboard_reply_costs(
+    table: np.ndarray, groups: np.ndarray, reply: np.ndarray, shrink: float
+) -> np.ndarray:
+    """`(k,)` a new expert's expected reply cost per region from its `reply` costs `(n,)` on
+    profiled queries in regions `groups` `(n,)`, given the existing experts' `(k, m)` table.
+
+    A region where every existing expert writes long (a derivation) is long for the newcomer
+    too, so its prior per region is the existing experts' relative length there (geometric
+    mean over experts of region / overall) times the newcomer's own level, fitted so the prior
+    reproduces its total over the profile; each region's own replies correct it by
+    `shrink` pseudo-queries, as the cost model does for an expert it was fitted with.
+    """
+    positive = np.maximum(np.asarray(table, dtype=np.float64), 1e-12)
+    relative = np.exp(np.log(positive / positive.mean(axis=0, keepdims=True)).mean(axis=1))
+    reply = np.asarray(reply, dtype=np.float64)
+    level = reply.sum() / max(float(relative[groups].sum()), 1e-12)
+    prior = level * relative
+    sums = np.bincount(groups, weights=reply, minlength=len(table))
+    counts = np.bincount(groups, minlength=len(table)).astype(np.float64)
+    return np.asarray((sums + shrink * prior) / (counts + shrink), dtype=np.float64)

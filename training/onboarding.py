@@ -86,7 +86,9 @@ def lomo(
     seed: int = 0,
 ) -> list[LomoRow]:
     """One `LomoRow` per held-out model; `configs` are onboarding parameters of
-    `ClusterRouter` (`onboard`, `onboard_rank`, …) tried on the same profile draws."""
+    `ClusterRouter` (`onboard`, `onboard_rank`, …) tried on the same profile draws, and
+    optionally `select`, how the profiled queries are chosen (`ClusterRouter.select_profile`;
+    default random)."""
     params = router_params or {}
     scale = float(train.costs.max(axis=1).mean())
     full_aiq, full_share = pool_aiq(
@@ -98,13 +100,12 @@ def lomo(
         without = ClusterRouter(**params).fit(
             columns(train, [m for m in train.models if m != model]), x_train
         )
-        rng = np.random.default_rng([seed, j])
-        picks = [np.sort(rng.choice(len(train), n_profile, replace=False)) for _ in range(draws)]
         added, shares = [], []
         for config in configs:
             onboarder = copy.copy(without)
             for key, value in config.items():
-                setattr(onboarder, key, value)
+                if key != "select":
+                    setattr(onboarder, key, value)
             got = [
                 pool_aiq(
                     onboarder.add_experts(columns(train.take(p), [model]), x_train[p]),
@@ -112,7 +113,9 @@ def lomo(
                     test,
                     scale,
                 )
-                for p in picks
+                for p in _draws(
+                    onboarder, x_train, config.get("select", "random"), n_profile, draws, [seed, j]
+                )
             ]
             added.append([aiq for aiq, _ in got])
             shares.append(float(np.mean([share[j] for _, share in got])))
@@ -127,6 +130,27 @@ def lomo(
             )
         )
     return rows
+
+
+def _draws(
+    router: ClusterRouter,
+    x: np.ndarray,
+    method: str,
+    n_profile: int,
+    draws: int,
+    seed: list[int],
+) -> list[np.ndarray]:
+    """`draws` profiles of `n_profile` rows of `x`, chosen by `method` (`select_profile`); the
+    random draws are the same for every config, so configs compare on the same profiles."""
+    if method == "random":
+        rng = np.random.default_rng(seed)
+        return [np.sort(rng.choice(len(x), n_profile, replace=False)) for _ in range(draws)]
+    return [
+        router.select_profile(
+            x, n_profile, method, seed=int(np.random.default_rng([*seed, d]).integers(2**31))
+        )
+        for d in range(draws)
+    ]
 
 
 def lomo_cv(

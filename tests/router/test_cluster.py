@@ -74,3 +74,23 @@ def test_a_mediocre_new_expert_does_not_take_over_from_100_noisy_outcomes(draw: 
     assert (choose(quality, predicted, 0.1, grown.cost_scale_) == 3).mean() <= 0.05
     topic = np.arange(len(test)) % 3
     assert (choose(quality, predicted, 0.0, grown.cost_scale_)[topic != 2] == 3).mean() == 0.0
+
+
+def test_stratified_profile_selection_covers_every_topic_and_pool_costs_onboard() -> None:
+    full, x = pool(600, seed=0)
+    router = ClusterRouter(n_clusters=6, top=1, onboard_costs="pool").fit(only(full, OLD), x)
+    picked = router.select_profile(x, 60, "stratified", seed=1)
+    topic = np.arange(len(full)) % 3
+    assert len(np.unique(picked)) == 60
+    assert np.bincount(topic[picked], minlength=3).tolist() == [20, 20, 20]
+    grown = router.add_experts(only(full.take(picked), ("newbie",)), x[picked])
+    test, xt = pool(300, seed=3)
+    assert grown.cost_model_ is not None
+    assert grown.cost_model_.reply_tokens(xt, len(test))[:, 3] == pytest.approx(np.full(300, 300.0))
+    picks = choose(
+        grown.score(xt, test.prompts),
+        grown.predicted_costs(xt, test.prompt_tokens),
+        0.1,
+        grown.cost_scale_,
+    )
+    assert (picks[np.arange(len(test)) % 3 == 2] == 3).mean() >= 0.95

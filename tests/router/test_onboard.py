@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.onboard import IrtTable, onboard_profile
+from router.onboard import IrtTable, onboard_profile, onboard_reply_costs, select_profile
 
 
 def _table(rng: np.random.Generator, k: int = 40, m: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -64,3 +64,57 @@ def test_caution_lowers_a_newcomer_most_where_it_was_seen_least() -> None:
     assert (careful < bold).all()
     drop = np.log(bold / (1 - bold)) - np.log(careful / (1 - careful))
     assert drop[0] < np.median(drop[1:])  # region 0 holds 90 of the 100 outcomes
+
+
+def test_a_weak_ability_prior_lets_a_newcomer_beyond_the_pool_keep_its_measured_level() -> None:
+    # the existing experts are all mediocre; a newcomer right 95% of the time is pulled toward
+    # their mean less when the prior on ability is weaker
+    rng = np.random.default_rng(4)
+    table, _ = _table(rng)
+    regions = rng.integers(0, len(table), 100)
+    weights = np.eye(len(table))[regions]
+    outcomes = (rng.random(100) < 0.95).astype(float)
+    usual = onboard_profile(table, weights, outcomes, rank=0, strength=1.0)
+    weak = onboard_profile(table, weights, outcomes, 0, 1.0, ability_strength=0.01)
+    assert (weak > usual).all()
+    assert abs(float(weights.mean(0) @ weak) - outcomes.mean()) < abs(
+        float(weights.mean(0) @ usual) - outcomes.mean()
+    )
+
+
+def test_stratified_selection_gives_each_region_its_share() -> None:
+    rng = np.random.default_rng(5)
+    regions = np.repeat(np.arange(4), [400, 300, 200, 100])
+    weights = np.eye(4)[regions] * 0.9 + 0.025
+    picked = select_profile(weights, 50, "stratified", rng)
+    assert len(np.unique(picked)) == 50 and np.all(np.diff(picked) > 0)
+    assert np.bincount(regions[picked], minlength=4).tolist() == [20, 15, 10, 5]
+    assert len(select_profile(weights, 50, "random", rng)) == 50
+
+
+def test_doptimal_selection_prefers_the_regions_that_separate_experts() -> None:
+    # regions 0-19 separate the experts (a strong factor), regions 20-39 do not
+    rng = np.random.default_rng(6)
+    k, m = 40, 8
+    factor = np.where(np.arange(k) < 20, rng.choice([-2.0, 2.0], k), 0.0)
+    z = rng.normal(0, 0.3, k)[:, None] + np.outer(factor, rng.normal(0, 1, m))
+    irt = IrtTable(1 / (1 + np.exp(-z)), rank=1)
+    weights = np.eye(k)[np.repeat(np.arange(k), 25)]
+    picked = select_profile(weights, 40, "doptimal", rng, irt)
+    assert (np.repeat(np.arange(k), 25)[picked] < 20).mean() >= 0.9
+    with pytest.raises(ValueError, match="choose from"):
+        select_profile(weights, 40, "best", rng)
+
+
+def test_a_newcomers_reply_costs_follow_the_pools_pattern_over_regions_at_its_level() -> None:
+    # region 1 is 4x as long as region 0 for every existing expert; the newcomer was profiled
+    # only in region 0, where it costs 2: region 1 is predicted long for it too
+    table = np.array([[1.0, 3.0], [4.0, 12.0], [1.0, 3.0]])
+    groups = np.zeros(20, dtype=int)
+    got = onboard_reply_costs(table, groups, np.full(20, 2.0), shrink=10.0)
+    assert got == pytest.approx([2.0, 8.0, 2.0])
+    # a newcomer as long everywhere (4): its level fits the total (prior 1.6, 6.4, 1.6), and
+    # each region it was seen in is pulled from that prior toward its own replies
+    seen = onboard_reply_costs(table, np.array([0] * 10 + [1] * 10), np.full(20, 4.0), 10.0)
+    assert seen[2] == pytest.approx(1.6)
+    assert 1.6 < seen[0] < 4.0 < seen[1] < 6.4

@@ -23,3 +23,11 @@ def test_lomo_cv_reads_only_the_training_file() -> None:
     train, x = pool(600, seed=0)
     (row,) = lomo_cv(train, x, ["cheap"], [{}], router_params=SMALL, draws=1)
     assert 0.0 <= row.full <= 1.0 and row.added[0][0] <= 1.0
+
+
+def test_lomo_draws_the_profile_as_the_config_selects() -> None:
+    train, x = pool(600, seed=0)
+    test, xt = pool(300, seed=1)
+    configs = [{"select": "stratified"}, {"select": "stratified", "onboard_costs": "own"}]
+    (row,) = lomo(train, x, test, xt, ["newbie"], configs, SMALL, n_profile=60, draws=2)
+    assert all(abs(a - row.full) < 0.02 for added in row.added for a in added)
