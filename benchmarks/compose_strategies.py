@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/compose_strategies.py --data DIR --out reports/compose-NAME \
         [--routers ensemble,vote,cascade,chain,rl] [--embed-cache /work/cache/embeddings] [--reuse]
+    .venv/bin/python benchmarks/compose_strategies.py --data DIR --out R --routers chain --no-embed
 
 `DIR` holds `train.parquet` and `test.parquet` with every model's `response` (`coe data import`
 of ZeroEval, MMLU-Pro or RouteLLM GSM8K). This runs `coe eval` on them (or, with `--reuse`,
@@ -17,7 +18,15 @@ reads the report already in `--out`) and prints:
    where the best single model is wrong (won) and the reverse (lost);
 4. the agreement chain (`chain`), per cost budget: the chain chosen on the training file, its
    train-CV accuracy and cost share beside the test's, calls per query and how often it
-   escalates past its first k members (k = 2: past the agreeing pair).
+   escalates past its first k members (k = 2: past the agreeing pair);
+5. the chain's three operating points chosen on the training file: `calibrated` (validation
+   split, cost ≤ the best single model's), `calibrated_safe` (K-fold: held-out cost ≤ 1.0× on
+   every fold) and `calibrated_match` (K-fold: the cheapest budget matching the best single
+   model held out).
+
+`--no-embed` runs strategies that read no query embedding (`chain`) without embedding the
+prompts at all (the routers' and the other strategies' embeddings are not computed, so only
+such names are accepted): minutes of CPU saved on a set whose embeddings are not cached.
 
 Costs are whatever the data records (ESTIMATED for these sources: tokens × list prices).
 """
@@ -87,20 +96,47 @@ def vote_by_k(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def chain_points(report: dict[str, Any]) -> list[str]:
+    entry = report["routers"].get("chain")
+    if entry is None:
+        return []
+    lines = [
+        "| chain point (chosen on train) | budget | acc | cost share | calls/q | aim met on train "
+        "| won | lost |",
+        "|---" * 8 + "|",
+    ]
+    for label in ("calibrated", "calibrated_safe", "calibrated_match"):
+        p = entry.get(label)
+        if p:
+            lines.append(
+                f"| {label} | {p['params'].get('share', 0.0):.2f} | {p['accuracy']:.3f} "
+                f"| {_fmt(p['cost_share'])} | {p['calls_per_query']:.2f} "
+                f"| {p['met_on_validation']} | {p['won']:.3f} | {p['lost']:.3f} |"
+            )
+    return lines
+
+
+def _chain_name(r: dict[str, Any]) -> str:
+    """`a → b → c (k=2)`, the trusted member marked `*` (its reply alone answers)."""
+    names = [f"{e}*" if i == r.get("trust_from") else e for i, e in enumerate(r["experts"])]
+    return f"{' → '.join(names)} (k={r['k']})"
+
+
 def chain_table(report: dict[str, Any]) -> list[str]:
     entry = report["routers"].get("chain")
     if entry is None or "cv" not in entry:
         return []
     best = report["singles"][report["best_single"]]["mean_cost_usd"]
     lines = [
-        "| budget | chain (k) | train-CV acc | train-CV share | test acc | test share | calls/q "
-        "| escalated past k |",
-        "|---" * 8 + "|",
+        "| budget | family | chain (k; * trusted) | train-CV acc | train-CV share | test acc "
+        "| test share | calls/q | escalated past k |",
+        "|---" * 9 + "|",
     ]
     for r in entry["cv"]:
         share = r["test_cost_usd"] / best if best > 0 else float("nan")
         lines.append(
-            f"| {r['share']:.2f} | {' → '.join(r['experts'])} ({r['k']}) | {r['cv_accuracy']:.3f} "
+            f"| {r['share']:.2f} | {r.get('family', '')} | {_chain_name(r)} "
+            f"| {r['cv_accuracy']:.3f} "
             f"| {r['cv_cost_share']:.2f} | {r['test_accuracy']:.3f} | {share:.2f} "
             f"| {r['calls_per_query']:.2f} | {r['escalated']:.2f} |"
         )
@@ -116,6 +152,51 @@ def won_lost(report: dict[str, Any], names: list[str]) -> list[str]:
     return lines
 
 
+#: Strategies that never read the query embedding (`--no-embed` runs them on zero vectors).
+EMBEDDING_FREE = ("chain",)
+
+
+def run_without_embeddings(
+    data_dir: Path, names: list[str], out: Path, seed: int, params: dict[str, Any]
+) -> dict[str, Any]:
+    """`coe eval`'s report for embedding-free strategies, with no embedder loaded."""
+    import numpy as np
+
+    from training.dataset import costs_are_estimated, read_dataset, to_routing_data
+    from training.evaluate import reference_results
+    from training.report import build_report, write_report
+    from training.strategy_eval import evaluate_strategy
+
+    wrong = [n for n in names if n not in EMBEDDING_FREE]
+    if wrong:
+        raise SystemExit(f"--no-embed runs only {', '.join(EMBEDDING_FREE)}, not {wrong}")
+    files = data_dir / "train.parquet", data_dir / "test.parquet"
+    frames = [read_dataset(f) for f in files]
+    train = to_routing_data(frames[0], files[0])
+    test = to_routing_data(frames[1], files[1], models=train.models)
+    x_train, x_test = np.zeros((len(train), 1)), np.zeros((len(test), 1))
+    results = {
+        n: evaluate_strategy(n, train, x_train, test, x_test, params.get(n), seed) for n in names
+    }
+    cost_scale = float(train.costs.max(axis=1).mean())
+    results.update(reference_results(test, cost_scale))
+    dataset = {
+        "train": str(files[0]),
+        "test": str(files[1]),
+        "name": data_dir.name,
+        "n_train": len(train),
+        "n_test": len(test),
+        "models": list(train.models),
+        "costs_estimated": any(costs_are_estimated(f) for f in frames),
+        "cost_note": "as `coe data import` estimated them"
+        if costs_are_estimated(frames[0])
+        else "",
+    }
+    report = build_report(results, test, dataset, cost_scale)
+    write_report(report, out)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -125,10 +206,16 @@ def main() -> None:
     parser.add_argument("--params", default=None, help="JSON: family → hyperparameters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="read --out/report.json instead")
+    parser.add_argument(
+        "--no-embed", action="store_true", help="embedding-free strategies only (chain)"
+    )
     args = parser.parse_args()
     names = [n for n in args.routers.split(",") if n]
     if args.reuse:
         report = json.loads((args.out / "report.json").read_text())
+    elif args.no_embed:
+        params = json.loads(args.params) if args.params else {}
+        report = run_without_embeddings(args.data, names, args.out, args.seed, params)
     else:
         from training.fitting import run_eval
 
@@ -151,6 +238,7 @@ def main() -> None:
         vote_by_k(report),
         won_lost(report, names),
         chain_table(report),
+        chain_points(report),
     )
     for part in parts:
         if part:

@@ -9,17 +9,24 @@ correlate rather than on each one's accuracy.
 A `Chain` is experts `e0, e1, …` and `k`: call them in order; after each reply, stop if its
 conclusion (`router.answers.conclusion`: the option letter, the final number, or the MATH
 answer) is shared by `k` of the replies so far (k = 1: the first reply that concludes
-anything; k = 2: the first two that agree), answering with it; when the chain ends, answer with
-the last reply if it concludes anything, else with the most reliable reply that does (with
-k ≤ 2 no two concluding replies agree by then, so this is a reliability-weighted vote).
+anything; k = 2: the first two that agree; k = 3: three), answering with it. A chain that
+`trust_from` a member stops at that member's (or any later one's) first concluding reply: "two
+cheap experts agree, else the strong one answers, and a fallback only if it concludes nothing".
+When the chain ends, it answers with the conclusion most replies share: the last reply's if it
+is among the most shared, else the one whose latest reply is the most reliable (with k ≤ 2
+nothing is shared by then: the last reply if it concludes anything, else the most reliable
+reply that does, a reliability-weighted vote).
 
 `ChainRouter` (`coe train --router chain`) chooses one chain per cost budget, a share of the
 best single expert's mean training cost (`shares`), by K-fold cross-validation inside the
-training file: on each fold it picks, among the candidates of each family (rising-reliability
-chains of at most 1–4 experts, or any chain of at most 3), the cheapest one within `slack` of
+training file: on each fold it picks, among the candidates of each family (`FAMILIES`:
+rising-reliability chains of at most 1–4 experts, any chain of at most 3, three that agree,
+or agree-then-trust), the cheapest one within `slack` of
 the most accurate within budget on the other folds (`SLACKS`: shrinkage against the argmax
-over thousands of chains), and keeps the family and slack whose picks score best held out; the
-chain is then their pick on the whole file. `cv_` keeps the held-out estimate per budget.
+over thousands of chains), and keeps the simplest family and slack whose picks score within one
+standard error (over folds) of the best held out (`_one_se`: richer families must beat simpler
+ones by more than noise); the chain is then their pick on the whole file. `cv_` keeps the
+held-out estimate per budget.
 Serving, the gateway runs `episode(...)` (`router.episodes.Episode`) at the budget `share`.
 
 Example::
@@ -30,7 +37,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -38,25 +45,58 @@ import numpy as np
 
 from router.answers import conclusion
 from router.base import Router, register
-from router.chain_search import candidates, choose, fold_totals
+from router.chain_search import agreeing, candidates, choose, fold_totals, needs_of, trusting
 from router.data import RoutingData
 
 __all__ = ["SHARES", "Chain", "ChainEpisode", "ChainRouter", "conclusion"]
 
 #: Cost budgets a chain is chosen for, as shares of the best single expert's mean cost.
-SHARES: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5)
-#: Candidate families: (longest chain, whether escalation must rise in reliability).
-FAMILIES: tuple[tuple[int, bool], ...] = ((1, True), (2, True), (3, True), (4, True), (3, False))
+SHARES: tuple[float, ...] = (
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.5
+)  # fmt: skip
+#: Candidate families by name: `(chains, ks or needs)` over m experts of given reliability.
+#: `rising-L`: chains of at most L experts escalating to stronger ones; `any-3`: any chain of
+#: at most 3; `agree3`: three that agree, else a stronger one (or two); `trust2` / `trust3`:
+#: two (or three) agree, else a trusted stronger expert answers (`chain_search.trusting`).
+FAMILIES: dict[str, Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "rising-1": lambda m, rel: candidates(m, 1, rel),
+    "rising-2": lambda m, rel: candidates(m, 2, rel),
+    "rising-3": lambda m, rel: candidates(m, 3, rel),
+    "rising-4": lambda m, rel: candidates(m, 4, rel),
+    "any-3": lambda m, rel: candidates(m, 3),
+    "agree3": lambda m, rel: agreeing(m, 3, 5, rel),
+    "trust2": lambda m, rel: trusting(m, rel, 2),
+    "trust3": lambda m, rel: trusting(m, rel, 3),
+}
 #: Shrinkage candidates: pick the cheapest chain within this much training accuracy of the best.
 SLACKS: tuple[float, ...] = (0.0, 0.0025, 0.005, 0.01)
 
 
 @dataclass(frozen=True)
 class Chain:
-    """Experts to call in order, and how many agreeing replies stop it."""
+    """Experts to call in order, how many agreeing replies stop it, and the member from which
+    one concluding reply is enough (None: agreement throughout)."""
 
     experts: tuple[str, ...]
     k: int
+    trust_from: int | None = None
+
+    def need(self, position: int) -> int:
+        """Agreeing replies that stop the chain after its member at `position`."""
+        if self.trust_from is not None and position >= self.trust_from:
+            return 1
+        return self.k
+
+    @classmethod
+    def of(cls, experts: tuple[str, ...], needs: Sequence[int]) -> Chain:
+        """The chain whose members need `needs` agreeing replies (`chain_search` rows)."""
+        needs = [int(x) for x in needs[: len(experts)]]
+        k = max(needs)
+        trust = next((t for t, x in enumerate(needs) if x == 1), None) if k > 1 else None
+        chain = cls(experts, k, trust)
+        if [chain.need(t) for t in range(len(experts))] != needs:
+            raise ValueError(f"needs {needs} are not a k with a trusted tail")
+        return chain
 
 
 @dataclass
@@ -101,7 +141,8 @@ class ChainEpisode:
         self._take(expert)
         self.spent += cost_usd
         self.replies.append((expert, key))
-        if key is not None and sum(k == key for _, k in self.replies) >= self.chain.k:
+        need = self.chain.need(self.chain.experts.index(expert))
+        if key is not None and sum(k == key for _, k in self.replies) >= need:
             self._stopped = expert
 
     def skip(self, expert: str) -> None:
@@ -121,18 +162,40 @@ class ChainEpisode:
         return float("inf") if self.budget is None else self.budget - self.spent
 
     def last_call(self) -> bool:
-        """True for the chain's last member still open (its reply ends the chain and, when it
-        concludes anything, is the answer: streamed, it is the answer whatever it says)."""
-        return self._pending is not None and self._open()[-1:] == [self._pending]
+        """True for the chain's last member still open while no conclusion is shared yet (its
+        reply ends the chain and, when it concludes anything, is the answer: streamed, it is
+        the answer whatever it says); once two replies agree, an unshared last reply would
+        not answer, so it is called whole."""
+        return (
+            self._pending is not None
+            and self._open()[-1:] == [self._pending]
+            and self._most_shared()[0] < 2
+        )
+
+    def _most_shared(self) -> tuple[int, str | None, int]:
+        """(most replies sharing a conclusion, the most reliable latest reply of such a
+        conclusion, the votes of the last reply): the vectorised search's rule, reply by reply."""
+        counts: dict[Any, int] = {}
+        top, best, rank, votes = 0, None, -np.inf, 0
+        for expert, key in self.replies:
+            votes = 0
+            if key is None:
+                continue
+            votes = counts[key] = counts.get(key, 0) + 1
+            rel = self.reliability.get(expert, 0.0)
+            if votes > top or (votes == top and rel > rank):
+                best, rank = expert, rel
+            top = max(top, votes)
+        return top, best, votes
 
     def answer_expert(self) -> str | None:
         if self._stopped is not None or not self.replies:
             return self._stopped
         last, key = self.replies[-1]
-        concluding = [e for e, k in self.replies if k is not None]
-        if key is not None or not concluding:
+        top, best, votes = self._most_shared()
+        if best is None or (key is not None and votes >= top):
             return last
-        return max(concluding, key=lambda e: self.reliability.get(e, 0.0))
+        return best
 
     def trace(self) -> None:
         """Chains learn nothing from feedback."""
@@ -184,8 +247,8 @@ class ChainRouter(Router):
     def chain_for(self, share: float) -> Chain:
         """The chain chosen for budget `share` (the nearest one chosen at or below it)."""
         fits = [s for s in self.chains_ if s <= share + 1e-12] or [min(self.chains_)]
-        picked = self.chains_[max(fits)]
-        return Chain(tuple(self.models_[j] for j in picked[0]), picked[1])
+        members, needs = self.chains_[max(fits)]
+        return Chain.of(tuple(self.models_[j] for j in members), needs)
 
     @property
     def max_calls(self) -> int:
@@ -236,52 +299,85 @@ def choose_chains(
     shares: Sequence[float],
     folds: int,
     seed: int,
-) -> tuple[dict[float, tuple[tuple[int, ...], int]], list[dict[str, Any]]]:
-    """Per share: the chosen `(expert indices, k)` and the held-out (train-CV) record."""
+) -> tuple[dict[float, tuple[tuple[int, ...], tuple[int, ...]]], list[dict[str, Any]]]:
+    """Per share: the chosen `(expert indices, needs)` and the held-out (train-CV) record."""
     n = len(keys)
     fold = np.random.default_rng(seed).permutation(n) % max(2, min(folds, n))
     sizes = np.bincount(fold).astype(np.float64)
     tables = []
-    for longest, rising in FAMILIES:
-        chains, ks = candidates(keys.shape[1], longest, reliability if rising else None)
+    names = []
+    for name, generate in FAMILIES.items():
+        chains, ks = generate(keys.shape[1], reliability)
+        if not len(chains):  # too few experts for this family
+            continue
+        names.append(name)
+        ks = needs_of(chains, ks)
         tables.append(
             (chains, ks, *fold_totals(keys, scores, costs, reliability, chains, ks, fold))
         )
     singles_s = np.stack([scores[fold == f].sum(0) for f in range(len(sizes))])
     singles_c = np.stack([costs[fold == f].sum(0) for f in range(len(sizes))])
-    configs = [(f, slack) for f in range(len(FAMILIES)) for slack in SLACKS]
-    chosen: dict[float, tuple[tuple[int, ...], int]] = {}
+    configs = [(f, slack) for f in range(len(names)) for slack in SLACKS]
+    chosen: dict[float, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     record: list[dict[str, Any]] = []
     for share in shares:
         held = [
             _held_out(tables[f][2], tables[f][3], singles_s, singles_c, sizes, share, slack)
             for f, slack in configs
         ]
-        # best held-out accuracy; ties: the cheaper held out, then the simpler configuration
-        best = max(range(len(configs)), key=lambda i: (round(held[i][0], 9), -held[i][1], -i))
+        best = _one_se(held)
         family, slack = configs[best]
         chains, ks, s, c = tables[family]
         budget = share * _best_cost(singles_s.sum(0), singles_c.sum(0)) / n
         i = choose(s.sum(0), c.sum(0), n, budget, slack)
         members = tuple(int(j) for j in chains[i] if j >= 0)
-        chosen[share] = (members, int(ks[i]))
+        needs = tuple(int(x) for x in ks[i, : len(members)])
+        chosen[share] = (members, needs)
+        chain = Chain.of(tuple(map(str, members)), needs)
         record.append(
             {
                 "share": share,
-                "family": {"longest": FAMILIES[family][0], "rising": FAMILIES[family][1]},
+                "family": names[family],
                 "slack": slack,
                 "cv_accuracy": held[best][0],
                 "cv_cost_share": held[best][1],
+                "cv_fold_cost_shares": held[best][2],
+                "cv_single_accuracy": held[best][3],
+                "cv_best_accuracy": max(h[0] for h in held),
                 "experts": list(members),
-                "k": int(ks[i]),
+                "k": chain.k,
+                "trust_from": chain.trust_from,
             }
         )
     return chosen, record
 
 
+def _one_se(held: list[tuple[float, float, list[float], float, np.ndarray]]) -> int:
+    """The simplest configuration (first in `configs`: families in `FAMILIES` order, smaller
+    slack first) whose held-out accuracy is within one standard error of the best one's.
+
+    The standard error is that of the per-fold accuracy difference between the two: with
+    eight families × four slacks the plain argmax of held-out accuracy itself picks noise (on
+    MATH-L5 a three-agree chain beat o1-mini alone by 1 of 505 training queries, and lost 2
+    points on test); a richer family must beat a simpler one by more than the folds' spread.
+    """
+    top = max(range(len(held)), key=lambda i: (round(held[i][0], 9), -held[i][1], -i))
+    for i, h in enumerate(held):
+        diff = held[top][4] - h[4]
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        if h[0] >= held[top][0] - se - 1e-12:
+            return i
+    return top
+
+
+def _best(score_sum: np.ndarray, cost_sum: np.ndarray) -> int:
+    """The most accurate single expert (cheaper on ties)."""
+    return int(np.lexsort((cost_sum, -score_sum))[0])
+
+
 def _best_cost(score_sum: np.ndarray, cost_sum: np.ndarray) -> float:
-    """Total cost of the most accurate single expert (cheaper on ties)."""
-    return float(cost_sum[int(np.lexsort((cost_sum, -score_sum))[0])])
+    """Total cost of the most accurate single expert."""
+    return float(cost_sum[_best(score_sum, cost_sum)])
 
 
 def _held_out(
@@ -292,14 +388,24 @@ def _held_out(
     sizes: np.ndarray,
     share: float,
     slack: float,
-) -> tuple[float, float]:
-    """K-fold estimate of (accuracy, cost / best single's cost) of `choose` within budget."""
-    got = spent = ref = 0.0
+) -> tuple[float, float, list[float], float, np.ndarray]:
+    """K-fold estimate of `choose` within budget: (accuracy, cost / best single's cost, that
+    cost share on each fold, the accuracy of the best single expert picked the same way, the
+    accuracy on each fold)."""
+    got = spent = ref = single = 0.0
+    per_fold: list[float] = []
+    accuracy: list[float] = []
     for f in range(len(sizes)):
         rest = np.arange(len(sizes)) != f
         n_rest = float(sizes[rest].sum())
-        budget = share * _best_cost(singles_s[rest].sum(0), singles_c[rest].sum(0)) / n_rest
+        best = _best(singles_s[rest].sum(0), singles_c[rest].sum(0))
+        budget = share * float(singles_c[rest].sum(0)[best]) / n_rest
         i = choose(s[rest].sum(0), c[rest].sum(0), n_rest, budget, slack)
-        got, spent = got + s[f, i], spent + c[f, i]
-        ref += _best_cost(singles_s[rest].sum(0), singles_c[rest].sum(0)) / n_rest * sizes[f]
-    return got / sizes.sum(), spent / ref if ref > 0 else 0.0
+        fold_ref = float(singles_c[rest].sum(0)[best]) / n_rest * sizes[f]
+        got, spent, ref = got + s[f, i], spent + c[f, i], ref + fold_ref
+        single += singles_s[f, best]
+        per_fold.append(float(c[f, i] / fold_ref) if fold_ref > 0 else 0.0)
+        accuracy.append(float(s[f, i] / sizes[f]))
+    total = float(sizes.sum())
+    share_ = spent / ref if ref > 0 else 0.0
+    return got / total, share_, per_fold, single / total, np.asarray(accuracy)

@@ -64,6 +64,31 @@ class ChainStrategy(Strategy):
             out.append(row)
         return out
 
+    def cv_points(self) -> dict[str, tuple[dict[str, float], bool]]:
+        """Operating points chosen on the training file's K folds (`router_.cv_`), each with
+        whether any budget met its aim there (else the cheapest budget):
+
+        - `safe`: the most accurate budget (cheaper on ties) whose held-out cost share stayed
+          ≤ 1 on every fold: since each fold is a sample of new queries about the size of a
+          test split, the fold-to-fold spread is the margin the budget keeps below 1.0×;
+        - `match`: the cheapest budget whose held-out accuracy is at least the best single
+          expert's, picked and scored on the same folds.
+        """
+        rows = self.router_.cv_
+        cheapest = min(rows, key=lambda r: (r["cv_cost_share"], r["share"]))
+        safe = [r for r in rows if max(r["cv_fold_cost_shares"]) <= 1.0 + 1e-9]
+        match = [r for r in rows if r["cv_accuracy"] >= r["cv_single_accuracy"] - 1e-12]
+        picks = {
+            "safe": max(safe, key=lambda r: (r["cv_accuracy"], -r["cv_cost_share"]))
+            if safe
+            else None,
+            "match": min(match, key=lambda r: (r["cv_cost_share"], r["share"])) if match else None,
+        }
+        return {
+            label: ({"share": (row or cheapest)["share"]}, row is not None)
+            for label, row in picks.items()
+        }
+
     def quality(self, x: np.ndarray, prompts: Any) -> np.ndarray:
         return np.asarray(self.router_.score(x, prompts), dtype=np.float64)
 

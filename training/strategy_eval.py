@@ -16,7 +16,12 @@ changes none of the metrics), plus:
   file by the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
   cost_share, calls_per_query, escalated, met_on_validation, won, lost}`, where `won` / `lost`
   are the shares of test queries the strategy gets right / wrong where the best single model
-  gets them wrong / right (where composition loses).
+  gets them wrong / right (where composition loses);
+- for the agreement chain, two more points chosen by K-fold CV on the whole training file
+  (`training.chains.ChainStrategy.cv_points`), same fields: `calibrated_safe` (the most
+  accurate budget whose held-out cost stayed ≤ the best single model's on every fold: a margin
+  against overshooting it on new queries) and `calibrated_match` (the cheapest budget whose
+  held-out accuracy matched the best single model's held out: "match it at least cost").
 """
 
 from __future__ import annotations
@@ -143,7 +148,16 @@ def _calibrated(
     val = subset(data, held)
     runs = sweep_strategy(part, val, table.take(held), part.quality(x[held], val.prompts))
     i, met = _pick(runs, _best_single(val)[1])
-    point = runs[i][0]
+    return _on_test(fitted, test, runs[i][0], met)
+
+
+def _on_test(
+    fitted: Strategy,
+    test: tuple[RoutingData, np.ndarray, ReplyTable],
+    point: dict[str, float],
+    met: bool,
+) -> dict[str, Any]:
+    """The operating point `point`, chosen on training data, run once on the test file."""
     test_data, test_x, test_table = test
     run = fitted.run(test_data, test_table, fitted.quality(test_x, test_data.prompts), point)
     best_cost = _best_single(test_data)[1]
@@ -198,6 +212,9 @@ def evaluate_strategy(
     m["escalated"] = m["points"][op]["escalated"]
     if isinstance(strategy, ChainStrategy):
         m["cv"] = strategy.report(runs)
+        test_parts = (test, x_test, test_table)
+        for label, (point, met) in strategy.cv_points().items():
+            m[f"calibrated_{label}"] = _on_test(strategy, test_parts, point, met)
     m["calibrated"] = _calibrated(
         name,
         params,

@@ -141,3 +141,28 @@ async def test_a_streamed_agreement_goes_out_whole_within_the_cap(
         coe = events[-1]["coe"]
         assert [s["expert"] for s in coe["steps"]] == ["cheap-a", "cheap-b"]
         assert 0 < coe["cost_usd"] <= cap and not fakes["strong"].requests
+
+
+@pytest.fixture(scope="module")
+def trusting_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The learned router serving "cheap-a, then strong trusted alone, cheap-b only when strong
+    concludes nothing" (a `trust_from` chain, as `FAMILIES['trust2']` learns them)."""
+    router = ChainRouter(share=0.5).fit(pair_pool(300, 0), np.zeros((300, 1)))
+    router.chain_ = Chain(("cheap-a", "strong", "cheap-b"), 2, trust_from=1)
+    path = tmp_path_factory.mktemp("trusting") / "chain.pkl"
+    router.save(path)
+    return path
+
+
+async def test_a_trusted_expert_answers_alone_when_served(
+    tmp_path: Path, trusting_artifact: Path
+) -> None:
+    async with gateway(tmp_path, trusting_artifact) as (client, fakes):
+        fakes["strong"].enqueue("Carefully: #### 9")  # disagrees with cheap-a: trusted anyway
+        body = (await client.post("/v1/chat/completions", json=ASK)).json()
+        assert [s["expert"] for s in body["coe"]["steps"]] == ["cheap-a", "strong"]
+        assert body["model"] == "strong" and not fakes["cheap-b"].requests
+        fakes["strong"].enqueue("I cannot say.")  # concludes nothing: the fallback answers
+        body = (await client.post("/v1/chat/completions", json=ASK)).json()
+        assert [s["expert"] for s in body["coe"]["steps"]] == ["cheap-a", "strong", "cheap-b"]
+        assert body["model"] == "cheap-b"

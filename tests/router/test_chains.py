@@ -5,7 +5,11 @@
 - the same pool with the cheap experts wrong together, with the same answer: agreement means
   nothing, and the chain falls back to the strong expert alone;
 - the vectorised search and the live episode are one rule: every candidate simulated equals an
-  episode run reply by reply; the episode honours the budget, skips and exclusions.
+  episode run reply by reply, for every family (k = 1, 2, 3, and "agree, else trust"); the
+  episode honours the budget, skips and exclusions;
+- a trusting chain answers with its trusted expert's reply alone, and calls the fallback only
+  when that reply concludes nothing; where two replies agree, a chain's last call is not
+  streamed (its reply might not be the answer).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.chain_search import candidates, simulate
-from router.chains import Chain, ChainEpisode, ChainRouter, conclusion
+from router.chain_search import agreeing, candidates, needs_of, simulate, trusting
+from router.chains import FAMILIES, Chain, ChainEpisode, ChainRouter, conclusion
 from router.data import RoutingData
 from router.episodes import runs_episodes
 from tests.router.chain_pools import pair_pool
@@ -47,13 +51,13 @@ def _episode_scores(
     costs: np.ndarray,
     rel: np.ndarray,
     chain: np.ndarray,
-    k: int,
+    needs: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     names = [str(j) for j in range(keys.shape[1])]
     members = tuple(names[j] for j in chain if j >= 0)
     got, spent = np.zeros(len(keys)), np.zeros(len(keys))
     for i in range(len(keys)):
-        ep = ChainEpisode(Chain(members, k), dict(zip(names, map(float, rel), strict=True)))
+        ep = ChainEpisode(Chain.of(members, needs), dict(zip(names, map(float, rel), strict=True)))
         while (e := ep.next_expert()) is not None:
             j = int(e)
             ep.record_key(e, float(costs[i, j]), int(keys[i, j]) if keys[i, j] >= 0 else None)
@@ -62,20 +66,67 @@ def _episode_scores(
     return got, spent
 
 
-def test_search_simulation_equals_the_live_episode() -> None:
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_search_simulation_equals_the_live_episode(family: str) -> None:
     rng = np.random.default_rng(3)
-    n, m = 60, 5
+    n, m = 60, 6
     keys = rng.integers(-1, 3, (n, m))  # few distinct answers: many agreements, some none
     scores = (keys == 0).astype(float)
     costs = rng.random((n, m)) * 1e-3
     rel = rng.random(m)
-    chains, ks = candidates(m, 4)
-    pick = rng.choice(len(chains), 80, replace=False)
-    sim_s, sim_c = simulate(keys, scores, costs, rel, chains[pick], ks[pick])
+    chains, ks = FAMILIES[family](m, rel)
+    needs = needs_of(chains, ks)
+    pick = rng.choice(len(chains), min(80, len(chains)), replace=False)
+    sim_s, sim_c = simulate(keys, scores, costs, rel, chains[pick], needs[pick])
     for col, c in enumerate(pick):
-        got, spent = _episode_scores(keys, scores, costs, rel, chains[c], int(ks[c]))
+        got, spent = _episode_scores(keys, scores, costs, rel, chains[c], needs[c])
         np.testing.assert_allclose(sim_s[:, col], got, err_msg=str(chains[c]))
         np.testing.assert_allclose(sim_c[:, col], spent)
+
+
+def test_new_families_have_their_shape() -> None:
+    rel = np.array([0.5, 0.6, 0.7, 0.9, 0.8])
+    chains, needs = agreeing(5, 3, 4, rel)
+    assert all((row[row >= 0][:3] == sorted(row[row >= 0][:3])).all() for row in chains)
+    assert (needs[chains >= 0] == 3).all() and {int((row >= 0).sum()) for row in chains} == {3, 4}
+    chains, needs = trusting(5, rel, 2)
+    for row, need in zip(chains, needs, strict=True):
+        members = [int(j) for j in row if j >= 0]
+        chain = Chain.of(tuple(map(str, members)), need)
+        assert chain.k == 2 and chain.trust_from in (2, 3)
+        trusted = members[chain.trust_from]
+        assert rel[trusted] > max(rel[j] for j in members[: chain.trust_from])
+        assert len(members) - chain.trust_from <= 2  # at most one fallback after it
+    with pytest.raises(ValueError, match="trusted tail"):
+        Chain.of(("a", "b", "c"), (2, 1, 2))
+
+
+def test_trusted_expert_answers_alone_and_the_fallback_only_without_a_conclusion() -> None:
+    chain = Chain(("a", "b", "strong", "spare"), 2, trust_from=2)
+    rel = {"a": 0.6, "b": 0.6, "strong": 0.9, "spare": 0.5}
+    ep = ChainEpisode(chain, rel)
+    for expert, text in (("a", "#### 1"), ("b", "#### 2"), ("strong", "#### 3")):
+        assert ep.next_expert() == expert
+        ep.record(expert, 0.0, text)
+    assert ep.next_expert() is None and ep.answer_expert() == "strong"
+    ep = ChainEpisode(chain, rel)
+    for expert, text in (("a", "#### 1"), ("b", "#### 2"), ("strong", "I give up")):
+        assert ep.next_expert() == expert
+        ep.record(expert, 0.0, text)
+    assert ep.next_expert() == "spare" and ep.last_call()
+    ep.record("spare", 0.0, "#### 4")
+    assert ep.answer_expert() == "spare"
+
+
+def test_three_must_agree_and_a_shared_answer_is_not_streamed() -> None:
+    ep = ChainEpisode(Chain(("a", "b", "c", "d"), 3), {"a": 0.5, "b": 0.5, "c": 0.6, "d": 0.9})
+    for expert, text in (("a", "#### 1"), ("b", "#### 1"), ("c", "#### 2")):
+        assert ep.next_expert() == expert and not ep.last_call()
+        ep.record(expert, 0.0, text)
+    assert ep.next_expert() == "d"
+    assert not ep.last_call()  # d's lone reply would lose to a and b's shared one
+    ep.record("d", 0.0, "#### 3")
+    assert ep.next_expert() is None and ep.answer_expert() == "b"  # the most shared, latest
 
 
 def test_rising_candidates_escalate_only_to_stronger_experts() -> None:

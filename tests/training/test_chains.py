@@ -32,6 +32,29 @@ def test_eval_entry_has_the_router_fields_cv_and_a_calibrated_point() -> None:
     cal = m["calibrated"]
     assert cal["met_on_validation"] and cal["cost_share"] < 0.5 and cal["accuracy"] >= 0.99
     assert 0.2 < cal["escalated"] < 0.5  # past the pair: where the cheap two disagree (~36%)
+    # chosen on the training folds: the pair-then-strong chain is both cost-safe and the
+    # cheapest that matches the strong expert; the cheap chains below it do not match
+    for label in ("calibrated_safe", "calibrated_match"):
+        point = m[label]
+        assert point["met_on_validation"] and point["accuracy"] >= 0.99, label
+        assert point["cost_share"] < 0.5 and point["lost"] <= 0.01, label
+    assert m["calibrated_match"]["params"]["share"] <= m["calibrated_safe"]["params"]["share"]
+
+
+def test_cv_points_read_the_folds() -> None:
+    strategy = ChainStrategy(shares=(0.3, 1.0, 1.5))
+    strategy.router_ = type("Fitted", (), {})()  # only `cv_` is read
+    rows = [(0.3, 0.7, 0.3, [0.3]), (1.0, 0.81, 0.9, [0.8, 1.0]), (1.5, 0.83, 0.99, [0.9, 1.1])]
+    strategy.router_.cv_ = [  # type: ignore[attr-defined]
+        {"share": s, "cv_accuracy": a, "cv_cost_share": c, "cv_fold_cost_shares": f,
+         "cv_single_accuracy": 0.8}
+        for s, a, c, f in rows
+    ]  # fmt: skip
+    points = strategy.cv_points()
+    assert points["safe"] == ({"share": 1.0}, True)  # 1.5 overshot on one fold
+    assert points["match"] == ({"share": 1.0}, True)  # the cheapest at ≥ the single's 0.8
+    strategy.router_.cv_ = strategy.router_.cv_[:1]  # type: ignore[attr-defined]
+    assert strategy.cv_points()["match"] == ({"share": 0.3}, False)  # none matches: cheapest
 
 
 def _table(data: RoutingData) -> object:
