@@ -117,7 +117,9 @@ class RLRouter(Router):
     `answer_key` is how an answer's conclusion is read for its features (`router.rl_answers`;
     "conclusion": as the graders read it). `warm_start` "chain" first trains the policy for
     `bc_iterations` to imitate the best agreement chain for each episode's λ
-    (`router.rl_teacher`), then runs REINFORCE from there.
+    (`router.rl_teacher`), then runs REINFORCE from there; with `hint` the policy also
+    observes, at every step, what that chain would do next (served too: it is computed from
+    the episode's state), so following the chain is easy and REINFORCE learns when to leave it.
     """
 
     name = "rl"
@@ -147,6 +149,7 @@ class RLRouter(Router):
         answer_key: str = "conclusion",
         warm_start: str = "none",
         bc_iterations: int = 200,
+        hint: bool = False,
     ) -> None:
         self.cost_weight = cost_weight
         self.max_calls = max_calls
@@ -171,6 +174,7 @@ class RLRouter(Router):
         self.answer_key = answer_key
         self.warm_start = warm_start
         self.bc_iterations = bc_iterations
+        self.hint = hint
 
     # -- training ---------------------------------------------------------------------------
 
@@ -253,11 +257,19 @@ class RLRouter(Router):
                 np.savez(run_dir / f"checkpoint_{iteration:05d}.npz", **params)  # type: ignore[arg-type]
 
         teacher = None
-        if self.warm_start == "chain":
+        if self.warm_start == "chain" or self.hint:
             if answers is None:
                 raise ValueError("a chain warm start needs recorded responses (data.responses)")
+            if self.answer_key != "conclusion":
+                raise ValueError("chains read conclusions: use answer_key 'conclusion'")
             teacher = chain_teacher(answers.keys, data.scores, data.costs, self.cost_scale_,
                                     allowed, self.max_calls)  # fmt: skip
+        #: The chains whose next step the policy observes (None without `hint`), in
+        #: trained order and in the current pool's.
+        self.teacher_ = teacher if self.hint else None
+        self.pool_teacher_ = self.teacher_
+        self.teacher_models_ = list(data.models)
+        env.teacher = self.teacher_
         x = self._stack(np.asarray(embeddings, dtype=np.float64), prior)
         self.params_, self.history_ = train_policy(x, features, env, cfg, checkpoint, teacher)
         self.online_: dict[str, np.ndarray] = {}
@@ -372,6 +384,9 @@ class RLRouter(Router):
         self.models_ = [e.name for e in experts]
         self.experts_ = list(experts)
         self.expert_matrix_ = np.stack(rows) if rows else np.zeros((0, 0))
+        teacher = getattr(self, "teacher_", None)
+        if teacher is not None:
+            self.pool_teacher_ = teacher.for_pool(self.teacher_models_, self.models_)
         return self
 
     def check_pool(self, experts: Sequence[ExpertDescriptor]) -> None:
@@ -402,8 +417,10 @@ class RLRouter(Router):
         network input (`network_input`)."""
         mask = valid_actions(state, est_costs, self.max_calls, self._allowed())
         assert self.cost_scale_ is not None
+        teacher = getattr(self, "pool_teacher_", None)
+        hint = None if teacher is None else teacher.hint(state)
         glob, dyn = observe(state, est_costs, self.cost_scale_, self.max_calls,
-                            self._pool_prior(x))  # fmt: skip
+                            self._pool_prior(x), hint)  # fmt: skip
         out = forward(self.weights, np.asarray(x, dtype=np.float64), self.expert_matrix_, glob,
                       dyn, mask)  # fmt: skip
         return out, mask

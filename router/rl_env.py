@@ -27,10 +27,14 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from router.rl_answers import ANSWER_FEATURES, RecordedAnswers, with_agreement
+
+if TYPE_CHECKING:
+    from router.rl_teacher import ChainTeacher
 
 __all__ = [
     "EpisodeState",
@@ -144,14 +148,14 @@ def advance(
     )
 
 
-def glob_dim(k: int) -> int:
+def glob_dim(k: int, hint: bool = False) -> int:
     """Width of the per-episode observation (see `observe`)."""
-    return 5 + 2 * k
+    return 5 + 2 * k + (1 if hint else 0)
 
 
-def step_dim(k: int, prior: bool = False) -> int:
+def step_dim(k: int, prior: bool = False, hint: bool = False) -> int:
     """Width of the per-(episode, expert) observation (see `observe`)."""
-    return 3 + k + (2 if prior else 0)
+    return 3 + k + (2 if prior else 0) + (1 if hint else 0)
 
 
 def observe(
@@ -160,6 +164,7 @@ def observe(
     cost_scale: float,
     max_calls: int,
     prior: np.ndarray | None = None,
+    hint: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What the policy sees besides the query and the descriptors.
 
@@ -169,7 +174,10 @@ def observe(
     current answer, and its answer's features. With `prior` `(b, m)` (a one-shot router's
     predicted quality of each expert on the query, `router.rl_prior`), `dyn` gains two columns:
     that prediction, and its margin over the best prediction among the experts called so far
-    (what escalating to this expert is expected to add).
+    (what escalating to this expert is expected to add). With `hint` `(b, m + 1)` (one-hot of
+    what the best training chain for the episode's λ does next, `router.rl_teacher`), `dyn`
+    gains its call column and `glob` its stop column: the policy can follow the chain, and
+    learns where the query and the answers say to leave it.
     """
     b, m, _ = state.answers.shape
     scale = cost_scale if cost_scale > 0 else 1.0
@@ -189,6 +197,7 @@ def observe(
             has[:, None].astype(np.float64),
             mean_answer,
             last_answer,
+            *([] if hint is None else [hint[:, m:]]),
         ],
         axis=1,
     )
@@ -202,6 +211,8 @@ def observe(
         prior = np.asarray(prior, dtype=np.float64)
         best_called = np.where(state.called, prior, 0.0).max(axis=1, keepdims=True)
         parts += [prior[..., None], (prior - best_called)[..., None]]
+    if hint is not None:
+        parts.append(hint[:, :m, None])
     return glob, np.concatenate(parts, axis=2)
 
 
@@ -210,7 +221,8 @@ class RecordedEnv:
 
     `prior[i, j]` (optional) is a one-shot router's out-of-fold predicted quality of expert j on
     query i, which the policy observes (`observe`); `allowed` (optional, `(m,)` bool) the
-    shortlist of experts the policy may call.
+    shortlist of experts the policy may call; `teacher` (optional) the chains whose next step
+    the policy observes as a hint (`observe`).
 
     `answer_features[i, j]` (optional, `(n, m, k)`) is what the router observes after calling
     expert j on query i. `answers` (optional, instead) are recorded responses' features
@@ -235,6 +247,7 @@ class RecordedEnv:
         predicted_costs: np.ndarray | None = None,
         prior: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
+        teacher: ChainTeacher | None = None,
     ) -> None:
         if scores.shape != costs.shape:
             raise ValueError(f"scores {scores.shape} and costs {costs.shape} differ")
@@ -264,6 +277,7 @@ class RecordedEnv:
             raise ValueError(f"allowed {np.shape(allowed)} is not one flag per expert")
         self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
         self.allowed = None if allowed is None else np.asarray(allowed, dtype=bool)
+        self.teacher = teacher
         self.cost_scale = cost_scale if cost_scale > 0 else 1.0
         self.max_calls = max_calls
         self.rows = np.zeros(0, dtype=np.int64)
@@ -296,7 +310,8 @@ class RecordedEnv:
 
     def observe(self, state: EpisodeState) -> tuple[np.ndarray, np.ndarray]:
         prior = None if self.prior is None else self.prior[self.rows]
-        return observe(state, self.est_costs(), self.cost_scale, self.max_calls, prior)
+        hint = None if self.teacher is None else self.teacher.hint(state)
+        return observe(state, self.est_costs(), self.cost_scale, self.max_calls, prior, hint)
 
     def step(self, state: EpisodeState, actions: np.ndarray) -> tuple[EpisodeState, np.ndarray]:
         """Take `actions` (which must be valid); returns the new state and each reward."""

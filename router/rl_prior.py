@@ -83,7 +83,7 @@ def out_of_fold(
     for f in range(k):
         fit_rows, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         router = fit_prior(family, params, data.take(fit_rows), embeddings[fit_rows])
-        out[held] = router.score(embeddings[held], [data.prompts[i] for i in held])
+        out[held] = router.score(embeddings[held], [data.prompts[int(i)] for i in held])
     return clip(out)
 
 

@@ -18,12 +18,13 @@ Example::
 
     teacher = chain_teacher(keys, scores, costs, cost_scale, allowed, max_calls=3)
     chain = teacher.pick(lam)                          # (b,) one chain per episode
-    action = teacher.actions(state, rows, chain)       # (b,) expert to call, or m: stop
+    action = teacher.actions(state, chain)             # (b,) expert to call, or m: stop
+    hint = teacher.hint(state)                         # (b, m + 1): what the policy observes
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,7 +46,6 @@ class ChainTeacher:
     ks: np.ndarray  # (N,)
     mean_score: np.ndarray  # (N,)
     mean_cost: np.ndarray  # (N,) USD
-    keys: np.ndarray  # (n, m) conclusion code of each recorded reply, −1: none
     cost_scale: float
 
     def pick(self, cost_weight: np.ndarray) -> np.ndarray:
@@ -54,20 +54,43 @@ class ChainTeacher:
         utility = self.mean_score[None, :] - lam * self.mean_cost[None, :] / self.cost_scale
         return np.asarray(utility.argmax(axis=1))
 
-    def actions(self, state: EpisodeState, rows: np.ndarray, chain: np.ndarray) -> np.ndarray:
-        """`(b,)` what the chain does next in each episode: an expert index, or m (stop)."""
+    def actions(self, state: EpisodeState, chain: np.ndarray) -> np.ndarray:
+        """`(b,)` what chain `chain[e]` does next in episode e: an expert index, or m (stop).
+
+        Read from the state alone, so the served cascade computes it as training did: the
+        last answer's `format` (it concludes) and `agreement` (the share of the earlier
+        answers with its conclusion) give its votes, `1 + agreement · (calls − 1)`; the next
+        member is the first of the chain not yet called (a skipped expert is passed over).
+        Needs answer features read with `key="conclusion"` (`router.rl_answers`).
+        """
         b, m = state.called.shape
-        t = state.n_calls
-        members = self.chains[chain]  # (b, L)
-        k = self.ks[chain]
-        keys = self.keys[rows]  # (b, m)
+        rows = np.arange(b)
+        members = self.chains[chain]  # (b, L), −1 padded
         has = state.last >= 0
-        last_key = np.where(has, keys[np.arange(b), np.maximum(state.last, 0)], -1)
-        votes = ((keys == last_key[:, None]) & state.called).sum(axis=1)
-        agreed = has & (last_key >= 0) & (votes >= k)
-        width = members.shape[1]
-        nxt = np.where(t < width, members[np.arange(b), np.minimum(t, width - 1)], -1)
+        feats = state.answers[rows, np.maximum(state.last, 0)]
+        votes = 1 + np.rint(feats[:, 2] * np.maximum(state.n_calls - 1, 0))
+        agreed = has & (feats[:, 1] > 0) & (votes >= self.ks[chain])
+        open_ = (members >= 0) & ~state.called[rows[:, None], np.maximum(members, 0)]
+        first = open_.argmax(axis=1)
+        nxt = np.where(open_.any(axis=1), members[rows, first], -1)
         return np.where(agreed | (nxt < 0) | state.done, m, nxt)
+
+    def hint(self, state: EpisodeState) -> np.ndarray:
+        """`(b, m + 1)` one-hot of what the best chain for each episode's λ does next."""
+        b, m = state.called.shape
+        out = np.zeros((b, m + 1))
+        out[np.arange(b), self.actions(state, self.pick(state.cost_weight))] = 1.0
+        return out
+
+    def for_pool(self, trained: list[str], pool: list[str]) -> ChainTeacher:
+        """The same chains over another pool's expert order (a member it lacks is dropped)."""
+        index = np.array([pool.index(name) if name in pool else -1 for name in trained])
+        mapped = np.where(self.chains >= 0, index[np.maximum(self.chains, 0)], -1)
+        packed = np.full_like(mapped, -1)
+        for i, row in enumerate(mapped):
+            kept = row[row >= 0]
+            packed[i, : len(kept)] = kept
+        return replace(self, chains=packed)
 
 
 def chain_teacher(
@@ -89,4 +112,4 @@ def chain_teacher(
     local, ks = candidates(len(pool), min(max(max_calls, 1), 4), rising)
     chains = np.where(local >= 0, pool[np.maximum(local, 0)], -1)
     s, c = simulate(keys, scores, costs, reliability, chains, ks)
-    return ChainTeacher(chains, ks, s.mean(axis=0), c.mean(axis=0), keys, cost_scale)
+    return ChainTeacher(chains, ks, s.mean(axis=0), c.mean(axis=0), cost_scale)

@@ -131,8 +131,9 @@ def _train(
     rng = np.random.default_rng(cfg.seed)
     ops = _torch_ops()
     k = env.n_answer_features
-    p = step_dim(k, env.prior is not None)
-    shapes = param_shapes(x.shape[1], experts.shape[1], glob_dim(k), p, cfg.hidden)
+    hint = env.teacher is not None
+    p = step_dim(k, env.prior is not None, hint)
+    shapes = param_shapes(x.shape[1], experts.shape[1], glob_dim(k, hint), p, cfg.hidden)
     params = {
         n: torch.tensor(v, dtype=torch.float32, requires_grad=True)
         for n, v in _init(shapes, rng).items()
@@ -357,7 +358,7 @@ def _clone(
         if state.done.all():
             break
         mask = env.valid(state)
-        action = teacher.actions(state, rows, chain)
+        action = teacher.actions(state, chain)
         stop = env.n_models
         action = np.where(mask[np.arange(len(rows)), action], action, stop)
         glob, dyn = env.observe(state)

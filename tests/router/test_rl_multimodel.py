@@ -84,7 +84,7 @@ def test_teacher_calls_in_order_and_stops_on_agreement() -> None:
     env = RecordedEnv(data.scores, data.costs, scale, 3, answers=answers)
     state = env.reset(rows, lam)
     for _ in range(4):
-        state, _ = env.step(state, teacher.actions(state, rows, chain))
+        state, _ = env.step(state, teacher.actions(state, chain))
     agree = data.scores[:, 0] + data.scores[:, 1] == 2
     assert np.array_equal(state.n_calls, np.where(agree, 2, 3))
     assert env.final_scores(state).mean() == 1.0
@@ -104,6 +104,7 @@ def warm() -> tuple[RLRouter, RoutingData, np.ndarray]:
         inputs="prior",
         prior_params={"k": 20},
         warm_start="chain",
+        hint=True,
     )
     return router.fit(data, x), data, x
 
