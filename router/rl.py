@@ -115,7 +115,8 @@ class RLRouter(Router):
     best expert called so far are also per-expert observations. `experts` "pareto" lets the
     policy call only the experts on the training file's accuracy–cost front.
     `answer_key` is how an answer's conclusion is read for its features (`router.rl_answers`;
-    "conclusion": as the graders read it). `warm_start` "chain" first trains the policy for
+    "conclusion": as the graders read it, the default with a chain warm start or hint;
+    "normalise", the default otherwise, as before). `warm_start` "chain" first trains the policy for
     `bc_iterations` to imitate the best agreement chain for each episode's λ
     (`router.rl_teacher`), then runs REINFORCE from there; with `hint` the policy also
     observes, at every step, what that chain would do next (served too: it is computed from
@@ -146,7 +147,7 @@ class RLRouter(Router):
         prior_params: dict[str, Any] | None = None,
         prior_folds: int = 5,
         experts: str = "all",
-        answer_key: str = "conclusion",
+        answer_key: str | None = None,
         warm_start: str = "none",
         bc_iterations: int = 200,
         hint: bool = False,
@@ -208,7 +209,8 @@ class RLRouter(Router):
         tasks = [t for t in data.tasks if t]
         #: Whether answers are read as MATH answers (every training task is a MATH one).
         self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
-        self.answer_key_ = self.answer_key
+        chained = self.warm_start == "chain" or self.hint
+        self.answer_key_ = self.answer_key or ("conclusion" if chained else "normalise")
         answers = None
         if answer_features is None and data.responses is not None:
             answers = self.recorded_answers(data)
@@ -257,10 +259,10 @@ class RLRouter(Router):
                 np.savez(run_dir / f"checkpoint_{iteration:05d}.npz", **params)  # type: ignore[arg-type]
 
         teacher = None
-        if self.warm_start == "chain" or self.hint:
+        if chained:
             if answers is None:
                 raise ValueError("a chain warm start needs recorded responses (data.responses)")
-            if self.answer_key != "conclusion":
+            if self.answer_key_ != "conclusion":
                 raise ValueError("chains read conclusions: use answer_key 'conclusion'")
             teacher = chain_teacher(answers.keys, data.scores, data.costs, self.cost_scale_,
                                     allowed, self.max_calls)  # fmt: skip
