@@ -41,14 +41,19 @@ from router.base import Router, register
 from router.costs import prompt_tokens_of
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
-from router.rl_answers import ANSWER_FEATURES, recorded_answers
+from router.rl_answers import ANSWER_FEATURES, RecordedAnswers, recorded_answers
 from router.rl_env import EpisodeState, RecordedEnv, advance, new_state, observe, valid_actions
 from router.rl_net import NetOutput, forward, quality_logits
+from router.rl_prior import clip, fit_prior, logit, out_of_fold, pareto_shortlist
+from router.rl_teacher import chain_teacher
 
 if TYPE_CHECKING:
     from router.rl_online import LiveEpisode
 
 __all__ = ["RLRouter", "descriptor_features", "parameter_count_b"]
+
+#: What the policy may read about the query (`RLRouter.inputs`).
+INPUTS = ("embedding", "prior", "both")
 
 _SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*(b|billion)\b", re.IGNORECASE)
 
@@ -102,6 +107,20 @@ class RLRouter(Router):
     `validation` > 0 holds out that share of the training queries and keeps the parameters
     whose greedy return on them is best, checked every `validate_every` iterations (early
     stopping against overfitting on small datasets; `router.rl_train`).
+
+    `inputs` is what the policy reads about the query: "embedding" (the MiniLM embedding, as
+    before), "prior" (instead, the out-of-fold predicted quality of each expert by a one-shot
+    router of family `prior_router`, `router.rl_prior`: m numbers that generalise where 384
+    are memorised) or "both". With a prior, each expert's prediction and its margin over the
+    best expert called so far are also per-expert observations. `experts` "pareto" lets the
+    policy call only the experts on the training file's accuracy–cost front.
+    `answer_key` is how an answer's conclusion is read for its features (`router.rl_answers`;
+    "conclusion": as the graders read it, the default with a chain warm start or hint;
+    "normalise", the default otherwise, as before). `warm_start` "chain" first trains the policy for
+    `bc_iterations` to imitate the best agreement chain for each episode's λ
+    (`router.rl_teacher`), then runs REINFORCE from there; with `hint` the policy also
+    observes, at every step, what that chain would do next (served too: it is computed from
+    the episode's state), so following the chain is easy and REINFORCE learns when to leave it.
     """
 
     name = "rl"
@@ -123,6 +142,15 @@ class RLRouter(Router):
         progress: bool = True,
         validation: float = 0.0,
         validate_every: int = 25,
+        inputs: str = "embedding",
+        prior_router: str = "knn",
+        prior_params: dict[str, Any] | None = None,
+        prior_folds: int = 5,
+        experts: str = "all",
+        answer_key: str | None = None,
+        warm_start: str = "none",
+        bc_iterations: int = 200,
+        hint: bool = False,
     ) -> None:
         self.cost_weight = cost_weight
         self.max_calls = max_calls
@@ -139,6 +167,15 @@ class RLRouter(Router):
         self.progress = progress
         self.validation = validation
         self.validate_every = validate_every
+        self.inputs = inputs
+        self.prior_router = prior_router
+        self.prior_params = prior_params
+        self.prior_folds = prior_folds
+        self.experts = experts
+        self.answer_key = answer_key
+        self.warm_start = warm_start
+        self.bc_iterations = bc_iterations
+        self.hint = hint
 
     # -- training ---------------------------------------------------------------------------
 
@@ -156,6 +193,10 @@ class RLRouter(Router):
         """
         from router.rl_train import TrainConfig, plot_learning_curve, train_policy
 
+        if self.inputs not in INPUTS:
+            raise ValueError(f"inputs must be one of {INPUTS}, not {self.inputs!r}")
+        if self.experts not in ("all", "pareto"):
+            raise ValueError(f"experts must be 'all' or 'pareto', not {self.experts!r}")
         super().fit(data, embeddings)
         experts = list(data.experts) or [ExpertDescriptor(m, 0.0, 0.0) for m in data.models]
         self.trained_experts_ = {e.name: e for e in experts}
@@ -163,9 +204,22 @@ class RLRouter(Router):
         self.trained_features_ = {e.name: features[j] for j, e in enumerate(experts)}
         self.expert_matrix_ = features
         assert self.cost_scale_ is not None
+        if self.warm_start not in ("none", "chain"):
+            raise ValueError(f"warm_start must be 'none' or 'chain', not {self.warm_start!r}")
+        tasks = [t for t in data.tasks if t]
+        #: Whether answers are read as MATH answers (every training task is a MATH one).
+        self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
+        chained = self.warm_start == "chain" or self.hint
+        self.answer_key_ = self.answer_key or ("conclusion" if chained else "normalise")
         answers = None
         if answer_features is None and data.responses is not None:
-            answers = recorded_answers(data.responses, data.prompts)
+            answers = self.recorded_answers(data)
+        prior = self._fit_prior(data, embeddings)
+        allowed = pareto_shortlist(data.scores, data.costs) if self.experts == "pareto" else None
+        #: The experts the policy may call (None: all, and any expert a live pool adds).
+        self.shortlist_: list[str] | None = (
+            None if allowed is None else [m for m, a in zip(data.models, allowed, strict=True) if a]
+        )
         env = RecordedEnv(
             data.scores,
             data.costs,
@@ -174,6 +228,8 @@ class RLRouter(Router):
             answer_features,
             answers,
             predicted_costs=self.predicted_costs(embeddings, prompt_tokens_of(data)),
+            prior=prior,
+            allowed=allowed,
         )
         self.n_answer_features_ = env.n_answer_features
         #: The features' names when they come from responses (the gateway computes them live);
@@ -192,6 +248,7 @@ class RLRouter(Router):
             progress=self.progress,
             validation=self.validation,
             validate_every=self.validate_every,
+            bc_iterations=self.bc_iterations if self.warm_start == "chain" else 0,
         )
         run_dir = Path(self.run_dir) if self.run_dir else None
         if run_dir is not None:
@@ -201,14 +258,92 @@ class RLRouter(Router):
             if run_dir is not None:
                 np.savez(run_dir / f"checkpoint_{iteration:05d}.npz", **params)  # type: ignore[arg-type]
 
-        x = np.asarray(embeddings, dtype=np.float64)
-        self.params_, self.history_ = train_policy(x, features, env, cfg, checkpoint)
+        teacher = None
+        if chained:
+            if answers is None:
+                raise ValueError("a chain warm start needs recorded responses (data.responses)")
+            if self.answer_key_ != "conclusion":
+                raise ValueError("chains read conclusions: use answer_key 'conclusion'")
+            teacher = chain_teacher(answers.keys, data.scores, data.costs, self.cost_scale_,
+                                    allowed, self.max_calls)  # fmt: skip
+        #: The chains whose next step the policy observes (None without `hint`), in
+        #: trained order and in the current pool's.
+        self.teacher_ = teacher if self.hint else None
+        self.pool_teacher_ = self.teacher_
+        self.teacher_models_ = list(data.models)
+        env.teacher = self.teacher_
+        x = self._stack(np.asarray(embeddings, dtype=np.float64), prior)
+        self.params_, self.history_ = train_policy(x, features, env, cfg, checkpoint, teacher)
         self.online_: dict[str, np.ndarray] = {}
         self.online_updates_ = 0
         if run_dir is not None:
             (run_dir / "history.json").write_text(json.dumps(self.history_))
             plot_learning_curve(self.history_, run_dir / "learning_curve.png")
         return self
+
+    def recorded_answers(self, data: RoutingData) -> RecordedAnswers:
+        """The answer features of `data`'s recorded responses, read as this router reads them
+        (training, `coe eval` and the served cascade alike)."""
+        if data.responses is None:
+            raise ValueError("the data records no responses")
+        key = getattr(self, "answer_key_", "normalise")
+        return recorded_answers(data.responses, data.prompts, key, getattr(self, "math_", False))
+
+    def _fit_prior(self, data: RoutingData, embeddings: np.ndarray) -> np.ndarray | None:
+        """Out-of-fold predictions for training, and the router that predicts when serving."""
+        self.prior_router_: Router | None = None
+        self.prior_models_: list[str] = []
+        if self.inputs == "embedding":
+            return None
+        params = dict(self.prior_params or {})
+        prior = out_of_fold(self.prior_router, params, data, embeddings, self.prior_folds,
+                            self.seed)  # fmt: skip
+        self.prior_router_ = fit_prior(self.prior_router, params, data, embeddings)
+        self.prior_models_ = list(data.models)
+        return prior
+
+    def _stack(self, embeddings: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+        mode = getattr(self, "inputs", "embedding")
+        if mode == "embedding" or prior is None:
+            return embeddings
+        if mode == "prior":
+            return logit(prior)
+        return np.concatenate([embeddings, logit(prior)], axis=1)
+
+    def network_input(
+        self, embeddings: np.ndarray, queries: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """What the network reads about each query: the embedding, or (`inputs`) the prior
+        router's predicted quality per trained expert as logits, or both side by side."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        prior_router = getattr(self, "prior_router_", None)
+        if prior_router is None:
+            return x
+        texts = list(queries) if queries is not None else [""] * len(x)
+        prior = np.asarray(prior_router.score(x, texts), dtype=np.float64)
+        return self._stack(x, clip(prior))
+
+    def _pool_prior(self, x: np.ndarray) -> np.ndarray | None:
+        """`(b, m)` the prior in the current pool's order, from the network input `x`; an
+        expert the prior router never saw gets 0.5."""
+        trained = getattr(self, "prior_models_", [])
+        if not trained:
+            return None
+        p = 1.0 / (1.0 + np.exp(-x[:, -len(trained) :]))
+        index = {name: j for j, name in enumerate(trained)}
+        out = np.full((len(x), len(self.models_)), 0.5)
+        for j, name in enumerate(self.models_):
+            if name in index:
+                out[:, j] = p[:, index[name]]
+        return out
+
+    def _allowed(self) -> np.ndarray | None:
+        shortlist = getattr(self, "shortlist_", None)
+        if shortlist is None:
+            return None
+        return np.array([m in shortlist for m in self.models_], dtype=bool)
 
     @property
     def observes_answers(self) -> bool:
@@ -251,6 +386,9 @@ class RLRouter(Router):
         self.models_ = [e.name for e in experts]
         self.experts_ = list(experts)
         self.expert_matrix_ = np.stack(rows) if rows else np.zeros((0, 0))
+        teacher = getattr(self, "teacher_", None)
+        if teacher is not None:
+            self.pool_teacher_ = teacher.for_pool(self.teacher_models_, self.models_)
         return self
 
     def check_pool(self, experts: Sequence[ExpertDescriptor]) -> None:
@@ -270,17 +408,21 @@ class RLRouter(Router):
         return {**self.params_, **self.online_}
 
     def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
-        x = np.asarray(embeddings, dtype=np.float64)
+        x = self.network_input(embeddings, queries)
         logits, _ = quality_logits(self.weights, x, self.expert_matrix_, _numpy())
         return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
 
     def step(
         self, x: np.ndarray, est_costs: np.ndarray, state: EpisodeState
     ) -> tuple[NetOutput, np.ndarray]:
-        """The network's output for `state` and the valid-action mask, `x` `(b, d)`."""
-        mask = valid_actions(state, est_costs, self.max_calls)
+        """The network's output for `state` and the valid-action mask; `x` `(b, d)` is the
+        network input (`network_input`)."""
+        mask = valid_actions(state, est_costs, self.max_calls, self._allowed())
         assert self.cost_scale_ is not None
-        glob, dyn = observe(state, est_costs, self.cost_scale_, self.max_calls)
+        teacher = getattr(self, "pool_teacher_", None)
+        hint = None if teacher is None else teacher.hint(state)
+        glob, dyn = observe(state, est_costs, self.cost_scale_, self.max_calls,
+                            self._pool_prior(x), hint)  # fmt: skip
         out = forward(self.weights, np.asarray(x, dtype=np.float64), self.expert_matrix_, glob,
                       dyn, mask)  # fmt: skip
         return out, mask
@@ -295,7 +437,7 @@ class RLRouter(Router):
     ) -> EpisodeState:
         """Greedy episodes on recorded queries `rows` of `env` (for evaluation)."""
         state = env.reset(rows, cost_weight, budget)
-        x = np.asarray(embeddings, dtype=np.float64)[rows]
+        x = self.network_input(np.asarray(embeddings, dtype=np.float64)[rows])
         for _ in range(self.max_calls + 1):
             if state.done.all():
                 break
@@ -316,8 +458,9 @@ class RLRouter(Router):
         costs = np.asarray(est_costs, dtype=np.float64)[None, :]
         state = new_state(1, len(self.models_), self.n_answer_features_, lam, budget)
         calls: list[str] = []
+        x = self.network_input(np.asarray(embedding)[None, :])
         for _ in range(self.max_calls + 1):
-            out, _ = self.step(np.asarray(embedding)[None, :], costs, state)
+            out, _ = self.step(x, costs, state)
             action = int(out.logits[0].argmax())
             if action >= len(self.models_):
                 break

@@ -12,6 +12,13 @@ gateway's cascade), so the served policy sees exactly what it was trained on:
 - `agreement`: the share of the answers already seen in the episode whose conclusion (option,
   else final number, else words: `normalise`) equals this one's; 0 for the first answer.
 
+`key="conclusion"` (what `RLRouter` trains with since the multi-model sets) reads the answer
+as the graders do instead (`router.answers.conclusion`: the option letter, the final number of
+ZeroEval's JSON `answer` field, or the MATH answer with `math`): `format` is whether it states
+one, and agreement compares them, so `\\frac{1}{2}` agrees with `0.5` and a JSON reply's
+answer is not confused with the last number of its reasoning. `"normalise"`, the default,
+keeps the features routers trained before it were trained on.
+
 Example::
 
     answer_features("3 * 6 = 18\\n#### 18", "How many ...?", earlier=["#### 18"])
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.answers import (
+    conclusion,
     extract_marked_number,
     extract_option,
     normalise,
@@ -35,6 +43,7 @@ from router.answers import (
 
 __all__ = [
     "ANSWER_FEATURES",
+    "KEYS",
     "RecordedAnswers",
     "answer_features",
     "recorded_answers",
@@ -43,6 +52,8 @@ __all__ = [
 
 #: The feature names, in the order of the feature vector.
 ANSWER_FEATURES = ("length", "format", "agreement")
+#: How an answer's conclusion is read (see the module).
+KEYS = ("normalise", "conclusion")
 
 
 def _static(text: str, letters: str | None) -> tuple[float, float]:
@@ -59,14 +70,33 @@ def _key(text: str, letters: str | None) -> str | None:
     return key or None
 
 
-def answer_features(text: str, prompt: str, earlier: Sequence[str] = ()) -> np.ndarray:
+def _read(
+    text: str, prompt: str, letters: str | None, key: str, math_task: bool
+) -> tuple[float, float, str | None]:
+    """(length, format, conclusion key) of one answer."""
+    if key == "normalise":
+        return (*_static(text, letters), _key(text, letters))
+    if key != "conclusion":
+        raise ValueError(f"answer key must be one of {KEYS}, not {key!r}")
+    found = conclusion(text, prompt, math_task)
+    return math.log1p(len(text)) / 8.0, 0.0 if found is None else 1.0, found
+
+
+def answer_features(
+    text: str,
+    prompt: str,
+    earlier: Sequence[str] = (),
+    key: str = "normalise",
+    math_task: bool = False,
+) -> np.ndarray:
     """`(3,)`: the features of answer `text` to `prompt`, given the answers seen before it."""
     letters = option_letters(prompt)
-    length, parses = _static(text, letters)
-    key = _key(text, letters)
+    length, parses, found = _read(text, prompt, letters, key, math_task)
     agree = 0.0
-    if earlier and key is not None:
-        agree = sum(_key(e, letters) == key for e in earlier) / len(earlier)
+    if earlier and found is not None:
+        agree = sum(_read(e, prompt, letters, key, math_task)[2] == found for e in earlier) / len(
+            earlier
+        )
     return np.array([length, parses, agree])
 
 
@@ -82,7 +112,12 @@ class RecordedAnswers:
     keys: np.ndarray  # (n, m) int
 
 
-def recorded_answers(responses: np.ndarray, prompts: Sequence[str]) -> RecordedAnswers:
+def recorded_answers(
+    responses: np.ndarray,
+    prompts: Sequence[str],
+    key: str = "normalise",
+    math_task: bool = False,
+) -> RecordedAnswers:
     """Features of an `(n, m)` array of responses (None or NaN where a pair has none: zeros)."""
     n, m = responses.shape
     static = np.zeros((n, m, 2))
@@ -94,10 +129,10 @@ def recorded_answers(responses: np.ndarray, prompts: Sequence[str]) -> RecordedA
             text = responses[i, j]
             if not isinstance(text, str):
                 continue
-            static[i, j] = _static(text, letters)
-            key = _key(text, letters)
-            if key is not None:
-                keys[i, j] = codes.setdefault(key, len(codes))
+            length, parses, found = _read(text, prompts[i], letters, key, math_task)
+            static[i, j] = (length, parses)
+            if found is not None:
+                keys[i, j] = codes.setdefault(found, len(codes))
     return RecordedAnswers(static, keys)
 
 

@@ -27,10 +27,14 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from router.rl_answers import ANSWER_FEATURES, RecordedAnswers, with_agreement
+
+if TYPE_CHECKING:
+    from router.rl_teacher import ChainTeacher
 
 __all__ = [
     "EpisodeState",
@@ -88,16 +92,24 @@ def new_state(
     )
 
 
-def valid_actions(state: EpisodeState, est_costs: np.ndarray, max_calls: int) -> np.ndarray:
+def valid_actions(
+    state: EpisodeState,
+    est_costs: np.ndarray,
+    max_calls: int,
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
     """`(b, m + 1)` mask of the actions each episode may take now.
 
-    A call is valid when the expert is uncalled, the episode is under `max_calls`, and the
-    estimated cost still fits the budget; stop is valid once there is an answer. A finished
-    episode may only "stop" (a no-op), so rows are never all False.
+    A call is valid when the expert is uncalled, the episode is under `max_calls`, the
+    estimated cost still fits the budget and (with `allowed`, `(m,)` bool) the expert is on the
+    policy's shortlist; stop is valid once there is an answer. A finished episode may only
+    "stop" (a no-op), so rows are never all False.
     """
     room = (state.n_calls < max_calls) & ~state.done
     fits = state.spent[:, None] + est_costs <= state.budget[:, None] * (1 + 1e-9)
     calls = ~state.called & fits & room[:, None]
+    if allowed is not None:
+        calls &= np.asarray(allowed, dtype=bool)[None, :]
     stop = (state.n_calls > 0) | state.done
     mask = np.concatenate([calls, stop[:, None]], axis=1)
     stuck = ~mask.any(axis=1)  # nothing affordable and nothing called: the episode is over
@@ -136,25 +148,36 @@ def advance(
     )
 
 
-def glob_dim(k: int) -> int:
+def glob_dim(k: int, hint: bool = False) -> int:
     """Width of the per-episode observation (see `observe`)."""
-    return 5 + 2 * k
+    return 5 + 2 * k + (1 if hint else 0)
 
 
-def step_dim(k: int) -> int:
+def step_dim(k: int, prior: bool = False, hint: bool = False) -> int:
     """Width of the per-(episode, expert) observation (see `observe`)."""
-    return 3 + k
+    return 3 + k + (2 if prior else 0) + (1 if hint else 0)
 
 
 def observe(
-    state: EpisodeState, est_costs: np.ndarray, cost_scale: float, max_calls: int
+    state: EpisodeState,
+    est_costs: np.ndarray,
+    cost_scale: float,
+    max_calls: int,
+    prior: np.ndarray | None = None,
+    hint: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What the policy sees besides the query and the descriptors.
 
     Returns `glob` `(b, 5 + 2k)`: λ, log λ, spent/scale, calls made/max, whether any answer
     exists, the mean features of the answers so far and those of the current answer; and `dyn`
     `(b, m, 3 + k)`: per expert, called or not, its estimated cost/scale, whether it gave the
-    current answer, and its answer's features.
+    current answer, and its answer's features. With `prior` `(b, m)` (a one-shot router's
+    predicted quality of each expert on the query, `router.rl_prior`), `dyn` gains two columns:
+    that prediction, and its margin over the best prediction among the experts called so far
+    (what escalating to this expert is expected to add). With `hint` `(b, m + 1)` (one-hot of
+    what the best training chain for the episode's λ does next, `router.rl_teacher`), `dyn`
+    gains its call column and `glob` its stop column: the policy can follow the chain, and
+    learns where the query and the answers say to leave it.
     """
     b, m, _ = state.answers.shape
     scale = cost_scale if cost_scale > 0 else 1.0
@@ -174,23 +197,32 @@ def observe(
             has[:, None].astype(np.float64),
             mean_answer,
             last_answer,
+            *([] if hint is None else [hint[:, m:]]),
         ],
         axis=1,
     )
-    dyn = np.concatenate(
-        [
-            state.called[..., None].astype(np.float64),
-            (est_costs / scale)[..., None],
-            current[..., None],
-            state.answers,
-        ],
-        axis=2,
-    )
-    return glob, dyn
+    parts = [
+        state.called[..., None].astype(np.float64),
+        (est_costs / scale)[..., None],
+        current[..., None],
+        state.answers,
+    ]
+    if prior is not None:
+        prior = np.asarray(prior, dtype=np.float64)
+        best_called = np.where(state.called, prior, 0.0).max(axis=1, keepdims=True)
+        parts += [prior[..., None], (prior - best_called)[..., None]]
+    if hint is not None:
+        parts.append(hint[:, :m, None])
+    return glob, np.concatenate(parts, axis=2)
 
 
 class RecordedEnv:
     """Episodes simulated from recorded outcomes: `scores[i, j]`, `costs[i, j]` (USD).
+
+    `prior[i, j]` (optional) is a one-shot router's out-of-fold predicted quality of expert j on
+    query i, which the policy observes (`observe`); `allowed` (optional, `(m,)` bool) the
+    shortlist of experts the policy may call; `teacher` (optional) the chains whose next step
+    the policy observes as a hint (`observe`).
 
     `answer_features[i, j]` (optional, `(n, m, k)`) is what the router observes after calling
     expert j on query i. `answers` (optional, instead) are recorded responses' features
@@ -213,6 +245,9 @@ class RecordedEnv:
         answer_features: np.ndarray | None = None,
         answers: RecordedAnswers | None = None,
         predicted_costs: np.ndarray | None = None,
+        prior: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+        teacher: ChainTeacher | None = None,
     ) -> None:
         if scores.shape != costs.shape:
             raise ValueError(f"scores {scores.shape} and costs {costs.shape} differ")
@@ -236,6 +271,13 @@ class RecordedEnv:
         )
         if answers is not None:  # only its width: `step` computes agreement per episode
             self.answer_features = np.zeros((n, m, len(ANSWER_FEATURES)))
+        if prior is not None and np.shape(prior) != scores.shape:
+            raise ValueError(f"prior {np.shape(prior)} and scores {scores.shape} differ")
+        if allowed is not None and np.shape(allowed) != (scores.shape[1],):
+            raise ValueError(f"allowed {np.shape(allowed)} is not one flag per expert")
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        self.allowed = None if allowed is None else np.asarray(allowed, dtype=bool)
+        self.teacher = teacher
         self.cost_scale = cost_scale if cost_scale > 0 else 1.0
         self.max_calls = max_calls
         self.rows = np.zeros(0, dtype=np.int64)
@@ -264,10 +306,12 @@ class RecordedEnv:
         return np.asarray(self.predicted_costs[self.rows])
 
     def valid(self, state: EpisodeState) -> np.ndarray:
-        return valid_actions(state, self.est_costs(), self.max_calls)
+        return valid_actions(state, self.est_costs(), self.max_calls, self.allowed)
 
     def observe(self, state: EpisodeState) -> tuple[np.ndarray, np.ndarray]:
-        return observe(state, self.est_costs(), self.cost_scale, self.max_calls)
+        prior = None if self.prior is None else self.prior[self.rows]
+        hint = None if self.teacher is None else self.teacher.hint(state)
+        return observe(state, self.est_costs(), self.cost_scale, self.max_calls, prior, hint)
 
     def step(self, state: EpisodeState, actions: np.ndarray) -> tuple[EpisodeState, np.ndarray]:
         """Take `actions` (which must be valid); returns the new state and each reward."""

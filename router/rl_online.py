@@ -83,7 +83,8 @@ class LiveEpisode:
         self.router = router
         self.question = question
         self._texts: list[str] = []  # the answers so far, for the answer features' agreement
-        self.x = np.asarray(embedding, dtype=np.float64)[None, :]
+        self.x = router.network_input(np.asarray(embedding, dtype=np.float64)[None, :],
+                                      [question])  # fmt: skip
         self.costs = np.asarray(est_costs, dtype=np.float64)[None, :]
         self.cost_weight = router.cost_weight if cost_weight is None else cost_weight
         self.explore = explore
@@ -132,7 +133,13 @@ class LiveEpisode:
         if answer_features is None and answer_text is not None and self.router.observes_answers:
             from router.rl_answers import answer_features as features_of
 
-            answer_features = features_of(answer_text, self.question, self._texts)
+            answer_features = features_of(
+                answer_text,
+                self.question,
+                self._texts,
+                getattr(self.router, "answer_key_", "normalise"),
+                getattr(self.router, "math_", False),
+            )
         if answer_text is not None:
             self._texts.append(answer_text)
         action, step = self._take(expert)

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from router.rl_env import RecordedEnv
+from router.rl_env import RecordedEnv, glob_dim, step_dim
 from router.rl_net import NUMPY_OPS, Ops, forward, param_shapes
+from router.rl_teacher import ChainTeacher
 
 __all__ = ["TrainConfig", "plot_learning_curve", "train_policy"]
 
@@ -60,6 +61,7 @@ class TrainConfig:
     progress: bool = True
     validation: float = 0.0
     validate_every: int = 25
+    bc_iterations: int = 0
 
 
 def _torch_ops() -> Ops:
@@ -97,9 +99,12 @@ def train_policy(
     env: RecordedEnv,
     cfg: TrainConfig,
     checkpoint: Checkpoint | None = None,
+    teacher: ChainTeacher | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
     """Train on `env`'s recorded queries; `x[i]` embeds query i, `experts` the descriptors.
 
+    With `teacher` and `cfg.bc_iterations` > 0 the policy first imitates it (behaviour
+    cloning; history rows with `phase` 0), then REINFORCE runs `cfg.iterations` (`phase` 1).
     Returns the parameters as numpy arrays and one history row per iteration (mean return,
     final score, cost in USD, calls per episode, losses).
     """
@@ -108,7 +113,7 @@ def train_policy(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(x, experts, env, cfg, checkpoint, torch)
+        return _train(x, experts, env, cfg, checkpoint, torch, teacher)
     finally:
         torch.set_num_threads(threads)
 
@@ -120,12 +125,15 @@ def _train(
     cfg: TrainConfig,
     checkpoint: Checkpoint | None,
     torch: Any,
+    teacher: ChainTeacher | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     ops = _torch_ops()
     k = env.n_answer_features
-    shapes = param_shapes(x.shape[1], experts.shape[1], 5 + 2 * k, 3 + k, cfg.hidden)
+    hint = env.teacher is not None
+    p = step_dim(k, env.prior is not None, hint)
+    shapes = param_shapes(x.shape[1], experts.shape[1], glob_dim(k, hint), p, cfg.hidden)
     params = {
         n: torch.tensor(v, dtype=torch.float32, requires_grad=True)
         for n, v in _init(shapes, rng).items()
@@ -141,6 +149,16 @@ def _train(
 
     pool, held = _split(len(env.scores), cfg, rng)
     best: tuple[float, dict[str, np.ndarray]] | None = None
+    if teacher is not None and cfg.bc_iterations > 0:
+        for it in range(cfg.bc_iterations):
+            loss, row = _clone(params, xt, et, scores, env, cfg, rng, ops, torch, pool, teacher)
+            loss.backward()
+            opt.step()
+            history.append({"iteration": float(it - cfg.bc_iterations), "phase": 0.0, **row})
+        if len(held):
+            now = export()
+            history[-1]["validation_return"] = greedy_return(now, x, experts, env, held, cfg)
+            best = (history[-1]["validation_return"], now)
     bar, task = _progress(cfg)
     try:
         for it in range(cfg.iterations):
@@ -153,7 +171,7 @@ def _train(
                 row["validation_return"] = greedy_return(now, x, experts, env, held, cfg)
                 if best is None or row["validation_return"] > best[0]:
                     best = (row["validation_return"], now)
-            history.append({"iteration": float(it), **row})
+            history.append({"iteration": float(it), "phase": 1.0, **row})
             if bar is not None:
                 bar.update(task, advance=1, description=f"rl: return {row['return']:.3f}")
             done = it + 1
@@ -310,6 +328,76 @@ def _iteration(
         "loss_value": float(loss_v.detach()),
         "loss_quality": float(loss_q.detach()),
         "entropy": float(loss_ent.detach()),
+    }
+
+
+def _clone(
+    params: dict[str, Any],
+    xt: Any,
+    et: Any,
+    scores: Any,
+    env: RecordedEnv,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    ops: Ops,
+    torch: Any,
+    pool: np.ndarray,
+    teacher: ChainTeacher,
+) -> tuple[Any, dict[str, float]]:
+    """One behaviour-cloning step: episodes run by the teacher's chains, the loss the policy's
+    cross-entropy on the teacher's actions (plus the value and quality losses, so the
+    baseline starts at the teacher's returns)."""
+    rows = pool[rng.integers(0, len(pool), cfg.batch_size)]
+    lam = _sample_lambda(cfg, rng, cfg.batch_size)
+    chain = teacher.pick(lam)
+    state = env.reset(rows, lam)
+    xb = xt[torch.from_numpy(rows)]
+    nlls, values, rewards, actives = [], [], [], []
+    quality = None
+    for _ in range(env.max_calls + 1):
+        if state.done.all():
+            break
+        mask = env.valid(state)
+        action = teacher.actions(state, chain)
+        stop = env.n_models
+        action = np.where(mask[np.arange(len(rows)), action], action, stop)
+        glob, dyn = env.observe(state)
+        out = forward(
+            params,
+            xb,
+            et,
+            torch.tensor(glob, dtype=torch.float32),
+            torch.tensor(dyn, dtype=torch.float32),
+            torch.from_numpy(mask),
+            ops,
+        )
+        quality = out.quality if quality is None else quality
+        logp_all = torch.log_softmax(out.logits, dim=1)
+        nlls.append(-logp_all.gather(1, torch.from_numpy(action)[:, None]).squeeze(1))
+        values.append(out.value)
+        actives.append(torch.from_numpy(~state.done))
+        state, reward = env.step(state, action)
+        rewards.append(reward)
+    if not state.done.all():
+        state, reward = env.step(state, np.full(len(rows), env.n_models))
+        rewards[-1] = rewards[-1] + reward
+    returns = torch.tensor(np.cumsum(np.stack(rewards)[::-1], axis=0)[::-1].copy()).float()
+    active = torch.stack(actives).float()
+    count = active.sum().clamp(min=1.0)
+    value = torch.stack(values)
+    loss_bc = (torch.stack(nlls) * active).sum() / count
+    loss_v = (((value - returns) ** 2) * active).sum() / count
+    assert quality is not None
+    loss_q = torch.nn.functional.binary_cross_entropy_with_logits(quality, scores[rows])
+    loss = loss_bc + cfg.value_coef * loss_v + cfg.quality_coef * loss_q
+    return loss, {
+        "return": float(returns[0].mean()),
+        "score": float(env.final_scores(state).mean()),
+        "cost_usd": float(state.spent.mean()),
+        "calls": float(state.n_calls.mean()),
+        "loss_value": float(loss_v.detach()),
+        "loss_quality": float(loss_q.detach()),
+        "loss_bc": float(loss_bc.detach()),
     }
 
 

@@ -47,7 +47,8 @@ def evaluate_steps(
                 f"router {router.name!r} was trained on answer features (response length, "
                 "format, agreement) but the test data records no responses"
             )
-        answers = recorded_answers(data.responses, data.prompts)
+        reader = getattr(router, "recorded_answers", None)
+        answers = reader(data) if reader else recorded_answers(data.responses, data.prompts)
     env = RecordedEnv(
         data.scores,
         data.costs,
