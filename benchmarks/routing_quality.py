@@ -59,7 +59,12 @@ CASES: dict[str, tuple[str, str, float, bool]] = {
 }
 
 #: case → folder name under `--imported` (seed N > 0 adds "-seedN" or "-sN")
-IMPORTED = {"mmlu-pro": "mmlu_pro", "math-l5": "zeroeval-math", "gsm": "zeroeval-gsm"}
+IMPORTED = {
+    "llmrouter": "llmrouter",
+    "mmlu-pro": "mmlu_pro",
+    "math-l5": "zeroeval-math",
+    "gsm": "zeroeval-gsm",
+}
 
 #: (label, path into a router's report entry)
 FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
