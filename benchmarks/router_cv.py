@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/router_cv.py --train reports/quality/llmrouter-data/train.parquet
 
 Prints, per configuration, the 5-fold mean of `acc_at_best_single_cost`,
-`cost_share_to_match_best_single`, `cost_share_at_95pct_best_quality` and AIQ. The defaults of
-the router families and of the ensemble were chosen from this table.
+`cost_share_to_match_best_single`, `cost_share_at_95pct_best_quality` and AIQ (± its sd over
+folds). The defaults of the router families, of the ensemble and the candidates of
+`--router auto` (`training.auto.DEFAULT_CANDIDATES`) were chosen from this table.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("cluster", {"n_clusters": 60, "top": 3}),
     ("cluster", {"n_clusters": 30, "top": 3}),
     ("cluster", {"n_clusters": 120, "top": 3}),
+    ("stack", {}),
+    ("irt", {"rank": 1}),
+    ("irt", {"rank": 2}),
+    ("irt", {"rank": 4}),
 ]
 
 
@@ -50,14 +55,15 @@ def main() -> None:
     configs = [tuple(c) for c in json.loads(args.configs)] if args.configs else CONFIGS
     data = to_routing_data(read_dataset(args.train), args.train)
     embeddings = embed_prompts(data.prompts, cache_dir=args.embed_cache)
-    print("| router | params | acc ≤ best cost | share to match | share at 95% | AIQ |")
+    print("| router | params | acc ≤ best cost | share to match | share at 95% | AIQ ± sd |")
     print("|---|---|---|---|---|---|")
     for row in cross_validate(data, embeddings, configs, folds=args.folds):  # type: ignore[arg-type]
         print(
             f"| {row['router']} | {json.dumps(row['params'])} | "
             f"{row['acc_at_best_single_cost']:.3f} | "
             f"{row['cost_share_to_match_best_single']:.3f} | "
-            f"{row['cost_share_at_95pct_best_quality']:.3f} | {row['aiq']:.3f} |",
+            f"{row['cost_share_at_95pct_best_quality']:.3f} | "
+            f"{row['aiq']:.4f} ± {row['aiq_sd']:.4f} |",
             flush=True,
         )
 

@@ -35,7 +35,19 @@ from training.importing import import_dataset
 from training.loaders import LoadOptions
 from training.onboarding import lomo
 
-ROUTERS = ["cluster", "knn", "classifier", "category", "mf", "skills", "ensemble", "random"]
+ROUTERS = [
+    "auto",
+    "cluster",
+    "knn",
+    "irt",
+    "classifier",
+    "category",
+    "mf",
+    "skills",
+    "ensemble",
+    "stack",
+    "random",
+]
 
 #: case → (format, source under --data, test fraction (0: the source's own split), prices?)
 CASES: dict[str, tuple[str, str, float, bool]] = {
@@ -46,8 +58,13 @@ CASES: dict[str, tuple[str, str, float, bool]] = {
     "routellm": ("routellm", "routellm/mmlu", 0.3, False),
 }
 
-#: case → folder name under `--imported` (seed N > 0 adds "-seedN"), as /work/data-out names them
-IMPORTED = {"mmlu-pro": "mmlu_pro", "math-l5": "zeroeval-math", "gsm": "zeroeval-gsm"}
+#: case → folder name under `--imported` (seed N > 0 adds "-seedN" or "-sN")
+IMPORTED = {
+    "llmrouter": "llmrouter",
+    "mmlu-pro": "mmlu_pro",
+    "math-l5": "zeroeval-math",
+    "gsm": "zeroeval-gsm",
+}
 
 #: (label, path into a router's report entry)
 FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -104,9 +121,10 @@ def table(reports: Sequence[dict[str, Any]]) -> str:
 def _folder(args: argparse.Namespace, case: str, seed: int) -> Path:
     """Where the canonical files of `case` at `seed` are (or will be imported to)."""
     if args.imported is not None and case in IMPORTED:
-        done = args.imported / (IMPORTED[case] + (f"-seed{seed}" if seed else ""))
-        if (done / "test.parquet").is_file():
-            return done
+        for suffix in (f"-seed{seed}", f"-s{seed}") if seed else ("",):
+            done = args.imported / (IMPORTED[case] + suffix)
+            if (done / "test.parquet").is_file():
+                return done
     return Path(args.out / f"{case}-data-seed{seed}")
 
 

@@ -12,10 +12,12 @@ from router import (
     classifier,
     cluster,
     ensemble,
+    irt,
     knn,
     mf,
     rl,
     skills,
+    stack,
 )
 from router.base import ROUTERS, PoolMismatchError, Router, register
 
@@ -29,9 +31,11 @@ __all__ = [
     "classifier",
     "cluster",
     "ensemble",
+    "irt",
     "knn",
     "mf",
     "register",
     "rl",
     "skills",
+    "stack",
 ]

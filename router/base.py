@@ -52,6 +52,9 @@ class Router(ABC):
     #: Predicted cost per (query, expert) from request-time knowledge (`router.costs`); None
     #: for a router set up without data, which then assumes `ASSUMED_REPLY_TOKENS` per reply.
     cost_model_: ReplyCostModel | None = None
+    #: Set by `coe train --router auto` (`training.auto`): the family and parameters chosen by
+    #: cross-validation on the training file, and the CV table. None for a family fitted as named.
+    selection_: dict[str, Any] | None = None
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         """Learn from outcomes on `data`; `embeddings[i]` embeds `data.prompts[i]`.

@@ -116,7 +116,10 @@ def train(
         Path | None, typer.Option("--train", help="Canonical training file.")
     ] = None,
     router: Annotated[
-        str | None, typer.Option("--router", help="Router family (see `coe eval`).")
+        str | None,
+        typer.Option(
+            "--router", help="Router family (see `coe eval`), or auto: chosen by CV on --train."
+        ),
     ] = None,
     base: Annotated[
         Path | None,
@@ -161,7 +164,13 @@ def train(
         raise _fail(exc) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     fitted.save(out)
-    typer.echo(f"wrote {out}: {router} router for {len(fitted.models_)} experts {fitted.models_}")
+    if fitted.selection_ is not None:  # --router auto: the CV table it chose by
+        from training.auto import selection_table
+
+        typer.echo(selection_table(fitted.selection_))
+    typer.echo(
+        f"wrote {out}: {fitted.name} router for {len(fitted.models_)} experts {fitted.models_}"
+    )
 
 
 @app.command("eval")

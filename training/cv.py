@@ -2,7 +2,8 @@
 
 Folds split queries (all of a query's rows stay together), seeded. Each fold's router is fitted
 on the other folds and evaluated exactly as `coe eval` evaluates on a test file; the fold
-metrics are averaged (a `None`, "never reached", counts as the worst value: accuracy 0, share 1).
+metrics are averaged (a `None`, "never reached", counts as the worst value: accuracy 0, share 1);
+`aiq_sd` is the spread of AIQ over folds, to read a difference between configs against.
 """
 
 from __future__ import annotations
@@ -34,15 +35,13 @@ def cross_validate(
     """Mean CV metrics per `(family, params)` config, in the order given."""
     order = np.random.default_rng(seed).permutation(len(data))
     parts = np.array_split(order, folds)
-    sums: list[dict[str, float]] = [
-        {
-            "acc_at_best_single_cost": 0.0,
-            "cost_share_to_match_best_single": 0.0,
-            "cost_share_at_95pct_best_quality": 0.0,
-            "aiq": 0.0,
-        }
-        for _ in configs
-    ]
+    keys = (
+        "acc_at_best_single_cost",
+        "cost_share_to_match_best_single",
+        "cost_share_at_95pct_best_quality",
+        "aiq",
+    )
+    values: list[dict[str, list[float]]] = [{key: [] for key in keys} for _ in configs]
     for k in range(folds):
         test_rows = parts[k]
         train_rows = np.concatenate([p for i, p in enumerate(parts) if i != k])
@@ -50,15 +49,22 @@ def cross_validate(
         scale = float(train.costs.max(axis=1).mean())
         for c, (name, params) in enumerate(configs):
             router = fit_router(name, train, embeddings[train_rows], dict(params), seed)
-            m = evaluate_router(router, embeddings[test_rows], test, scale)
-            got = m.metrics
-            sums[c]["acc_at_best_single_cost"] += got["acc_at_best_single_cost"] or 0.0
-            share = got["cost_share_to_match_best_single"]
-            sums[c]["cost_share_to_match_best_single"] += 1.0 if share is None else share
-            share95 = got["cost_share_at_95pct_best_quality"]
-            sums[c]["cost_share_at_95pct_best_quality"] += 1.0 if share95 is None else share95
-            sums[c]["aiq"] += got["aiq"]
+            got = evaluate_router(router, embeddings[test_rows], test, scale).metrics
+            for key in keys:
+                values[c][key].append(_worst_if_never(key, got[key]))
     return [
-        {"router": name, "params": params, **{key: v / folds for key, v in s.items()}}
-        for (name, params), s in zip(configs, sums, strict=True)
+        {
+            "router": name,
+            "params": params,
+            **{key: float(np.mean(v)) for key, v in got.items()},
+            "aiq_sd": float(np.std(got["aiq"], ddof=1)) if folds > 1 else 0.0,
+        }
+        for (name, params), got in zip(configs, values, strict=True)
     ]
+
+
+def _worst_if_never(key: str, value: float | None) -> float:
+    """A fold figure, "never reached" (None) counted as the worst: accuracy 0, cost share 1."""
+    if value is not None:
+        return float(value)
+    return 1.0 if key.startswith("cost_share") else 0.0

@@ -15,6 +15,8 @@
                    "calibrated": {"lambda": float, "accuracy": float, "cost_usd": float,
                                   "cost_share": float} | null,
                    "calibrated_match": {...the same} | null,
+                   "selected": {"router": str, "params": {}, "metric": str, "folds": int,
+                                "table": [{CV row}, ...]}   (only for `auto`),
                    "curve": [[mean_cost_usd, accuracy, cost_weight], ...],
                    "per_task": {"<task>": accuracy}}, ...},
       "singles": {"<model>": {"accuracy": float, "mean_cost_usd": float}},

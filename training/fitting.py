@@ -11,6 +11,7 @@ import numpy as np
 
 from router.base import Router
 from router.data import RoutingData
+from training.auto import AUTO, check_auto_params, fit_auto
 from training.calibrate import best_single, best_single_cost, calibrated_point
 from training.dataset import costs_are_estimated, read_dataset, to_routing_data
 from training.embed import embed_prompts
@@ -45,7 +46,11 @@ VALIDATION_FRACTION = 0.2
 def fit_router(
     name: str, data: RoutingData, embeddings: Any, params: dict[str, Any], seed: int
 ) -> Router:
-    """A router of family `name` fitted on `data` (`seed` passed where the family takes one)."""
+    """A router of family `name` fitted on `data` (`seed` passed where the family takes one).
+
+    `name` may be `auto` (`training.auto`): the family chosen by CV on `data`, fitted."""
+    if name == AUTO:
+        return fit_auto(data, embeddings, params, seed)
     router = build_router(name, params)
     if "seed" in inspect.signature(type(router).__init__).parameters and "seed" not in params:
         router = build_router(name, {**params, "seed": seed})
@@ -99,6 +104,11 @@ def family_params(
     """`params` plus what `coe train` options mean for family `name`: `--cost-weight` for a
     family trained with cost in its objective, and a run folder beside `out` for one that
     writes checkpoints and learning curves (`router.pkl` → `router_run/`)."""
+    if name == AUTO:
+        if cost_weight is not None:
+            raise CoeTrainingError("--cost-weight does not apply to auto: give it when serving")
+        check_auto_params(params)
+        return dict(params)
     accepted = inspect.signature(type(build_router(name)).__init__).parameters
     hyper = dict(params)
     if cost_weight is not None:
@@ -118,10 +128,10 @@ def train_router(
 ) -> Router:
     """Read, embed (cached, with a progress bar) and fit."""
     data = to_routing_data(read_dataset(train_file), train_file)
-    router = build_router(name, params)
+    router = None if name == AUTO else build_router(name, params)
     embeddings = (
         embed_prompts(data.prompts, cache_dir=cache_dir, description="embedding train")
-        if router.uses_embeddings
+        if router is None or router.uses_embeddings
         else None
     )
     if getattr(router, "progress", False):  # the family shows its own progress bar
@@ -175,7 +185,9 @@ def run_eval(
     from training.strategy_eval import evaluate_strategy, is_strategy
 
     for name in names:
-        if name not in REFERENCES and not is_strategy(name):
+        if name == AUTO:
+            check_auto_params(params.get(name))
+        elif name not in REFERENCES and not is_strategy(name):
             try:  # fail on a bad name or parameter before minutes of embedding
                 build_router(name, params.get(name))
             except TypeError as exc:
@@ -200,6 +212,8 @@ def run_eval(
                 name, train, x_train, params.get(name, {}), seed, cost_scale, test, curve
             )
         )
+        if router.selection_ is not None:  # auto: what it chose, and the CV table it chose by
+            results[name].metrics["selected"] = router.selection_
         if is_multi_step(router):  # a policy that may call several experts: run its episodes
             results[f"{name}-steps"] = evaluate_steps(router, x_test, test)
     results.update(reference_results(test, cost_scale))

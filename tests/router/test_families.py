@@ -12,7 +12,7 @@ from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
 from router.skills import SkillsRouter, rank_aggregators
 
-LEARNED = ["knn", "classifier", "category", "mf", "skills", "ensemble"]
+LEARNED = ["knn", "classifier", "category", "mf", "skills", "ensemble", "stack", "irt"]
 Pair = tuple[RoutingData, np.ndarray]
 
 

@@ -204,3 +204,18 @@ def test_train_base_add_onboards_a_new_expert(tmp_path: Path) -> None:
     _ok(["train", "--train", str(train), "--router", "knn", "--out", str(knn), *cache])
     refused = runner.invoke(app, ["train", "--base", str(knn), "--add", str(add), "--out", "x"])
     assert refused.exit_code == 2 and "cluster" in refused.output
+
+
+def test_train_auto_prints_the_cv_table_and_saves_the_winner(tmp_path: Path) -> None:
+    from tests.router.pools import OLD, only, pool
+
+    full, _ = pool(120, seed=0)
+    train = _canonical(only(full, OLD), tmp_path / "train.parquet")
+    artifact = tmp_path / "auto.pkl"
+    params = '{"candidates": [["best_single", {}], ["knn", {"k": 10}]], "folds": 2}'
+    cache = ["--embed-cache", str(tmp_path / "cache")]
+    args = ["train", "--train", str(train), "--router", "auto", "--params", params]
+    out = _ok([*args, "--out", str(artifact), *cache])
+    assert "chosen by 2-fold CV" in out and "← chosen" in out
+    router = Router.load(artifact)
+    assert router.selection_ is not None and router.name == router.selection_["router"]
