@@ -4,6 +4,11 @@
 embedder has a cache directory, vectors are kept on disk keyed by (model id, SHA-256 of the text),
 so retraining or re-evaluating on the same prompts does not run the model again.
 
+In memory only the `memory_size` most recently used vectors are kept (an LRU; `COE_EMBED_MEMORY`
+sets the default), so a long-running gateway that sees ever new prompts does not grow without
+bound. The disk cache stays the complete store: a vector evicted from memory is read back from
+its shard, and what memory keeps of the disk cache is only an index (key → shard file).
+
 The sentence-transformers implementation imports torch only when it first embeds, so importing
 this module (and `router`) stays cheap.
 
@@ -20,7 +25,8 @@ import os
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ __all__ = [
     "EmbedderUnavailableError",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "default_memory_size",
     "load_embedder",
     "text_key",
 ]
@@ -42,6 +49,10 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 #: Texts per cache shard file: a killed run loses at most this many embeddings.
 SHARD_SIZE = 1024
+
+#: Vectors an embedder keeps in memory by default (MiniLM: 384 float32, ~1.6 KiB each with the
+#: key, so ~32 MiB); `COE_EMBED_MEMORY` overrides it. One `embed` call may return more than this.
+DEFAULT_MEMORY_SIZE = 20_000
 
 #: Called after each embedded batch with (texts done, texts to embed); for progress bars.
 Progress = Callable[[int, int], None]
@@ -59,17 +70,22 @@ def text_key(model_id: str, text: str) -> str:
 class Embedder(ABC):
     """Turns texts into unit-length float32 vectors.
 
-    Subclasses implement `embed_batch` only; `embed` adds batching, normalisation and the cache.
+    Subclasses implement `embed_batch` only; `embed` adds batching, normalisation and the cache:
+    a bounded LRU in memory (`memory_size` vectors) over the complete store on disk.
     """
 
     #: Identifies the model in cache keys: two embedders with the same id must agree.
     model_id: str = "unknown"
     batch_size: int = 64
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, memory_size: int | None = None) -> None:
         self.cache_dir = cache_dir
-        self._memory: dict[str, np.ndarray] = {}
-        self._loaded_from_disk = False
+        self.memory_size = default_memory_size() if memory_size is None else memory_size
+        if self.memory_size < 0:
+            raise ValueError(f"memory_size must be >= 0, not {self.memory_size}")
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._on_disk: dict[str, str] = {}  # key → name of the shard file that holds it
+        self._indexed_disk = False
 
     @abstractmethod
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
@@ -77,16 +93,18 @@ class Embedder(ABC):
 
     def embed(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """Normalised float32 embeddings of `texts`, shape `(len(texts), dim)`, cached."""
-        self._load_cache()
+        self._index_disk()
         keys = [text_key(self.model_id, t) for t in texts]
-        todo = sorted({k: i for i, k in enumerate(keys) if k not in self._memory}.items())
+        found = self._recall(dict.fromkeys(keys))
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.items())
         fresh_keys: list[str] = []
         fresh_vecs: list[np.ndarray] = []
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             vectors = _normalise(np.asarray(self.embed_batch([texts[i] for _, i in chunk])))
             for (key, _), vec in zip(chunk, vectors, strict=True):
-                self._memory[key] = vec
+                found[key] = vec
+                self._remember(key, vec)
                 fresh_keys.append(key)
                 fresh_vecs.append(vec)
             if progress is not None:
@@ -98,7 +116,34 @@ class Embedder(ABC):
             self._save_shard(fresh_keys, np.stack(fresh_vecs))
         if not keys:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._memory[k] for k in keys]).astype(np.float32, copy=False)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    # -- the in-memory LRU ---------------------------------------------------------------------
+
+    def _recall(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """The vectors of `keys` that memory or the disk cache holds (the rest are absent)."""
+        found: dict[str, np.ndarray] = {}
+        on_disk: list[str] = []
+        for key in keys:
+            vec = self._memory.get(key)
+            if vec is not None:
+                self._memory.move_to_end(key)
+                found[key] = vec
+            elif key in self._on_disk:
+                on_disk.append(key)
+        for key, vec in self._read_disk(on_disk).items():
+            found[key] = vec
+            self._remember(key, vec)
+        return found
+
+    def _remember(self, key: str, vec: np.ndarray) -> None:
+        """Keep `vec` as the most recently used, evicting the least recently used past the bound."""
+        if self.memory_size == 0:
+            return
+        self._memory[key] = vec
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.memory_size:
+            self._memory.popitem(last=False)
 
     # -- the on-disk cache: one .npz shard per call that embedded something new ---------------
 
@@ -107,19 +152,45 @@ class Embedder(ABC):
             return None
         return self.cache_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model_id)
 
-    def _load_cache(self) -> None:
+    def _index_disk(self) -> None:
+        """Learn which key lives in which shard, once: keys only, the vectors stay on disk."""
+        if self._indexed_disk:
+            return
+        self._indexed_disk = True
         folder = self._shard_dir()
-        if self._loaded_from_disk or folder is None or not folder.is_dir():
-            self._loaded_from_disk = True
+        if folder is None or not folder.is_dir():
             return
         for shard in sorted(folder.glob("*.npz")):
+            if shard.name.endswith(".tmp.npz"):
+                continue
             try:
                 with np.load(shard) as payload:
-                    keys, vectors = payload["keys"], payload["vectors"]
+                    keys = payload["keys"]
             except (OSError, ValueError, KeyError):
                 continue  # a torn write from an interrupted run: its texts are simply re-embedded
-            self._memory.update(zip((str(k) for k in keys), vectors, strict=True))
-        self._loaded_from_disk = True
+            self._on_disk.update(dict.fromkeys((str(k) for k in keys), shard.name))
+
+    def _read_disk(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """The vectors of `keys` from their shards, each shard read once. A shard that no longer
+        reads is dropped from the index, and its texts are embedded again."""
+        folder = self._shard_dir()
+        if not keys or folder is None:
+            return {}
+        by_shard: defaultdict[str, set[str]] = defaultdict(set)
+        for key in keys:
+            by_shard[self._on_disk[key]].add(key)
+        found: dict[str, np.ndarray] = {}
+        for name, wanted in by_shard.items():
+            try:
+                with np.load(folder / name) as payload:
+                    shard_keys, vectors = payload["keys"], payload["vectors"]
+            except (OSError, ValueError, KeyError):
+                self._on_disk = {k: s for k, s in self._on_disk.items() if s != name}
+                continue
+            for key, vec in zip((str(k) for k in shard_keys), vectors, strict=True):
+                if key in wanted:
+                    found[key] = vec
+        return found
 
     def _save_shard(self, keys: list[str], vectors: np.ndarray) -> None:
         folder = self._shard_dir()
@@ -130,6 +201,22 @@ class Embedder(ABC):
         tmp = folder / f"{name}.tmp.npz"
         np.savez(tmp, keys=np.array(keys), vectors=vectors.astype(np.float32))
         os.replace(tmp, folder / f"{name}.npz")  # atomic: readers never see half a shard
+        self._on_disk.update(dict.fromkeys(keys, f"{name}.npz"))
+
+
+def default_memory_size() -> int:
+    """`COE_EMBED_MEMORY` (vectors kept in memory per embedder), else `DEFAULT_MEMORY_SIZE`."""
+    raw = os.environ.get("COE_EMBED_MEMORY", "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        message = f"COE_EMBED_MEMORY must be a whole number of vectors, not {raw!r}"
+        raise ValueError(message) from None
+    if size < 0:
+        raise ValueError(f"COE_EMBED_MEMORY must be >= 0, not {size}")
+    return size
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -153,8 +240,9 @@ class SentenceTransformerEmbedder(Embedder):
         cache_dir: Path | None = None,
         batch_size: int = 64,
         device: str = "cpu",
+        memory_size: int | None = None,
     ) -> None:
-        super().__init__(cache_dir)
+        super().__init__(cache_dir, memory_size)
         self.model_path = model_path
         self.model_id = model_id
         self.batch_size = batch_size
@@ -213,8 +301,10 @@ class HashingEmbedder(Embedder):
 
     model_id = "hashing-bow"
 
-    def __init__(self, dim: int = 64, cache_dir: Path | None = None) -> None:
-        super().__init__(cache_dir)
+    def __init__(
+        self, dim: int = 64, cache_dir: Path | None = None, memory_size: int | None = None
+    ) -> None:
+        super().__init__(cache_dir, memory_size)
         self.dim = dim
         self.calls = 0
 

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 __all__ = [
     "Adjustment",
     "ApiKey",
+    "CachePuts",
     "Charge",
     "FeedbackRecord",
     "RequestRecord",
@@ -154,6 +156,8 @@ class Charge:
 
 #: A settled difference for `Store.adjust`: the charge, then the tokens and nano-USD to add.
 Adjustment = tuple[Charge, int, int]
+#: Cache entries written together: key -> (value, ttl_s).
+CachePuts = dict[str, tuple[dict[str, Any], float]]
 
 
 class Store(ABC):
@@ -226,14 +230,23 @@ class Store(ABC):
         """Add `tokens` and `nano_usd` (negative to give back) to the windows of `charge`."""
 
     async def log_and_adjust(
-        self, records: list[RequestRecord], adjustments: list[Adjustment]
+        self,
+        records: list[RequestRecord],
+        adjustments: list[Adjustment],
+        puts: CachePuts | None = None,
     ) -> None:
-        """`log_requests(records)`, then `adjust` each of `adjustments` in order; backends with
-        round trips do both in one (the request log's flusher settles budgets this way)."""
+        """`log_requests(records)`, then `adjust` each of `adjustments` in order, then
+        `cache_put` each of `puts` (`key: (value, ttl_s)`); backends with round trips do all in
+        one (the request log's flusher settles budgets and writes cache entries this way)."""
         if records:
             await self.log_requests(records)
         for charge, tokens, nano_usd in adjustments:
             await self.adjust(charge, tokens, nano_usd)
+        for key, (value, ttl_s) in (puts or {}).items():
+            try:
+                await self.cache_put(key, value, ttl_s)
+            except Exception as exc:  # a cache may miss; raising would log the records twice
+                logging.getLogger("coe.store").warning("cache: %s not written (%s)", key, exc)
 
     @abstractmethod
     async def spent_nano_usd(self, key_id: str, period: str) -> int:

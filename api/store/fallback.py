@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from api.store.base import (
     Adjustment,
     ApiKey,
+    CachePuts,
     Charge,
     FeedbackRecord,
     RequestRecord,
@@ -255,9 +256,12 @@ class FallbackStore(Store):
         await self._use(lambda s: s.adjust(charge, tokens, nano_usd))
 
     async def log_and_adjust(
-        self, records: list[RequestRecord], adjustments: list[Adjustment]
+        self,
+        records: list[RequestRecord],
+        adjustments: list[Adjustment],
+        puts: CachePuts | None = None,
     ) -> None:
-        await self._use(lambda s: s.log_and_adjust(records, adjustments))
+        await self._use(lambda s: s.log_and_adjust(records, adjustments, puts))
 
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
         return await self._use(lambda s: s.spent_nano_usd(key_id, period))

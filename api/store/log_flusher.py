@@ -16,6 +16,11 @@ request settled in its own round trip. `spent_nano_usd` waits the same way. (Ano
 sharing the Redis sees a settling at most one flush later; until then it sees the reservation,
 which is never less than the real cost, so a budget can only be held back, never overrun.)
 
+Cache writes ride along too (the conversation's expert, a cached answer): `cache_put` queues
+the entry and returns, the flusher writes the queued entries in the batch's round trip, and
+`cache_get` answers from the queue first, so this gateway reads its own writes at once (another
+replica one flush later, which for a cache means a miss, never a wrong answer).
+
 Nothing is lost: the buffer is bounded (`max_buffer`; a request that finds it full waits for the
 flusher, so memory stays bounded and load sheds onto latency, not onto the log), a failed batch
 is retried, and `aclose` (the gateway's shutdown, SIGTERM included) writes everything still
@@ -39,6 +44,7 @@ from typing import Any
 from api.store.base import (
     Adjustment,
     ApiKey,
+    CachePuts,
     Charge,
     FeedbackRecord,
     RequestRecord,
@@ -75,6 +81,8 @@ class LogFlusher(Store):
         self._queued = 0  # adjustments queued so far; `_written` of them are written
         self._written = 0
         self._last_queued: dict[str, int] = {}  # key id -> `_queued` after its latest adjust
+        self._puts: CachePuts = {}  # cache entries not written yet
+        self._putting: CachePuts = {}  # the cache entries being written now
         self._progress = asyncio.Event()  # set (and replaced) after each written batch
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -117,7 +125,7 @@ class LogFlusher(Store):
             # time packing the batch, so an unloaded request does not carry its own log write.
             await asyncio.sleep(0)
             self._wake.clear()
-            while self._buffer or self._adjusts:
+            while self._buffer or self._adjusts or self._puts:
                 await self._write_one_batch()
             self._idle.set()
 
@@ -125,19 +133,22 @@ class LogFlusher(Store):
         batch = self._buffer[: self.max_batch]
         adjusts = self._adjusts[: self.max_batch]
         self._writing = batch
+        self._putting, self._puts = self._puts, {}
         try:
-            if adjusts:
-                await self.inner.log_and_adjust(batch, adjusts)
+            if adjusts or self._putting:
+                await self.inner.log_and_adjust(batch, adjusts, self._putting)
             else:
                 await self.inner.log_requests(batch)
         except (StoreUnavailable, OSError) as exc:  # keep them; try again shortly
             log.warning("request log: %d records not written yet (%s); retrying", len(batch), exc)
             self._writing = []
+            self._puts, self._putting = self._putting | self._puts, {}  # newer entries win
             await asyncio.sleep(self.retry_s)
             return
         del self._buffer[: len(batch)]
         del self._adjusts[: len(adjusts)]
         self._writing = []
+        self._putting = {}
         self.batches += 1
         self.written += len(batch)
         self._settled(len(adjusts))
@@ -164,10 +175,11 @@ class LogFlusher(Store):
 
     async def _write_here(self) -> None:
         """Write whatever is buffered and queued in this task (no flusher task is running)."""
-        if self._buffer or self._adjusts:
+        if self._buffer or self._adjusts or self._puts:
             remaining, self._buffer = self._buffer, []
             adjusts, self._adjusts = self._adjusts, []
-            await self.inner.log_and_adjust(remaining, adjusts)
+            puts, self._puts = self._puts, {}
+            await self.inner.log_and_adjust(remaining, adjusts, puts)
             self._settled(len(adjusts))
 
     async def flush(self) -> None:
@@ -229,12 +241,17 @@ class LogFlusher(Store):
         return await self.inner.revoke_key(name)
 
     async def log_and_adjust(
-        self, records: list[RequestRecord], adjustments: list[Adjustment]
+        self,
+        records: list[RequestRecord],
+        adjustments: list[Adjustment],
+        puts: CachePuts | None = None,
     ) -> None:
         for record in records:
             await self.log_request(record)
         for charge, tokens, nano_usd in adjustments:
             await self.adjust(charge, tokens, nano_usd)
+        for key, (value, ttl_s) in (puts or {}).items():
+            await self.cache_put(key, value, ttl_s)
 
     # --- budgets: settled by the flusher, admitted after the key's settlings ----------------
 
@@ -259,10 +276,17 @@ class LogFlusher(Store):
         return await self.inner.spent_nano_usd(key_id, period)
 
     async def cache_get(self, key: str) -> dict[str, Any] | None:
+        queued = self._puts.get(key) or self._putting.get(key)  # this gateway's own writes
+        if queued is not None:
+            return queued[0]
         return await self.inner.cache_get(key)
 
     async def cache_put(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
-        await self.inner.cache_put(key, value, ttl_s)
+        if self._closed:  # shutting down: nothing would write a queued entry any more
+            await self.inner.cache_put(key, value, ttl_s)
+            return
+        self._puts[key] = (value, ttl_s)  # the request answers without waiting on the store
+        self._kick()
 
     async def cache_index(
         self, namespace: str, key: str, vector: bytes, ttl_s: float, max_entries: int

@@ -40,6 +40,7 @@ from api.errors import Unauthorized
 from api.store.base import (
     Adjustment,
     ApiKey,
+    CachePuts,
     Charge,
     FeedbackRecord,
     RequestRecord,
@@ -209,16 +210,22 @@ class RedisStore(Store):
         await self.log_and_adjust(records, [])
 
     async def log_and_adjust(
-        self, records: list[RequestRecord], adjustments: list[Adjustment]
+        self,
+        records: list[RequestRecord],
+        adjustments: list[Adjustment],
+        puts: CachePuts | None = None,
     ) -> None:
-        """The records, then the adjustments, in one pipelined round trip.
+        """The records, then the adjustments, then the cache entries, in one pipelined round
+        trip. A cache entry that fails is not an error (a cache may miss), and raising would
+        have the flusher log the batch's records twice.
 
         The log script is sent by its sha (`EVALSHA`), not registered with the pipeline: a
         pipeline with scripts asks `SCRIPT EXISTS` first, a second round trip per batch. A
         Redis that lost its scripts (restarted) answers NOSCRIPT for those records only; they
         are logged again through the script object, which loads it. Nothing is applied twice.
         """
-        if not records and not adjustments:
+        puts = puts or {}
+        if not records and not adjustments and not puts:
             return
         trim = self._trim()
         calls: list[tuple[list[str], list[str | int | float]]] = []
@@ -232,7 +239,12 @@ class RedisStore(Store):
                     pipe.evalsha(self._log.sha, len(keys), *keys, *args)
                 for charge, tokens, nano_usd in adjustments:
                     self._queue_adjust(pipe, charge, tokens, nano_usd)
+                for key, (value, ttl_s) in puts.items():
+                    pipe.set(
+                        self.k(f"cache:{key}"), json.dumps(value), px=max(1, int(ttl_s * 1000))
+                    )
                 results = await pipe.execute(raise_on_error=False)
+                results = results[: len(results) - len(puts)]
             for (keys, args), result in zip(calls, results, strict=False):
                 if isinstance(result, NoScriptError):
                     await self._log(keys=keys, args=args)

@@ -129,6 +129,44 @@ async def test_a_settling_queued_at_shutdown_is_written() -> None:
     assert await inner.spent_nano_usd("k1", "2026-01-01") == 600
 
 
+class GatedCache(MemoryStore):
+    """Writes cache entries only when the test opens the gate; may refuse one key."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.refuse = refuse
+
+    async def cache_put(self, key: str, value: dict[str, object], ttl_s: float) -> None:
+        await self.gate.wait()
+        if key == self.refuse:
+            raise StoreUnavailable("redis: gone for a moment")
+        await super().cache_put(key, value, ttl_s)
+
+
+async def test_a_cache_write_is_queued_and_read_back_at_once() -> None:
+    inner = GatedCache(refuse="lost")
+    store = LogFlusher(inner)
+    await asyncio.wait_for(store.cache_put("sticky", {"expert": "a"}, 60), 1)  # no waiting
+    await store.cache_put("lost", {"expert": "b"}, 60)
+    assert await inner.cache_get("sticky") is None  # not written yet
+    assert await store.cache_get("sticky") == {"expert": "a"}  # this gateway reads its write
+    inner.gate.set()
+    await store.flush()
+    assert await inner.cache_get("sticky") == {"expert": "a"}
+    assert await store.cache_get("lost") is None  # a refused cache entry is dropped, not raised
+    await store.aclose()
+
+
+async def test_a_cache_write_queued_at_shutdown_is_written() -> None:
+    inner = GatedCache()
+    inner.gate.set()
+    store = LogFlusher(inner)
+    await store.cache_put("k", {"v": 1}, 60)
+    await store.aclose()
+    assert await inner.cache_get("k") == {"v": 1}
+
+
 @pytest.mark.integration
 def test_sigterm_under_load_loses_no_record(
     tmp_path: Path, redis_url: str, redis_prefix: str

@@ -160,6 +160,13 @@ async def test_a_batch_logs_its_records_and_settles_its_adjustments(store: Store
     assert await store.spent_nano_usd("k1", taken.period) == 50
 
 
+async def test_a_batch_writes_its_cache_entries_too(store: Store) -> None:
+    await store.log_and_adjust([record(0)], [], {"a": ({"expert": "x"}, 60), "b": ({"n": 1}, 60)})
+    assert [r.request_id for r in await store.requests()] == ["r0"]
+    assert await store.cache_get("a") == {"expert": "x"}
+    assert await store.cache_get("b") == {"n": 1}
+
+
 @pytest.mark.integration
 async def test_a_batch_logs_every_record_after_redis_lost_its_scripts(
     redis_url: str, redis_prefix: str
