@@ -25,15 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from router.costs import prompt_tokens_of
 from router.data import RoutingData
 from router.rl import RLRouter
-from router.rl_env import RecordedEnv
+from router.rl_train import plot_learning_curve
 from training.dataset import read_dataset, to_routing_data
 from training.embed import embed_prompts
 from training.evaluate import evaluate_curve, router_curve
 from training.fitting import fit_router, validation_split
-from training.rl_eval import evaluate_steps
+from training.rl_eval import evaluate_steps, recorded_env
 
 ONE_SHOT = "knn,ensemble,cluster,mf,classifier,category"
 RL_DEFAULTS: dict[str, Any] = {"progress": False}
@@ -69,18 +68,7 @@ def _calls_at(
     if not fits:
         return {}
     row = max(fits, key=lambda r: (r[1], -r[0]))
-    answers = None
-    if router.observes_answers and data.responses is not None:
-        answers = router.recorded_answers(data)
-    assert router.cost_scale_ is not None
-    env = RecordedEnv(
-        data.scores,
-        data.costs,
-        router.cost_scale_,
-        router.max_calls,
-        answers=answers,
-        predicted_costs=router.predicted_costs(x, prompt_tokens_of(data)),
-    )
+    env = recorded_env(router, x, data)
     state = router.rollout(x, env, np.arange(len(data)), float(row[2]))
     return {
         "lambda": float(row[2]),
@@ -89,31 +77,6 @@ def _calls_at(
         "calls_per_query": float(state.n_calls.mean()),
         "escalated": float((state.n_calls > 1).mean()),
     }
-
-
-def _learning_curve(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    its = np.array([h["iteration"] for h in history])
-    ret = np.array([h["return"] for h in history])
-    window = max(1, len(ret) // 30)
-    smooth = np.convolve(ret, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(its[window - 1 :], smooth, label="training return (sampled, smoothed)")
-    val = [(h["iteration"], h["validation_return"]) for h in history if "validation_return" in h]
-    if val:
-        vx, vy = zip(*val, strict=True)
-        ax.plot(vx, vy, marker="o", markersize=3, label="held-out greedy return")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("return (score − λ·cost/scale)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -158,7 +121,7 @@ def main() -> None:
         run = args.out / variant
         run.mkdir(exist_ok=True)
         (run / "history.json").write_text(json.dumps(router.history_))
-        _learning_curve(router.history_, run / "learning_curve.png")
+        plot_learning_curve(router.history_, run / "learning_curve.png")
         print(f"rl-steps:{variant}", json.dumps(entry))
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print("\n| entry | AIQ | acc ≤ best single cost | calls/query | escalated |")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from router.rl_env import RecordedEnv, glob_dim, step_dim
+from router.rl_env import EpisodeState, RecordedEnv, glob_dim, step_dim
 from router.rl_net import NUMPY_OPS, Ops, forward, param_shapes
 from router.rl_teacher import ChainTeacher
 
@@ -262,6 +262,29 @@ def _progress(cfg: TrainConfig) -> tuple[Any, Any]:
     return bar, bar.add_task("rl", total=cfg.iterations)
 
 
+def _policy(
+    params: dict[str, Any],
+    xb: Any,
+    et: Any,
+    env: RecordedEnv,
+    state: EpisodeState,
+    mask: np.ndarray,
+    ops: Ops,
+    torch: Any,
+) -> Any:
+    """The policy's outputs on what the episodes in `state` observe (REINFORCE and cloning)."""
+    glob, dyn = env.observe(state)
+    return forward(
+        params,
+        xb,
+        et,
+        torch.tensor(glob, dtype=torch.float32),
+        torch.tensor(dyn, dtype=torch.float32),
+        torch.from_numpy(mask),
+        ops,
+    )
+
+
 def _iteration(
     params: dict[str, Any],
     xt: Any,
@@ -285,16 +308,7 @@ def _iteration(
         if state.done.all():
             break
         mask = env.valid(state)
-        glob, dyn = env.observe(state)
-        out = forward(
-            params,
-            xb,
-            et,
-            torch.tensor(glob, dtype=torch.float32),
-            torch.tensor(dyn, dtype=torch.float32),
-            torch.from_numpy(mask),
-            ops,
-        )
+        out = _policy(params, xb, et, env, state, mask, ops, torch)
         quality = out.quality if quality is None else quality
         logp_all = torch.log_softmax(out.logits, dim=1)
         action = torch.multinomial(logp_all.exp().detach(), 1).squeeze(1)
@@ -361,16 +375,7 @@ def _clone(
         action = teacher.actions(state, chain)
         stop = env.n_models
         action = np.where(mask[np.arange(len(rows)), action], action, stop)
-        glob, dyn = env.observe(state)
-        out = forward(
-            params,
-            xb,
-            et,
-            torch.tensor(glob, dtype=torch.float32),
-            torch.tensor(dyn, dtype=torch.float32),
-            torch.from_numpy(mask),
-            ops,
-        )
+        out = _policy(params, xb, et, env, state, mask, ops, torch)
         quality = out.quality if quality is None else quality
         logp_all = torch.log_softmax(out.logits, dim=1)
         nlls.append(-logp_all.gather(1, torch.from_numpy(action)[:, None]).squeeze(1))
@@ -416,12 +421,16 @@ def plot_learning_curve(history: list[dict[str, float]], path: Path) -> Path:
         ("cost_usd", "cost per episode, USD"),
         ("calls", "calls per episode"),
     )
+    held = [(h["iteration"], h["validation_return"]) for h in history if "validation_return" in h]
     for ax, (key, label) in zip(axes.flat, panels, strict=True):
         ys = np.asarray([h[key] for h in history])
         ax.plot(its, ys, linewidth=0.6, alpha=0.4)
         window = max(1, len(ys) // 30)
         smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
         ax.plot(its[window - 1 :], smooth, linewidth=1.5)
+        if key == "return" and held:  # the greedy return on the policy's held-out share
+            ax.plot(*zip(*held, strict=True), marker="o", markersize=3, label="held out, greedy")
+            ax.legend(fontsize=7)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[1]:

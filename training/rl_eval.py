@@ -20,7 +20,7 @@ from router.rl_env import RecordedEnv
 from training.errors import CoeTrainingError
 from training.evaluate import COST_WEIGHTS, RouterResult, evaluate_curve
 
-__all__ = ["evaluate_steps", "is_multi_step"]
+__all__ = ["evaluate_steps", "is_multi_step", "recorded_env"]
 
 
 def is_multi_step(router: Any) -> bool:
@@ -40,23 +40,7 @@ def evaluate_steps(
     The curve's rows carry a fourth value, the mean number of calls per query. A policy trained
     on answer features observes those of `data`'s recorded responses, which it must then have.
     """
-    answers = None
-    if getattr(router, "observes_answers", False):
-        if data.responses is None:
-            raise CoeTrainingError(
-                f"router {router.name!r} was trained on answer features (response length, "
-                "format, agreement) but the test data records no responses"
-            )
-        reader = getattr(router, "recorded_answers", None)
-        answers = reader(data) if reader else recorded_answers(data.responses, data.prompts)
-    env = RecordedEnv(
-        data.scores,
-        data.costs,
-        router.cost_scale_,
-        router.max_calls,
-        answers=answers,
-        predicted_costs=router.predicted_costs(embeddings, prompt_tokens_of(data)),
-    )
+    env = recorded_env(router, embeddings, data)
     rows = np.arange(len(data))
     curve, picks = [], []
     for w in weights:
@@ -67,3 +51,26 @@ def evaluate_steps(
         )
         picks.append(np.maximum(state.last, 0))
     return evaluate_curve(curve, picks, data)
+
+
+def recorded_env(router: Any, embeddings: np.ndarray, data: RoutingData) -> RecordedEnv:
+    """The episodes of `router` on `data`'s recorded outcomes: the answer features it was
+    trained to observe (an error when `data` records no responses) and the costs it predicts
+    from what it knows at request time (realised costs are only charged)."""
+    answers = None
+    if getattr(router, "observes_answers", False):
+        if data.responses is None:
+            raise CoeTrainingError(
+                f"router {router.name!r} was trained on answer features (response length, "
+                "format, agreement) but the test data records no responses"
+            )
+        reader = getattr(router, "recorded_answers", None)
+        answers = reader(data) if reader else recorded_answers(data.responses, data.prompts)
+    return RecordedEnv(
+        data.scores,
+        data.costs,
+        router.cost_scale_,
+        router.max_calls,
+        answers=answers,
+        predicted_costs=router.predicted_costs(embeddings, prompt_tokens_of(data)),
+    )

@@ -240,9 +240,8 @@ class RedisStore(Store):
                 for charge, tokens, nano_usd in adjustments:
                     self._queue_adjust(pipe, charge, tokens, nano_usd)
                 for key, (value, ttl_s) in puts.items():
-                    pipe.set(
-                        self.k(f"cache:{key}"), json.dumps(value), px=max(1, int(ttl_s * 1000))
-                    )
+                    name, payload, px = self._cache_entry(key, value, ttl_s)
+                    pipe.set(name, payload, px=px)
                 results = await pipe.execute(raise_on_error=False)
                 results = results[: len(results) - len(puts)]
             for (keys, args), result in zip(calls, results, strict=False):
@@ -406,10 +405,14 @@ class RedisStore(Store):
         return json.loads(data) if data else None
 
     async def cache_put(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
+        name, payload, px = self._cache_entry(key, value, ttl_s)
         with _unavailable():
-            await self.redis.set(
-                self.k(f"cache:{key}"), json.dumps(value), px=max(1, int(ttl_s * 1000))
-            )
+            await self.redis.set(name, payload, px=px)
+
+    def _cache_entry(self, key: str, value: dict[str, Any], ttl_s: float) -> tuple[str, str, int]:
+        """A cache entry's Redis key, payload and TTL in ms: one shape for `cache_put` and the
+        log batch's pipelined writes."""
+        return self.k(f"cache:{key}"), json.dumps(value), max(1, int(ttl_s * 1000))
 
     async def cache_index(
         self, namespace: str, key: str, vector: bytes, ttl_s: float, max_entries: int
