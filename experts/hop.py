@@ -144,7 +144,12 @@ class AiohttpHop:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
+            # Idle connections are dropped after 4 s, before servers drop theirs (uvicorn,
+            # under vLLM, after 5 s): a POST sent on a connection the server is closing fails,
+            # and is not retried.
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections, limit_per_host=0, keepalive_timeout=4.0
+            )
             # experts are on the pool file's URLs: no cookies, no proxy from the environment
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
