@@ -15,7 +15,6 @@ embedding. The executors only call experts and fill a `CoeMeta`; they never rout
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -27,6 +26,7 @@ from api.cache import CacheHit, ResponseCache
 from api.cascade import Cascade
 from api.compose import ComposeService
 from api.errors import APIError, RateLimited
+from api.jsonio import JSONBody, loads
 from api.limits import Limiter
 from api.meta import CoeMeta, Json, OnEnd, answer_text, request_record
 from api.metrics import Metrics
@@ -219,7 +219,7 @@ class ChatPipeline:
             self.executors.cascade.served(request_id, meta)
         answer |= {"id": request_id, "coe": meta.as_json()}
         headers = meta.headers() | {"x-request-id": request_id}
-        return JSONResponse(answer, headers=headers)
+        return JSONBody(answer, headers=headers)
 
     async def _answer_from_cache(
         self, request: ChatCompletionRequest, hit: CacheHit, key_id: str | None, on_end: OnEnd
@@ -252,9 +252,9 @@ class ChatPipeline:
         coe = meta.as_json() | {"cache": {"kind": hit.kind, "similarity": round(hit.similarity, 4)}}
         body = dict(hit.entry["answer"]) | {"id": request_id, "created": int(arrived), "coe": coe}
         headers = meta.headers() | {"x-request-id": request_id, "x-coe-cache": hit.kind}
-        return JSONResponse(body, headers=headers)
+        return JSONBody(body, headers=headers)
 
 
 def _json(response: JSONResponse) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(bytes(response.body))
+    data: dict[str, Any] = loads(response.body)
     return data

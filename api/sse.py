@@ -4,11 +4,11 @@ chunk that carries `coe` (and `usage` when the client asked for it) before `[DON
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from api.errors import error_body
+from api.jsonio import dumps
 
 if TYPE_CHECKING:
     from api.meta import CoeMeta
@@ -23,7 +23,7 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(data: Json) -> bytes:
     """One event: `data: <compact JSON>` and a blank line."""
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return b"data: " + dumps(data) + b"\n\n"
 
 
 def failed(message: str, code: str | None = None) -> list[bytes]:

@@ -1,5 +1,7 @@
 """Python function calls per chat request: a measure of the gateway's work that machine load
-does not change (unlike wall-clock throughput or CPU time on a shared machine).
+does not change (unlike wall-clock throughput or CPU time on a shared machine), and the CPU time
+per request of the same in-process run without the profiler (which load moves, but less than
+throughput: compare checkouts run back to back, and run each more than once).
 
 The gateway app runs in this process behind `httpx.ASGITransport` (no uvicorn), with Redis and
 an API key with limits (the production configuration); the instant fake expert of
@@ -21,6 +23,7 @@ import os
 import pstats
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -33,7 +36,8 @@ from benchmarks import gateway_overhead as bench
 
 async def _calls(
     pool: Path, work: Path, redis: tuple[str, str], key: str, stream: bool, n: int
-) -> float:
+) -> tuple[float, float]:
+    """Python calls per request, then CPU µs per request (`n` requests each)."""
     from api.app import create_app
     from api.settings import Settings
 
@@ -61,8 +65,13 @@ async def _calls(
             await one()
         await asyncio.sleep(0.2)  # the log's flusher writes what the requests buffered
         profile.disable()
+        cpu = time.process_time()
+        for _ in range(n):
+            await one()
+        await asyncio.sleep(0.2)
+        cpu = time.process_time() - cpu
     calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
-    return float(calls) / n
+    return float(calls) / n, 1e6 * cpu / n
 
 
 def main() -> None:
@@ -85,10 +94,11 @@ def main() -> None:
         key = bench._add_key(args.redis_url, prefix)
         stack.callback(bench._drop_prefix, args.redis_url, prefix)
         for stream in (False, True):
-            calls = asyncio.run(
+            calls, cpu_us = asyncio.run(
                 _calls(pool, tmp / "coe", (args.redis_url, prefix), key, stream, args.requests)
             )
-            print(f"{'stream' if stream else 'json'}: {calls:.0f} Python calls per request")
+            mode = "stream" if stream else "json"
+            print(f"{mode}: {calls:.0f} Python calls, {cpu_us:.0f} µs CPU per request")
 
 
 if __name__ == "__main__":

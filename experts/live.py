@@ -21,6 +21,7 @@ from experts.client import ExpertClient, Timeouts
 from experts.engines import Engine, make_engine
 from experts.errors import EngineStartError
 from experts.health import HealthBoard
+from experts.hop import AiohttpHop, Hop, HttpxHop
 from experts.pool import PoolConfig
 from experts.residency import ResidencyManager
 from experts.scheduler import Scheduler, SchedulingMode
@@ -51,6 +52,11 @@ class LivePool:
         # Small pools, not one big one: httpcore's pool does work per connection on every
         # request (experts/transport.py), which made throughput fall as clients were added.
         self.http = httpx.AsyncClient(transport=transport or ShardedTransport(max_connections))
+        # The calls to experts go over aiohttp (a fraction of httpx's CPU per call, see
+        # experts/hop.py); a test's transport stands in for the network for them too.
+        self.hop: Hop = (
+            HttpxHop(self.http) if transport is not None else AiohttpHop(max_connections)
+        )
         self.residency = ResidencyManager(self.engines, self.http, config.max_resident)
         self.scheduler = Scheduler(
             {e.name: e.max_concurrency for e in config.experts},
@@ -58,7 +64,7 @@ class LivePool:
             max_wait_s,
             scheduling,
         )
-        self.client = ExpertClient(self.http, self.engines, timeouts, self.scheduler)
+        self.client = ExpertClient(self.http, self.engines, timeouts, self.scheduler, self.hop)
         self.health = HealthBoard(self.engines, cooldown_s)
         self.supervise_every_s = supervise_every_s
         self._supervisor: asyncio.Task[None] | None = None
@@ -147,6 +153,7 @@ class LivePool:
                 await self._supervisor
             self._supervisor = None
         await asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
+        await self.hop.aclose()
         await self.http.aclose()
 
     async def __aenter__(self) -> LivePool:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings
+from experts.hop import AiohttpHop
 from experts.testing import FakeExpert, FakeNetwork
 
 #: Two experts on the fake network; `beta` is dearer than `alpha`.
@@ -52,7 +53,14 @@ def no_real_http(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             "experts.testing.FakeNetwork, or mark the test integration"
         )
 
+    async def refuse_hop(self: object, url: str, *args: object) -> object:
+        raise RuntimeError(
+            f"a unit test tried real HTTP to {url}; inject a transport (httpx.MockTransport or "
+            "experts.testing.FakeNetwork), or mark the test integration"
+        )
+
     monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", refuse)
+    monkeypatch.setattr(AiohttpHop, "post", refuse_hop)
 
 
 @dataclass
