@@ -209,7 +209,9 @@ def _gateway(artifact: Path, variant: str, work: Path, tree: Path) -> Iterator[t
                         "PYTHONPATH": str(tree)}  # fmt: skip
     log = work / f"gateway-{variant}-{os.getpid()}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # cwd=tree: `python -c` puts the working directory first on sys.path, before
+        # PYTHONPATH, so from this checkout's root a baseline would run this checkout's code
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tree)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 300
