@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from threadpoolctl import threadpool_limits
 
 from api.cache import ResponseCache
@@ -23,6 +24,7 @@ from api.compose import ComposeService
 from api.dashboard import StoreBudgets
 from api.embedding import BatchingEmbedder
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.fastlane import FastLane
 from api.keys import KeyAuth, require_admin
 from api.learning import OnlineLearner
 from api.limits import Limiter, period_window
@@ -186,6 +188,10 @@ def _steady_heap(gen0_threshold: int = 20_000) -> Iterator[None]:
         gc.unfreeze()
 
 
+#: FastAPI's native telemetry off: coe's own (`api.tracing`) traces when tracing is wanted.
+_UNTRACED: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(
     settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
@@ -244,16 +250,22 @@ def create_app(
             if lease is not None:
                 await lease.aclose()
 
+    traced = wanted(settings) or tracing.enabled()
     app = FastAPI(
         title="coe",
         summary="Composition of Experts: one OpenAI-compatible endpoint over many LLMs",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry asks the global providers on every request whether they
+        # are configured (three environment reads and three lookups); untraced, the answer
+        # never changes, so it is not asked.
+        telemetry=None if traced else _UNTRACED,
     )
     install_error_handlers(app)
+    app.add_middleware(FastLane)  # innermost: the hot routes, past auth and the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(KeyAuth)  # runs before the body is read
-    if wanted(settings) or tracing.enabled():
+    if traced:
         app.add_middleware(TraceRequests)  # added last: runs first, around everything
     for module in (chat, passthrough, models, health, feedback, metrics_route):
         app.include_router(module.router, responses=ERROR_RESPONSES)

@@ -98,14 +98,31 @@ class ScoreBatcher:
     after another in the same loop turn, and each would score a single row. Scoring is numpy
     over the training set (a kNN matrix product, a classifier), so one call on the stacked rows
     costs about what one row does: the score is deferred to the end of the turn and done once.
+
+    A row is also remembered (LRU, `cache_size` rows): a fitted router's score is a function of
+    the query's vector and text, so a question asked again (a retry, the same prompt from many
+    clients) is not scored again. The kNN product reads all 5,608 training vectors (8.6 MB), which
+    on a loaded machine come from memory, not cache: ~1.2 ms of a cache hit's ~2.5 ms of CPU
+    (measured). A router that learns while serving (`online_updates_`) is remembered per update,
+    so a row never outlives the weights it came from. Remembered rows are read-only.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_size: int = 4096) -> None:
         self._pending: dict[int, tuple[_Scorer, list[tuple[np.ndarray, str, _Row]]]] = {}
         self._scheduled = False
         self.calls = 0
+        self.cache_size = cache_size
+        self._rows: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
+
+    @staticmethod
+    def _key(router: _Scorer, vector: np.ndarray, text: str) -> tuple[object, ...]:
+        return (router, getattr(router, "online_updates_", 0), text, vector.tobytes())
 
     async def score(self, router: _Scorer, vector: np.ndarray, text: str) -> np.ndarray:
+        key = self._key(router, vector, text)
+        if (row := self._rows.get(key)) is not None:
+            self._rows.move_to_end(key)
+            return row
         loop = asyncio.get_running_loop()
         future: _Row = loop.create_future()
         self._pending.setdefault(id(router), (router, []))[1].append((vector, text, future))
@@ -126,9 +143,19 @@ class ScoreBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, _, future), row in zip(items, rows, strict=True):
+            for (vector, text, future), scored in zip(items, rows, strict=True):
+                row = np.array(scored)  # its own copy: the remembered row shares nothing
+                row.flags.writeable = False
+                self._remember(self._key(router, vector, text), row)
                 if not future.done():
                     future.set_result(row)
+
+    def _remember(self, key: tuple[object, ...], row: np.ndarray) -> None:
+        if self.cache_size <= 0:
+            return
+        self._rows[key] = row
+        while len(self._rows) > self.cache_size:
+            self._rows.popitem(last=False)
 
 
 class _Scorer(Protocol):

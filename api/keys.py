@@ -75,12 +75,24 @@ def new_key(
     return secret, key
 
 
-def _presented(headers: Headers, cookies: dict[str, str] | None = None) -> str | None:
-    auth = headers.get("authorization", "")
+def _bearer(auth: str) -> str | None:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return (cookies or {}).get(COOKIE)
+    return None
+
+
+def _presented(headers: Headers, cookies: dict[str, str] | None = None) -> str | None:
+    return _bearer(headers.get("authorization", "")) or (cookies or {}).get(COOKIE)
+
+
+def _presented_raw(scope: Scope) -> str | None:
+    """`_presented` for the middleware, from the raw header list: the first `authorization`
+    header, as `Headers.get` finds it, without building a `Headers` per request."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return _bearer(value.decode("latin-1"))
+    return None
 
 
 async def authenticate(store: Store, secret: str | None) -> ApiKey | None:
@@ -119,7 +131,7 @@ class KeyAuth:
             return
         state = scope["app"].state
         try:
-            key = await authenticate(state.store, _presented(Headers(scope=scope)))
+            key = await authenticate(state.store, _presented_raw(scope))
         except APIError as exc:
             metrics = getattr(state, "metrics", None)
             if metrics is not None:

@@ -94,12 +94,16 @@ def _pinned(argv: list[str], cpus: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[int]:
-    """Run `argv` until the block ends; yield its pid once `ready_url` answers 200."""
+def _process(argv: list[str], ready_url: str, log: Path, env: dict[str, str],
+             cwd: Path | None = None) -> Iterator[int]:  # fmt: skip
+    """Run `argv` (in `cwd`) until the block ends; yield its pid once `ready_url` answers 200.
+
+    A gateway runs in its checkout's folder: `python -c` puts the working directory first on
+    sys.path, before PYTHONPATH, so run from another checkout's root it would import that one."""
     with log.open("wb") as out:
         # stdout to a file, not a pipe: nobody reads a pipe while the benchmark runs, and a
         # full pipe would stall the server mid-measurement.
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -362,7 +366,7 @@ def main() -> None:
             code_env = env | {"PYTHONPATH": str(code)}
             pid = stack.enter_context(
                 _process(_pinned(argv, cpus), f"http://127.0.0.1:{port}/ready",
-                         tmp / f"{name.replace(' ', '-')}.log", code_env)
+                         tmp / f"{name.replace(' ', '-')}.log", code_env, code)
             )  # fmt: skip
             targets[name] = (f"http://127.0.0.1:{port}/v1", args.model, pid)
         if args.no_direct:

@@ -11,7 +11,10 @@ For each embedder (`minilm` on torch, `minilm-onnx` and `minilm-onnx-int8` on ON
    at a time from this process; the same question repeated (the LRU cache's hit); and 16 clients
    at once on 400 other distinct questions (decisions per second);
 4. what load does not move: the gateway's CPU time per decision (from /proc, one at a time),
-   beside the embedder's CPU time per text, so `coe over embed` is coe's own CPU per decision;
+   beside the embedder's CPU time per text, so `coe over embed` is coe's own CPU per decision
+   (on a loaded machine the embedding's own CPU varies more than that difference: then read
+   `loop CPU`, the event loop thread's CPU per cold decision and per hit, which is everything
+   the gateway does except the embedding call, run in a worker thread);
    and, in a process of its own, a cache hit's CPU time and Python function calls for the
    whole `POST /v1/route` (in-process ASGI, client included) and for `RoutingService.decide`.
 
@@ -56,6 +59,8 @@ class Row:
     embed_cpu_ms: float  # the embedder's CPU time per text
     route_ms: tuple[float, float, float]  # p50, p90, p99 of POST /v1/route
     route_cpu_ms: float  # the gateway's CPU time per decision, one at a time
+    loop_cpu_ms: float  # of which its event loop's thread (all but the embedding call itself)
+    hit_loop_cpu_ms: float  # the event loop's CPU time per cache hit over HTTP
     hit_ms: float  # p50 of a repeated question
     per_s: float  # decisions per second with 16 clients
     probe: dict[str, float]  # a cache hit in process: CPU ms and calls, route and decide
@@ -129,10 +134,12 @@ def _floor(variant: str, questions: list[str], models: Path) -> tuple[tuple[floa
     return _percentiles(times), (time.process_time() - cpu) / len(questions) * 1000
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (NaN where /proc is missing)."""
+def _cpu_s(pid: int, thread: bool = False) -> float:
+    """User + system CPU seconds of process `pid` so far, or with `thread` of its main thread
+    alone (the event loop's; the embedding runs in worker threads); NaN where /proc is missing."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat" if thread else f"/proc/{pid}/stat")
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -202,7 +209,9 @@ def _gateway(artifact: Path, variant: str, work: Path, tree: Path) -> Iterator[t
                         "PYTHONPATH": str(tree)}  # fmt: skip
     log = work / f"gateway-{variant}-{os.getpid()}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # cwd=tree: `python -c` puts the working directory first on sys.path, before
+        # PYTHONPATH, so from this checkout's root a baseline would run this checkout's code
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tree)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 300
@@ -226,22 +235,26 @@ def _body(question: str) -> dict[str, object]:
 
 
 async def _decisions(url: str, pid: int, one_by_one: list[str], concurrent: list[str], hits_n: int
-                     ) -> tuple[tuple[float, float, float], float, float, float]:  # fmt: skip
-    """(route percentiles, gateway CPU ms per decision, hit p50, decisions/s at 16 clients)."""
+                     ) -> tuple[tuple[float, float, float], tuple[float, float, float], float,
+                                float]:  # fmt: skip
+    """(route percentiles, gateway CPU ms per decision: whole, event loop, event loop per hit;
+    hit p50, decisions/s at 16 clients)."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         (await client.post("/v1/route", json=_body("warm up"))).raise_for_status()
         times = []
-        cpu = _cpu_s(pid)
+        cpu, loop = _cpu_s(pid), _cpu_s(pid, thread=True)
         for question in one_by_one:
             start = time.perf_counter()
             (await client.post("/v1/route", json=_body(question))).raise_for_status()
             times.append(time.perf_counter() - start)
         cpu_ms = (_cpu_s(pid) - cpu) / len(one_by_one) * 1000
-        hits = []
+        loop_ms = (_cpu_s(pid, thread=True) - loop) / len(one_by_one) * 1000
+        hits, loop = [], _cpu_s(pid, thread=True)
         for _ in range(hits_n):
             start = time.perf_counter()
             (await client.post("/v1/route", json=_body(one_by_one[0]))).raise_for_status()
             hits.append(time.perf_counter() - start)
+        hit_loop_ms = (_cpu_s(pid, thread=True) - loop) / hits_n * 1000
     queue = list(concurrent)
 
     async def worker() -> None:
@@ -253,7 +266,7 @@ async def _decisions(url: str, pid: int, one_by_one: list[str], concurrent: list
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(16)))
     rate = len(concurrent) / (time.perf_counter() - start)
-    return _percentiles(times), cpu_ms, _percentiles(hits)[0], rate
+    return _percentiles(times), (cpu_ms, loop_ms, hit_loop_ms), _percentiles(hits)[0], rate
 
 
 Floor = tuple[tuple[float, float, float], float]
@@ -267,7 +280,7 @@ def _measure(variant: str, tree: Path, aiq: float, artifact: Path, work: Path,
         route, cpu_ms, hit, rate = asyncio.run(_decisions(url, pid, *questions, sizes.hits))
     probe = _probe_in(tree, artifact, variant, 10 * sizes.hits)
     label = "this" if tree == HERE else str(tree)
-    return Row(variant, label, aiq, floor[0], floor[1], route, cpu_ms, hit, rate, probe)
+    return Row(variant, label, aiq, floor[0], floor[1], route, *cpu_ms, hit, rate, probe)
 
 
 def _args() -> argparse.Namespace:
@@ -293,7 +306,8 @@ def _table(rows: list[Row]) -> Table:
     table = Table(title="coe-auto's routing step on LLMRouter test questions (ms)")
     for name in ("embedder", "tree", "AIQ", "embed p50/p90/p99", "route p50/p90/p99", "hit p50",
                  "decisions/s @16", "CPU embed", "CPU decision", "coe over embed",
-                 "hit CPU route/decide", "hit calls route/decide"):  # fmt: skip
+                 "loop CPU cold/hit", "hit CPU route/decide",
+                 "hit calls route/decide"):  # fmt: skip
         table.add_column(name, justify="left" if name in ("embedder", "tree") else "right")
     for r in rows:
         p = r.probe
@@ -302,6 +316,7 @@ def _table(rows: list[Row]) -> Table:
             "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}", f"{r.per_s:.1f}",
             f"{r.embed_cpu_ms:.2f}", f"{r.route_cpu_ms:.2f}",
             f"{r.route_cpu_ms - r.embed_cpu_ms:.2f}",
+            f"{r.loop_cpu_ms:.2f}/{r.hit_loop_cpu_ms:.2f}",
             f"{p['route_cpu_ms']:.3f}/{p['decide_cpu_ms']:.3f}",
             f"{p['route_calls']:.0f}/{p['decide_calls']:.0f}",
         )  # fmt: skip

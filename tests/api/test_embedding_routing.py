@@ -138,3 +138,47 @@ async def test_queries_embedded_together_are_scored_in_one_call() -> None:
     decisions = await asyncio.gather(*rest)
     assert calls == [1, 4]  # the four that were embedded together: one scoring call
     assert [d.ranked[0] for d in decisions] == ["mathy", "chatty", "mathy", "chatty"]
+
+
+class _Counting(DotRouter):
+    """`DotRouter` that counts the rows it scores; `online_updates_` as a learning router has."""
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+        self.online_updates_ = 0
+
+    def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+        self.rows.extend(queries)
+        return super().score(embeddings, queries)
+
+
+async def test_a_question_asked_again_is_not_scored_again() -> None:
+    router = _Counting().fit_pool(EXPERTS)
+    routing = RoutingService(
+        EXPERTS, {"dot": router}, "dot", Policy(), BatchingEmbedder(KeywordEmbedder()), 100
+    )
+    ask = [{"role": "user", "content": "math again"}]
+    first, again = await routing.decide(ask), await routing.decide(ask)
+    assert router.rows == ["math again"]
+    assert again.scores == first.scores and again.ranked == first.ranked == ["mathy", "chatty"]
+    router.online_updates_ += 1  # it learned: what it said before no longer holds
+    await routing.decide(ask)
+    assert router.rows == ["math again", "math again"]
+
+
+async def test_remembered_rows_are_read_only_and_bounded() -> None:
+    from api.embedding import ScoreBatcher
+
+    router = _Counting().fit_pool(EXPERTS)
+    batcher = ScoreBatcher(cache_size=2)
+    vectors = {t: np.array([1.0, 0.0], np.float32) + i for i, t in enumerate("abc")}
+    rows = [await batcher.score(router, v, t) for t, v in vectors.items()]
+    with pytest.raises(ValueError, match="read-only"):
+        rows[0][0] = 1.0
+    await batcher.score(router, vectors["c"], "c")  # remembered
+    await batcher.score(router, vectors["a"], "a")  # evicted by the bound: scored again
+    assert router.rows == ["a", "b", "c", "a"]
+    off = ScoreBatcher(cache_size=0)
+    for _ in range(2):
+        await off.score(router, vectors["a"], "a")
+    assert router.rows[-2:] == ["a", "a"]

@@ -117,3 +117,25 @@ def test_coe_keys_without_redis_says_so() -> None:
     result = CliRunner().invoke(cli_app, ["keys", "list"], env={"COE_REDIS_URL": ""})
     assert result.exit_code == 2
     assert "COE_REDIS_URL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("headers", "secret"),
+    [
+        ([(b"authorization", b"Bearer coe-abc")], "coe-abc"),
+        ([(b"authorization", b"bearer  coe-abc ")], "coe-abc"),
+        ([(b"authorization", b"Basic xyz")], None),
+        ([(b"authorization", b"Bearer ")], None),
+        ([(b"x-other", b"1")], None),
+        ([(b"authorization", b"Bearer first"), (b"authorization", b"Bearer second")], "first"),
+    ],
+)
+def test_the_middleware_reads_the_bearer_as_headers_would(
+    headers: list[tuple[bytes, bytes]], secret: str | None
+) -> None:
+    from starlette.datastructures import Headers
+
+    from api.keys import _presented, _presented_raw
+
+    scope = {"type": "http", "headers": headers}
+    assert _presented_raw(scope) == secret == _presented(Headers(scope=scope))
