@@ -43,15 +43,39 @@ import numpy as np
 from router.base import Router, register
 from router.costs import ReplyCostModel, kmeans, prompt_tokens_of
 from router.data import RoutingData
-from router.onboard import IrtTable, onboard_profile, onboard_reply_costs, select_profile
+from router.onboard import (
+    IrtTable,
+    impute_outcomes,
+    onboard_profile,
+    onboard_reply_costs,
+    select_profile,
+)
 
-__all__ = ["ClusterRouter", "OnboardingError"]
+__all__ = ["ClusterRouter", "OnboardingError", "query_keys"]
 
 _EPS = 1e-3
+#: profiled queries found in the training file below which `cf` regresses on predicted outcomes
+_MIN_MATCHED = 10
 
 
 class OnboardingError(ValueError):
     """A profile that cannot add an expert to a fitted router (what to fix is in the message)."""
+
+
+def query_keys(query_ids: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
+    """`(n,)` int64 keys of queries (id and prompt text hashed together), so a profiled query
+    is matched with the same query of the training file and never with a namesake."""
+    import hashlib
+
+    return np.array(
+        [
+            int.from_bytes(
+                hashlib.blake2b(f"{q}\0{p}".encode(), digest_size=8).digest(), "little", signed=True
+            )
+            for q, p in zip(query_ids, prompts, strict=True)
+        ],
+        dtype=np.int64,
+    )
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -71,6 +95,12 @@ class ClusterRouter(Router):
     onboard_caution = 0.0
     onboard_ability = 0.0
     onboard_costs = "pool"
+    onboard_cf_c = 0.1
+    # what `cf` onboarding reads of the training file; None in artifacts pickled before it
+    train_keys_: np.ndarray | None = None
+    train_scores_: np.ndarray | None = None
+    train_regions_: np.ndarray | None = None
+    train_mix_: np.ndarray | None = None
 
     def __init__(
         self,
@@ -86,6 +116,7 @@ class ClusterRouter(Router):
         onboard_costs: str = "pool",
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
+        onboard_cf_c: float = 0.1,
         seed: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -100,6 +131,7 @@ class ClusterRouter(Router):
         self.onboard_costs = onboard_costs
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
+        self.onboard_cf_c = onboard_cf_c
         self.seed = seed
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
@@ -108,10 +140,30 @@ class ClusterRouter(Router):
         self.centroids_ = kmeans(embeddings, k, self.seed)
         weights = self._weights(embeddings)
         self.table_ = self._profile(data.scores, weights, data.scores.mean(axis=0), self.prior)
+        self._remember(data, weights)
         self.cost_model_ = ReplyCostModel(seed=self.seed).fit(
             data, embeddings, centroids=self.centroids_
         )
         return self
+
+    def _remember(self, data: RoutingData, weights: np.ndarray) -> None:
+        """Keep what `cf` onboarding needs of the training file, compactly: each query's key,
+        every expert's outcome (float16) and its `top` regions with their weights (float16).
+        About 11 bytes × (m + top) per training query (MMLU-Pro: ~0.2 MB for 8,400 × 13)."""
+        top = min(self.top, weights.shape[1])
+        regions = np.argsort(-weights, axis=1, kind="stable")[:, :top]
+        self.train_keys_ = query_keys(data.query_ids, data.prompts)
+        self.train_scores_ = np.asarray(data.scores, dtype=np.float16)
+        self.train_regions_ = regions.astype(np.int16)
+        self.train_mix_ = np.take_along_axis(weights, regions, axis=1).astype(np.float16)
+
+    def _training_weights(self) -> np.ndarray:
+        """`(N, k)` the training queries' region weights, rebuilt from `_remember`'s."""
+        assert self.train_regions_ is not None and self.train_mix_ is not None
+        mix = self.train_mix_.astype(np.float64)
+        weights = np.zeros((len(mix), len(self.centroids_)))
+        np.put_along_axis(weights, self.train_regions_.astype(np.int64), mix, axis=1)
+        return np.asarray(weights / weights.sum(axis=1, keepdims=True), dtype=np.float64)
 
     def _weights(self, embeddings: np.ndarray) -> np.ndarray:
         """`(n, k)` mixing weights over regions: softmax over the `top` most similar."""
@@ -158,9 +210,10 @@ class ClusterRouter(Router):
         out = copy.deepcopy(self)
         weights = self._weights(embeddings)
         for j in new:
-            prior = self._predicted_profile(embeddings, weights, data.scores[:, j])
-            column = self._profile(data.scores[:, [j]], weights, prior[:, None], self.onboard_prior)
+            column, imputed = self._new_column(data, j, embeddings, weights)
             out.table_ = np.concatenate([out.table_, column], axis=1)
+            if out.train_scores_ is not None:
+                out.train_scores_ = np.column_stack([out.train_scores_, imputed.astype(np.float16)])
             assert out.cost_model_ is not None and self.cost_model_ is not None
             out.cost_model_ = out.cost_model_.add_expert(data, j, embeddings)
             if self.onboard_costs == "pool":
@@ -172,6 +225,72 @@ class ClusterRouter(Router):
             out.models_ = [*out.models_, data.models[j]]
             out.experts_ = [*out.experts_, *(e for e in data.experts if e.name == data.models[j])]
         return out
+
+    def _new_column(
+        self, data: RoutingData, j: int, embeddings: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(k, 1)` the region profile of new expert `data.models[j]` and `(N,)` its expected
+        score on each remembered training query (empty for an artifact that keeps none)."""
+        outcome = data.scores[:, j]
+        if self.train_scores_ is None:
+            prior = self._predicted_profile(embeddings, weights, outcome)
+            return self._profile(outcome[:, None], weights, prior[:, None], self.onboard_prior), (
+                np.zeros(0)
+            )
+        train_weights = self._training_weights()
+        if self.onboard == "cf":
+            return self._imputed_column(data, j, weights, train_weights)
+        prior = self._predicted_profile(embeddings, weights, outcome)
+        column = self._profile(outcome[:, None], weights, prior[:, None], self.onboard_prior)
+        return column, train_weights @ column[:, 0]
+
+    def _imputed_column(
+        self, data: RoutingData, j: int, weights: np.ndarray, train_weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`cf` onboarding: the newcomer's outcome on every training query, imputed from the
+        existing experts' outcomes there (`impute_outcomes`, with the IRT profile of its
+        region as prior), then its region profile built from that column as `fit` builds one.
+
+        Profiled queries of the training file (matched by `query_keys`) are regressed on the
+        existing experts' recorded outcomes and keep their own observed outcome; when fewer
+        than `_MIN_MATCHED` match (a profile of other questions), on the router's predicted
+        outcomes, and the profile's own outcomes then correct each region as `irt` does."""
+        assert self.train_keys_ is not None and self.train_scores_ is not None
+        outcome = np.asarray(data.scores[:, j], dtype=np.float64)
+        irt = onboard_profile(
+            self.table_,
+            weights,
+            outcome,
+            self.onboard_rank,
+            self.onboard_strength,
+            self.onboard_caution,
+            self.onboard_ability,
+        )
+        offset_all = _logit(train_weights @ irt)
+        index = {int(key): i for i, key in enumerate(self.train_keys_)}
+        rows = np.array([index.get(int(k), -1) for k in query_keys(data.query_ids, data.prompts)])
+        seen = rows >= 0
+        if seen.sum() >= _MIN_MATCHED:
+            known = self.train_scores_[:, : self.table_.shape[1]].astype(np.float64)
+            at = rows[seen]
+            imputed = impute_outcomes(
+                known[at], offset_all[at], outcome[seen], known, offset_all, self.onboard_cf_c
+            )
+            imputed[at] = outcome[seen]
+            column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
+            return column, imputed
+        predicted = weights @ self.table_
+        imputed = impute_outcomes(
+            predicted,
+            _logit(weights @ irt),
+            outcome,
+            train_weights @ self.table_,
+            offset_all,
+            self.onboard_cf_c,
+        )
+        prior = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
+        column = self._profile(outcome[:, None], weights, prior, self.onboard_prior)
+        return column, imputed
 
     @staticmethod
     def _pool_reply_costs(
@@ -199,7 +318,7 @@ class ClusterRouter(Router):
         self, embeddings: np.ndarray, weights: np.ndarray, outcome: np.ndarray
     ) -> np.ndarray:
         """`(k,)` the new expert's expected score per region, from the existing experts'."""
-        if self.onboard == "irt":
+        if self.onboard in ("irt", "cf"):  # cf without a remembered training file: its prior
             return onboard_profile(
                 self.table_,
                 weights,
@@ -211,7 +330,7 @@ class ClusterRouter(Router):
             )
         if self.onboard != "regression":
             raise OnboardingError(
-                f"unknown onboarding model {self.onboard!r}; choose 'irt' or 'regression'"
+                f"unknown onboarding model {self.onboard!r}; choose 'cf', 'irt' or 'regression'"
             )
         from sklearn.linear_model import LogisticRegression
 
