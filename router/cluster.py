@@ -41,11 +41,12 @@ from typing import Self
 import numpy as np
 
 from router.base import Router, register
-from router.costs import ReplyCostModel, kmeans, prompt_tokens_of
+from router.costs import ReplyCostModel, kmeans, prompt_tokens_of, reply_costs_of
 from router.data import RoutingData
 from router.onboard import (
     IrtTable,
     impute_outcomes,
+    impute_reply_costs,
     onboard_profile,
     onboard_reply_costs,
     select_profile,
@@ -101,6 +102,7 @@ class ClusterRouter(Router):
     train_scores_: np.ndarray | None = None
     train_regions_: np.ndarray | None = None
     train_mix_: np.ndarray | None = None
+    train_log_reply_: np.ndarray | None = None
 
     def __init__(
         self,
@@ -148,14 +150,15 @@ class ClusterRouter(Router):
 
     def _remember(self, data: RoutingData, weights: np.ndarray) -> None:
         """Keep what `cf` onboarding needs of the training file, compactly: each query's key,
-        every expert's outcome (float16) and its `top` regions with their weights (float16).
-        About 11 bytes × (m + top) per training query (MMLU-Pro: ~0.2 MB for 8,400 × 13)."""
+        every expert's outcome and log reply cost and its `top` regions with their weights
+        (float16): 8 + 4 m + 4 top bytes per training query (MMLU-Pro: 0.5 MB for 8,400 × 13)."""
         top = min(self.top, weights.shape[1])
         regions = np.argsort(-weights, axis=1, kind="stable")[:, :top]
         self.train_keys_ = query_keys(data.query_ids, data.prompts)
         self.train_scores_ = np.asarray(data.scores, dtype=np.float16)
         self.train_regions_ = regions.astype(np.int16)
         self.train_mix_ = np.take_along_axis(weights, regions, axis=1).astype(np.float16)
+        self.train_log_reply_ = np.log(np.maximum(reply_costs_of(data), 1e-12)).astype(np.float16)
 
     def _training_weights(self) -> np.ndarray:
         """`(N, k)` the training queries' region weights, rebuilt from `_remember`'s."""
@@ -209,19 +212,27 @@ class ClusterRouter(Router):
             )
         out = copy.deepcopy(self)
         weights = self._weights(embeddings)
+        if self.onboard_costs not in ("cf", "pool", "own"):
+            raise OnboardingError(
+                f"unknown onboard_costs {self.onboard_costs!r}; choose 'cf', 'pool' or 'own'"
+            )
         for j in new:
             column, imputed = self._new_column(data, j, embeddings, weights)
             out.table_ = np.concatenate([out.table_, column], axis=1)
-            if out.train_scores_ is not None:
-                out.train_scores_ = np.column_stack([out.train_scores_, imputed.astype(np.float16)])
             assert out.cost_model_ is not None and self.cost_model_ is not None
             out.cost_model_ = out.cost_model_.add_expert(data, j, embeddings)
-            if self.onboard_costs == "pool":
+            reply = None
+            if self.onboard_costs == "cf":
+                reply = self._cf_reply_costs(out.cost_model_, data, j)
+            if self.onboard_costs == "pool" or (self.onboard_costs == "cf" and reply is None):
                 self._pool_reply_costs(out.cost_model_, data, j, embeddings)
-            elif self.onboard_costs != "own":
-                raise OnboardingError(
-                    f"unknown onboard_costs {self.onboard_costs!r}; choose 'pool' or 'own'"
-                )
+            if out.train_scores_ is not None and out.train_log_reply_ is not None:
+                if reply is None:  # what the cost model now predicts on each training query
+                    assert out.train_regions_ is not None
+                    reply = out.cost_model_.table_[out.train_regions_[:, 0].astype(int), -1]
+                out.train_scores_ = np.column_stack([out.train_scores_, imputed.astype(np.float16)])
+                log_reply = np.log(np.maximum(reply, 1e-12)).astype(np.float16)
+                out.train_log_reply_ = np.column_stack([out.train_log_reply_, log_reply])
             out.models_ = [*out.models_, data.models[j]]
             out.experts_ = [*out.experts_, *(e for e in data.experts if e.name == data.models[j])]
         return out
@@ -267,8 +278,7 @@ class ClusterRouter(Router):
             self.onboard_ability,
         )
         offset_all = _logit(train_weights @ irt)
-        index = {int(key): i for i, key in enumerate(self.train_keys_)}
-        rows = np.array([index.get(int(k), -1) for k in query_keys(data.query_ids, data.prompts)])
+        rows = self._matched_rows(data)
         seen = rows >= 0
         if seen.sum() >= _MIN_MATCHED:
             known = self.train_scores_[:, : self.table_.shape[1]].astype(np.float64)
@@ -291,6 +301,40 @@ class ClusterRouter(Router):
         prior = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
         column = self._profile(outcome[:, None], weights, prior, self.onboard_prior)
         return column, imputed
+
+    def _matched_rows(self, data: RoutingData) -> np.ndarray:
+        """`(n,)` the remembered training row of each profiled query, -1 where none."""
+        if self.train_keys_ is None:
+            return np.full(len(data), -1)
+        index = {int(key): i for i, key in enumerate(self.train_keys_)}
+        return np.array([index.get(int(k), -1) for k in query_keys(data.query_ids, data.prompts)])
+
+    def _cf_reply_costs(
+        self, model: ReplyCostModel, data: RoutingData, j: int
+    ) -> np.ndarray | None:
+        """Replace the new (last) column of `model` by the region means of the newcomer's reply
+        cost imputed on every training query (`impute_reply_costs`, its own replies where it
+        was profiled), and return that `(N,)` column; None (nothing changed) when fewer than
+        `_MIN_MATCHED` profiled queries are training queries."""
+        rows = self._matched_rows(data)
+        seen = rows >= 0
+        if seen.sum() < _MIN_MATCHED or self.train_log_reply_ is None:
+            return None
+        assert self.train_regions_ is not None
+        m = self.table_.shape[1]
+        known = self.train_log_reply_[:, :m].astype(np.float64)
+        expert = model.experts_[-1]
+        reply = np.maximum(
+            data.costs[:, j] - prompt_tokens_of(data) * expert.input_price / 1e6, 0.0
+        )[seen]
+        imputed = impute_reply_costs(known[rows[seen]], reply, known)
+        imputed[rows[seen]] = reply
+        groups = self.train_regions_[:, 0].astype(np.int64)
+        k = len(model.table_)
+        sums = np.bincount(groups, weights=imputed, minlength=k)
+        counts = np.bincount(groups, minlength=k).astype(np.float64)
+        model.table_[:, -1] = (sums + model.shrink * imputed.mean()) / (counts + model.shrink)
+        return imputed
 
     @staticmethod
     def _pool_reply_costs(

@@ -25,7 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SELECTIONS", "IrtTable", "impute_outcomes", "onboard_profile", "select_profile"]
+__all__ = [
+    "SELECTIONS",
+    "IrtTable",
+    "impute_outcomes",
+    "impute_reply_costs",
+    "onboard_profile",
+    "select_profile",
+]
 
 _EPS = 1e-3
 
@@ -158,6 +165,27 @@ def impute_outcomes(
     beta = np.asarray(minimize(loss, start, jac=True, method="L-BFGS-B").x, dtype=np.float64)
     z_all = np.asarray(offset_all, dtype=np.float64) + beta[0] + (features_all - centre) @ beta[1:]
     return np.asarray(1.0 / (1.0 + np.exp(-z_all)), dtype=np.float64)
+
+
+def impute_reply_costs(
+    known_log: np.ndarray, reply: np.ndarray, known_log_all: np.ndarray, ridge: float = 10.0
+) -> np.ndarray:
+    """`(N,)` a newcomer's expected reply cost on each of N queries, from the existing experts'
+    log reply costs on the same query (`known_log_all` `(N, m)`; `known_log` `(n, m)` on the
+    profiled queries, where its replies cost `reply` `(n,)`).
+
+    A question that makes every existing expert write long makes the newcomer write long too:
+    its log reply cost is a ridge regression (penalty `ridge`) on theirs, centred, and the
+    level is then set so the imputed costs of the profiled queries sum to what they cost.
+    """
+    centre = np.asarray(known_log_all, dtype=np.float64).mean(axis=0)
+    x = np.asarray(known_log, dtype=np.float64) - centre
+    y = np.log(np.maximum(np.asarray(reply, dtype=np.float64), 1e-12))
+    beta = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (y - y.mean()))
+    shape = np.exp((np.asarray(known_log_all, dtype=np.float64) - centre) @ beta)
+    profiled = np.exp(x @ beta)
+    level = float(np.sum(reply)) / max(float(profiled.sum()), 1e-300)
+    return np.asarray(level * shape, dtype=np.float64)
 
 
 #: How `select_profile` picks the queries to profile a newcomer on.

@@ -129,11 +129,15 @@ def test_cf_onboarding_gives_a_noisy_copy_of_an_expert_that_experts_profile(of: 
 
 def test_cf_onboarding_from_training_queries_gives_the_topic_expert_its_topic() -> None:
     full, x = pool(600, seed=0)
-    router = ClusterRouter(n_clusters=6, top=1, onboard="cf").fit(only(full, OLD), x)
+    router = ClusterRouter(n_clusters=6, top=1, onboard="cf", onboard_costs="cf")
+    router.fit(only(full, OLD), x)
     picked = np.sort(np.random.default_rng(4).choice(len(full), 100, replace=False))
     grown = router.add_experts(only(full.take(picked), ("newbie",)), x[picked])
     assert grown.train_scores_ is not None and grown.train_scores_.shape == (600, 4)
+    assert grown.train_log_reply_ is not None and grown.train_log_reply_.shape == (600, 4)
     test, xt = pool(300, seed=3)
+    assert grown.cost_model_ is not None
+    assert grown.cost_model_.reply_tokens(xt, len(test))[:, 3] == pytest.approx(np.full(300, 300.0))
     picks = choose(
         grown.score(xt, test.prompts), grown.predicted_costs(xt, test.prompt_tokens), 0.1,
         grown.cost_scale_,
@@ -150,9 +154,11 @@ def test_cf_onboarding_of_other_questions_and_of_old_artifacts_still_places_the_
     test, xt = pool(300, seed=3)
     topic = np.arange(len(test)) % 3
     for forget in (False, True):
-        router = ClusterRouter(n_clusters=6, top=1, onboard="cf").fit(only(full, OLD), x)
+        router = ClusterRouter(n_clusters=6, top=1, onboard="cf", onboard_costs="cf")
+        router.fit(only(full, OLD), x)
         if forget:
             del router.train_keys_, router.train_scores_, router.train_regions_, router.train_mix_
+            del router.train_log_reply_
         grown = router.add_experts(only(profile, ("newbie",)), xp)
         assert (grown.train_scores_ is None) == forget
         picks = grown.score(xt, test.prompts).argmax(axis=1)
@@ -173,5 +179,5 @@ def test_the_remembered_training_file_is_small() -> None:
         )
         if a is not None
     )
-    assert kept == 600 * (8 + 2 * 4 + 2 + 2)
+    assert kept + router.train_log_reply_.nbytes == 600 * (8 + 4 * 4 + 2 + 2)
     assert router._training_weights() == pytest.approx(router._weights(x), abs=1e-3)

@@ -8,6 +8,7 @@ import pytest
 from router.onboard import (
     IrtTable,
     impute_outcomes,
+    impute_reply_costs,
     onboard_profile,
     onboard_reply_costs,
     select_profile,
@@ -139,3 +140,15 @@ def test_imputation_follows_the_existing_expert_a_newcomer_agrees_with() -> None
     # a tiny c keeps the prior (the offset) whatever the outcomes say
     kept = impute_outcomes(known[rows], flat[rows], newcomer[rows], known, flat, c=1e-9)
     assert kept == pytest.approx(np.full(2000, 0.5), abs=1e-3)
+
+
+def test_imputed_reply_costs_follow_how_long_the_existing_experts_write_on_each_query() -> None:
+    # every expert writes long on some questions; the newcomer writes twice expert 0's length
+    rng = np.random.default_rng(8)
+    length = rng.lognormal(0, 1, 3000)
+    known = np.log(length[:, None] * np.array([1.0, 3.0, 0.5]) * rng.lognormal(0, 0.1, (3000, 3)))
+    newcomer = 2.0 * np.exp(known[:, 0])
+    rows = rng.choice(3000, 100, replace=False)
+    got = impute_reply_costs(known[rows], newcomer[rows], known, ridge=1.0)
+    assert np.median(np.abs(np.log(got / newcomer))) < 0.15
+    assert got[rows].sum() == pytest.approx(newcomer[rows].sum())
