@@ -22,6 +22,14 @@ earlier model, a logistic regression (`onboard_c`) of its outcomes on every exis
 profile (`onboard="regression"`), is kept for comparison: one weight per existing expert from
 100 noisy outcomes can hand a mediocre newcomer whole regions. `select_profile` says which
 queries to profile (random, the default; stratified by region; D-optimal for the IRT fit).
+
+`onboard="cf"` (collaborative filtering) uses that models' correctness is strongly correlated
+across queries: the router remembers its training file compactly (each query's key, every
+expert's outcome and log reply cost, its regions; `_remember`), and where the profiled queries
+are training queries, the newcomer's outcome is regressed on the existing experts' outcomes on
+the same query (`impute_outcomes`, the IRT profile of its region as the prior), imputed on
+every training query, and its region profile built from that column as `fit` builds one;
+`onboard_costs="cf"` does the same for its reply cost (`impute_reply_costs`).
 The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
