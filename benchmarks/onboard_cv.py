@@ -40,7 +40,8 @@ CONFIGS: list[dict[str, Any]] = [
     {"onboard_prior": 20.0},
     {"onboard_prior": 200.0},
     # collaborative filtering: the newcomer's outcome regressed on the existing experts'
-    *({"onboard": "cf", "onboard_cf_c": c} for c in (0.03, 0.1, 0.3, 1.0)),
+    *({"onboard": "cf", "onboard_cf_c": c} for c in (0.1, 0.3, 1.0, 3.0)),
+    {"onboard": "cf", "onboard_cf_c": 1.0, "onboard_costs": "cf"},
 ]
 
 

@@ -250,32 +250,30 @@ class ClusterRouter(Router):
     ) -> tuple[np.ndarray, np.ndarray]:
         """`(k, 1)` the region profile of new expert `data.models[j]` and `(N,)` its expected
         score on each remembered training query (empty for an artifact that keeps none)."""
-        outcome = data.scores[:, j]
-        if self.train_scores_ is None:
-            prior = self._predicted_profile(embeddings, weights, outcome)
-            return self._profile(outcome[:, None], weights, prior[:, None], self.onboard_prior), (
-                np.zeros(0)
-            )
-        train_weights = self._training_weights()
-        if self.onboard == "cf":
-            return self._imputed_column(data, j, weights, train_weights)
+        outcome = np.asarray(data.scores[:, j], dtype=np.float64)
+        rows = self._matched_rows(data)
+        if self.onboard == "cf" and (rows >= 0).sum() >= _MIN_MATCHED:
+            return self._imputed_column(outcome, rows, weights)
+        # `irt`, `regression`, or `cf` with a profile of questions the training file lacks
         prior = self._predicted_profile(embeddings, weights, outcome)
         column = self._profile(outcome[:, None], weights, prior[:, None], self.onboard_prior)
-        return column, train_weights @ column[:, 0]
+        if self.train_scores_ is None:
+            return column, np.zeros(0)
+        return column, self._training_weights() @ column[:, 0]
 
     def _imputed_column(
-        self, data: RoutingData, j: int, weights: np.ndarray, train_weights: np.ndarray
+        self, outcome: np.ndarray, rows: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`cf` onboarding: the newcomer's outcome on every training query, imputed from the
-        existing experts' outcomes there (`impute_outcomes`, with the IRT profile of its
-        region as prior), then its region profile built from that column as `fit` builds one.
-
-        Profiled queries of the training file (matched by `query_keys`) are regressed on the
-        existing experts' recorded outcomes and keep their own observed outcome; when fewer
-        than `_MIN_MATCHED` match (a profile of other questions), on the router's predicted
-        outcomes, and the profile's own outcomes then correct each region as `irt` does."""
-        assert self.train_keys_ is not None and self.train_scores_ is not None
-        outcome = np.asarray(data.scores[:, j], dtype=np.float64)
+        """`cf` onboarding from the profiled queries that are training queries (`rows` ≥ 0):
+        the newcomer's outcome on every training query, imputed (`impute_outcomes`) with the
+        IRT profile of the query's region as prior and, as features, what the region does not
+        explain of the existing experts' recorded outcomes on that query (their outcome minus
+        their region's accuracy: the region's own pattern is in the prior already, and counting
+        it twice made the profiles worse). The profiled queries keep their observed outcome;
+        the region profile is then built from that column as `fit` builds one."""
+        assert self.train_scores_ is not None
+        seen = rows >= 0
+        at = rows[seen]
         irt = onboard_profile(
             self.table_,
             weights,
@@ -285,29 +283,15 @@ class ClusterRouter(Router):
             self.onboard_caution,
             self.onboard_ability,
         )
-        offset_all = _logit(train_weights @ irt)
-        rows = self._matched_rows(data)
-        seen = rows >= 0
-        if seen.sum() >= _MIN_MATCHED:
-            known = self.train_scores_[:, : self.table_.shape[1]].astype(np.float64)
-            at = rows[seen]
-            imputed = impute_outcomes(
-                known[at], offset_all[at], outcome[seen], known, offset_all, self.onboard_cf_c
-            )
-            imputed[at] = outcome[seen]
-            column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
-            return column, imputed
-        predicted = weights @ self.table_
+        train_weights = self._training_weights()
+        offset = _logit(train_weights @ irt)
+        m = self.table_.shape[1]
+        residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
         imputed = impute_outcomes(
-            predicted,
-            _logit(weights @ irt),
-            outcome,
-            train_weights @ self.table_,
-            offset_all,
-            self.onboard_cf_c,
+            residual[at], offset[at], outcome[seen], residual, offset, self.onboard_cf_c
         )
-        prior = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
-        column = self._profile(outcome[:, None], weights, prior, self.onboard_prior)
+        imputed[at] = outcome[seen]
+        column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
         return column, imputed
 
     def _matched_rows(self, data: RoutingData) -> np.ndarray:

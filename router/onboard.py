@@ -141,9 +141,9 @@ def impute_outcomes(
     `(n,)` on the profiled queries are regressed on the existing experts' outcomes there
     (`features` `(n, m)`), centred on the N queries' means (`features_all` `(N, m)`), by a
     logistic regression whose prior logit per query (`offset` `(n,)`, `offset_all` `(N,)`,
-    e.g. the IRT profile of its region) is the offset, and whose weights and intercept an L2
-    penalty of `1 / c` pulls back to that prior: 100 outcomes fit a dozen weights only where
-    they agree. Example::
+    e.g. the IRT profile of its region) is the offset, and whose weights an L2 penalty of
+    `1 / c` pulls back to that prior (the intercept is free): 100 outcomes fit a dozen weights
+    only where they agree. Example::
 
         p = impute_outcomes(known[rows], prior[rows], y, known, prior, c=0.1)   # (N,)
     """
@@ -153,11 +153,14 @@ def impute_outcomes(
     design = np.column_stack([np.ones(len(outcomes)), np.asarray(features) - centre])
     y = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
     offset = np.asarray(offset, dtype=np.float64)
-    precision = 1.0 / max(c, 1e-12)
+    # the intercept is free, so the imputed outcomes on the profiled queries sum to what it
+    # scored there (a penalised one biases the level toward the prior's)
+    precision = np.full(design.shape[1], 1.0 / max(c, 1e-12))
+    precision[0] = 1e-6
 
     def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
         z = offset + design @ beta
-        value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * precision * beta @ beta)
+        value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * (precision * beta**2).sum())
         grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + precision * beta
         return value, np.asarray(grad, dtype=np.float64)
 

@@ -137,9 +137,10 @@ def test_imputation_follows_the_existing_expert_a_newcomer_agrees_with() -> None
     flat = np.zeros(2000)
     p = impute_outcomes(known[rows], flat[rows], newcomer[rows], known, flat, c=1.0)
     assert p[known[:, 0] == 1].mean() > 0.75 > 0.25 > p[known[:, 0] == 0].mean()
-    # a tiny c keeps the prior (the offset) whatever the outcomes say
+    # a tiny c keeps the prior's shape (the offset, flat here); the free intercept sets the
+    # level to what it scored on the profile
     kept = impute_outcomes(known[rows], flat[rows], newcomer[rows], known, flat, c=1e-9)
-    assert kept == pytest.approx(np.full(2000, 0.5), abs=1e-3)
+    assert kept == pytest.approx(np.full(2000, newcomer[rows].mean()), abs=1e-3)
 
 
 def test_imputed_reply_costs_follow_how_long_the_existing_experts_write_on_each_query() -> None:
