@@ -98,13 +98,13 @@ class ClusterRouter(Router):
 
     name = "cluster"
     # Artifacts pickled before these parameters existed onboard with today's defaults.
-    onboard = "irt"
+    onboard = "cf"
     onboard_rank = 2
     onboard_strength = 1.0
     onboard_caution = 0.0
     onboard_ability = 0.0
     onboard_costs = "pool"
-    onboard_cf_c = 0.1
+    onboard_cf_c = 1.0
     # what `cf` onboarding reads of the training file; None in artifacts pickled before it
     train_keys_: np.ndarray | None = None
     train_scores_: np.ndarray | None = None
@@ -118,7 +118,7 @@ class ClusterRouter(Router):
         top: int = 3,
         temperature: float = 0.05,
         prior: float = 5.0,
-        onboard: str = "irt",
+        onboard: str = "cf",
         onboard_rank: int = 2,
         onboard_strength: float = 1.0,
         onboard_caution: float = 0.0,
@@ -126,7 +126,7 @@ class ClusterRouter(Router):
         onboard_costs: str = "pool",
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
-        onboard_cf_c: float = 0.1,
+        onboard_cf_c: float = 1.0,
         seed: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -269,8 +269,9 @@ class ClusterRouter(Router):
         IRT profile of the query's region as prior and, as features, what the region does not
         explain of the existing experts' recorded outcomes on that query (their outcome minus
         their region's accuracy: the region's own pattern is in the prior already, and counting
-        it twice made the profiles worse). The profiled queries keep their observed outcome;
-        the region profile is then built from that column as `fit` builds one."""
+        it twice made the profiles worse). The region profile is built from that column as
+        `fit` builds one, then corrected per region by what the imputation missed on the
+        profiled queries."""
         assert self.train_scores_ is not None
         seen = rows >= 0
         at = rows[seen]
@@ -290,9 +291,15 @@ class ClusterRouter(Router):
         imputed = impute_outcomes(
             residual[at], offset[at], outcome[seen], residual, offset, self.onboard_cf_c
         )
-        imputed[at] = outcome[seen]
         column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
-        return column, imputed
+        # what the imputation missed on the profiled queries corrects their regions, shrunk by
+        # `onboard_prior` pseudo-queries as `irt` is (a newcomer unlike every existing expert
+        # somewhere is seen there only through its own outcomes)
+        miss = outcome[seen] - imputed[at]
+        w = train_weights[at]
+        column[:, 0] += (w.T @ miss) / (w.sum(axis=0) + self.onboard_prior)
+        imputed[at] = outcome[seen]
+        return np.clip(column, 0.0, 1.0), imputed
 
     def _matched_rows(self, data: RoutingData) -> np.ndarray:
         """`(n,)` the remembered training row of each profiled query, -1 where none."""
