@@ -10,12 +10,13 @@ The reply-cost model (`router.costs`) shares the same regions.
 A new expert joins a fitted router from a small profile (`add_experts`, `coe train --add`),
 without refitting. 100 outcomes measure its overall strength well and any one region hardly at
 all, so its region profile comes from a low-rank IRT model of the existing table
-(`router.onboard`, `onboard="irt"`): the regions' difficulty for the existing experts, shifted
-by the newcomer's fitted ability, plus `onboard_rank` loadings on the table's main contrasts,
-held `onboard_strength` times tighter than the existing experts' spread. That profile is then
-corrected by its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The
-prior on its ability is flat (`onboard_ability=0`; 1 is the existing experts' spread, which
-put a newcomer stronger than all of them, gemini-1.5-pro, 0.035 below full retraining per region).
+(`router.onboard`, `onboard="irt"`, and the prior of `cf` below): the regions' difficulty
+for the existing experts, shifted by the newcomer's fitted ability, plus `onboard_rank`
+loadings on the table's main contrasts, held `onboard_strength` times tighter than the
+existing experts' spread. That profile is then corrected by its own outcomes in each region,
+shrunk by `onboard_prior` pseudo-queries. The prior on its ability is flat (`onboard_ability=0`;
+1 is the existing experts' spread, which put a newcomer stronger than all of them,
+gemini-1.5-pro, 0.035 below full retraining per region).
 Its reply cost per region is the existing experts' length pattern at its own measured level,
 corrected by its replies in each region (`onboard_costs="pool"`; `"own"`: its own mean). The
 earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
@@ -23,13 +24,16 @@ profile (`onboard="regression"`), is kept for comparison: one weight per existin
 100 noisy outcomes can hand a mediocre newcomer whole regions. `select_profile` says which
 queries to profile (random, the default; stratified by region; D-optimal for the IRT fit).
 
-`onboard="cf"` (collaborative filtering) uses that models' correctness is strongly correlated
-across queries: the router remembers its training file compactly (each query's key, every
-expert's outcome and log reply cost, its regions; `_remember`), and where the profiled queries
-are training queries, the newcomer's outcome is regressed on the existing experts' outcomes on
-the same query (`impute_outcomes`, the IRT profile of its region as the prior), imputed on
-every training query, and its region profile built from that column as `fit` builds one;
-`onboard_costs="cf"` does the same for its reply cost (`impute_reply_costs`).
+`onboard="cf"` (collaborative filtering, the default) uses that models' correctness is strongly
+correlated across queries: the router remembers its training file compactly (each query's key,
+every expert's outcome and log reply cost, its regions; `_remember`), and where the profiled
+queries are training queries, the newcomer's outcome is regressed on what their region does not
+explain of the existing experts' outcomes on the same query (`impute_outcomes`, L2
+`onboard_cf_c`, the IRT profile above as the offset), imputed on every training query, its
+region profile built from that column as `fit` builds one and corrected per region by what the
+imputation missed on the profiled queries. A profile of other questions (or an artifact pickled
+before the router remembered its training file) onboards as `irt`. `onboard_costs="cf"` imputes
+the reply cost per query likewise (`impute_reply_costs`).
 The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
