@@ -67,7 +67,7 @@ from router.onboard import (
 __all__ = ["ClusterRouter", "OnboardingError", "query_keys"]
 
 _EPS = 1e-3
-#: profiled queries found in the training file below which `cf` regresses on predicted outcomes
+#: profiled queries found in the training file below which `cf` onboards as `irt`
 _MIN_MATCHED = 10
 
 
