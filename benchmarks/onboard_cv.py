@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/onboard_cv.py --train /work/data/mmlu_pro/train.parquet \
         --embed-cache /work/cache/embeddings [--models a,b] [--draws 3] [--configs JSON]
+        [--embed lexical]
 
 The training file is split 80/20 (seeded): for each held-out model (default: every model), a
 router fitted on the 80% without it is given it from 100 profiled queries of that 80%, and
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from training.dataset import read_dataset, to_routing_data
-from training.embed import embed_prompts
+from training.embed import embed_prompts, lexical_embeddings
 from training.onboarding import lomo_cv
 
 CONFIGS: list[dict[str, Any]] = [
@@ -39,6 +40,9 @@ CONFIGS: list[dict[str, Any]] = [
     *({"select": s} for s in ("stratified", "doptimal")),
     {"onboard_prior": 20.0},
     {"onboard_prior": 200.0},
+    # collaborative filtering: the newcomer's outcome regressed on the existing experts'
+    *({"onboard": "cf", "onboard_cf_c": c} for c in (0.1, 0.3, 1.0, 3.0)),
+    {"onboard": "cf", "onboard_cf_c": 1.0, "onboard_costs": "cf"},
 ]
 
 
@@ -50,10 +54,19 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3, help="profile draws per model and config")
     parser.add_argument("--n-profile", type=int, default=100)
     parser.add_argument("--configs", help="JSON list of onboarding parameter dicts")
+    parser.add_argument(
+        "--embed",
+        choices=("minilm", "lexical"),
+        default="minilm",
+        help="lexical: TF-IDF + SVD(64) of the training prompts, a stand-in for MiniLM",
+    )
     args = parser.parse_args()
     configs = json.loads(args.configs) if args.configs else CONFIGS
     train = to_routing_data(read_dataset(args.train), args.train)
-    x = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
+    if args.embed == "lexical":
+        (x,) = lexical_embeddings(train.prompts)
+    else:
+        x = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
     models = args.models.split(",") if args.models else list(train.models)
     rows = lomo_cv(train, x, models, configs, n_profile=args.n_profile, draws=args.draws)
     print("| config | mean gap to full | worst gap | beats left out | " + " | ".join(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from training.dataset import read_dataset, to_routing_data
-from training.embed import embed_prompts
+from training.embed import embed_prompts, lexical_embeddings
 from training.fitting import run_eval
 from training.importing import import_dataset
 from training.loaders import LoadOptions
@@ -158,8 +158,11 @@ def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int
         run_case("mmlu-pro", args, ["random"], [0])
     train = to_routing_data(read_dataset(folder / "train.parquet"))
     test = to_routing_data(read_dataset(folder / "test.parquet"), models=train.models)
-    x_train = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
-    x_test = embed_prompts(test.prompts, cache_dir=args.embed_cache, show_progress=False)
+    if args.lomo_embed == "lexical":
+        x_train, x_test = lexical_embeddings(train.prompts, test.prompts)
+    else:
+        x_train = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
+        x_test = embed_prompts(test.prompts, cache_dir=args.embed_cache, show_progress=False)
     configs = [{}, *args.lomo_compare]  # the defaults first, then any onboarding to compare
     labels = ["default", *(json.dumps(c) for c in args.lomo_compare)]
     lines = [
@@ -195,6 +198,12 @@ def main() -> None:
         type=json.loads,
         default=[],
         help='JSON list of onboarding params to compare, e.g. \'[{"onboard": "regression"}]\'',
+    )
+    parser.add_argument(
+        "--lomo-embed",
+        choices=("minilm", "lexical"),
+        default="minilm",
+        help="lexical: TF-IDF + SVD(64) fitted on the training prompts, a stand-in for MiniLM",
     )
     args = parser.parse_args()
     names = args.routers.split(",")

@@ -10,18 +10,30 @@ The reply-cost model (`router.costs`) shares the same regions.
 A new expert joins a fitted router from a small profile (`add_experts`, `coe train --add`),
 without refitting. 100 outcomes measure its overall strength well and any one region hardly at
 all, so its region profile comes from a low-rank IRT model of the existing table
-(`router.onboard`, `onboard="irt"`): the regions' difficulty for the existing experts, shifted
-by the newcomer's fitted ability, plus `onboard_rank` loadings on the table's main contrasts,
-held `onboard_strength` times tighter than the existing experts' spread. That profile is then
-corrected by its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The
-prior on its ability is flat (`onboard_ability=0`; 1 is the existing experts' spread, which
-put a newcomer stronger than all of them, gemini-1.5-pro, 0.035 below full retraining per region).
+(`router.onboard`, `onboard="irt"`, and the prior of `cf` below): the regions' difficulty
+for the existing experts, shifted by the newcomer's fitted ability, plus `onboard_rank`
+loadings on the table's main contrasts, held `onboard_strength` times tighter than the
+existing experts' spread. That profile is then corrected by its own outcomes in each region,
+shrunk by `onboard_prior` pseudo-queries. The prior on its ability is flat (`onboard_ability=0`;
+1 is the existing experts' spread, which put a newcomer stronger than all of them,
+gemini-1.5-pro, 0.035 below full retraining per region).
 Its reply cost per region is the existing experts' length pattern at its own measured level,
 corrected by its replies in each region (`onboard_costs="pool"`; `"own"`: its own mean). The
 earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
 profile (`onboard="regression"`), is kept for comparison: one weight per existing expert from
 100 noisy outcomes can hand a mediocre newcomer whole regions. `select_profile` says which
 queries to profile (random, the default; stratified by region; D-optimal for the IRT fit).
+
+`onboard="cf"` (collaborative filtering, the default) uses that models' correctness is strongly
+correlated across queries: the router remembers its training file compactly (each query's key,
+every expert's outcome and log reply cost, its regions; `_remember`), and where the profiled
+queries are training queries, the newcomer's outcome is regressed on what their region does not
+explain of the existing experts' outcomes on the same query (`impute_outcomes`, L2
+`onboard_cf_c`, the IRT profile above as the offset), imputed on every training query, its
+region profile built from that column as `fit` builds one and corrected per region by what the
+imputation missed on the profiled queries. A profile of other questions (or an artifact pickled
+before the router remembered its training file) onboards as `irt`. `onboard_costs="cf"` imputes
+the reply cost per query likewise (`impute_reply_costs`).
 The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
@@ -41,17 +53,42 @@ from typing import Self
 import numpy as np
 
 from router.base import Router, register
-from router.costs import ReplyCostModel, kmeans, prompt_tokens_of
+from router.costs import ReplyCostModel, kmeans, prompt_tokens_of, reply_costs_of
 from router.data import RoutingData
-from router.onboard import IrtTable, onboard_profile, onboard_reply_costs, select_profile
+from router.onboard import (
+    IrtTable,
+    impute_outcomes,
+    impute_reply_costs,
+    onboard_profile,
+    onboard_reply_costs,
+    select_profile,
+)
 
-__all__ = ["ClusterRouter", "OnboardingError"]
+__all__ = ["ClusterRouter", "OnboardingError", "query_keys"]
 
 _EPS = 1e-3
+#: profiled queries found in the training file below which `cf` onboards as `irt`
+_MIN_MATCHED = 10
 
 
 class OnboardingError(ValueError):
     """A profile that cannot add an expert to a fitted router (what to fix is in the message)."""
+
+
+def query_keys(query_ids: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
+    """`(n,)` int64 keys of queries (id and prompt text hashed together), so a profiled query
+    is matched with the same query of the training file and never with a namesake."""
+    import hashlib
+
+    return np.array(
+        [
+            int.from_bytes(
+                hashlib.blake2b(f"{q}\0{p}".encode(), digest_size=8).digest(), "little", signed=True
+            )
+            for q, p in zip(query_ids, prompts, strict=True)
+        ],
+        dtype=np.int64,
+    )
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -65,12 +102,19 @@ class ClusterRouter(Router):
 
     name = "cluster"
     # Artifacts pickled before these parameters existed onboard with today's defaults.
-    onboard = "irt"
+    onboard = "cf"
     onboard_rank = 2
     onboard_strength = 1.0
     onboard_caution = 0.0
     onboard_ability = 0.0
     onboard_costs = "pool"
+    onboard_cf_c = 1.0
+    # what `cf` onboarding reads of the training file; None in artifacts pickled before it
+    train_keys_: np.ndarray | None = None
+    train_scores_: np.ndarray | None = None
+    train_regions_: np.ndarray | None = None
+    train_mix_: np.ndarray | None = None
+    train_log_reply_: np.ndarray | None = None
 
     def __init__(
         self,
@@ -78,7 +122,7 @@ class ClusterRouter(Router):
         top: int = 3,
         temperature: float = 0.05,
         prior: float = 5.0,
-        onboard: str = "irt",
+        onboard: str = "cf",
         onboard_rank: int = 2,
         onboard_strength: float = 1.0,
         onboard_caution: float = 0.0,
@@ -86,6 +130,7 @@ class ClusterRouter(Router):
         onboard_costs: str = "pool",
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
+        onboard_cf_c: float = 1.0,
         seed: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -100,6 +145,7 @@ class ClusterRouter(Router):
         self.onboard_costs = onboard_costs
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
+        self.onboard_cf_c = onboard_cf_c
         self.seed = seed
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
@@ -108,10 +154,32 @@ class ClusterRouter(Router):
         self.centroids_ = kmeans(embeddings, k, self.seed)
         weights = self._weights(embeddings)
         self.table_ = self._profile(data.scores, weights, data.scores.mean(axis=0), self.prior)
+        self._remember(data, weights)
         self.cost_model_ = ReplyCostModel(seed=self.seed).fit(
             data, embeddings, centroids=self.centroids_
         )
         return self
+
+    def _remember(self, data: RoutingData, weights: np.ndarray) -> None:
+        """Keep what `cf` onboarding needs of the training file, compactly: each query's key,
+        every expert's outcome and log reply cost and its `top` regions with their weights
+        (float16): 8 + 4 m + 4 top bytes per training query (MMLU-Pro: 0.60 MB for 8,368 × 13;
+        the artifact grows from 0.11 to 0.71 MB)."""
+        top = min(self.top, weights.shape[1])
+        regions = np.argsort(-weights, axis=1, kind="stable")[:, :top]
+        self.train_keys_ = query_keys(data.query_ids, data.prompts)
+        self.train_scores_ = np.asarray(data.scores, dtype=np.float16)
+        self.train_regions_ = regions.astype(np.int16)
+        self.train_mix_ = np.take_along_axis(weights, regions, axis=1).astype(np.float16)
+        self.train_log_reply_ = np.log(np.maximum(reply_costs_of(data), 1e-12)).astype(np.float16)
+
+    def _training_weights(self) -> np.ndarray:
+        """`(N, k)` the training queries' region weights, rebuilt from `_remember`'s."""
+        assert self.train_regions_ is not None and self.train_mix_ is not None
+        mix = self.train_mix_.astype(np.float64)
+        weights = np.zeros((len(mix), len(self.centroids_)))
+        np.put_along_axis(weights, self.train_regions_.astype(np.int64), mix, axis=1)
+        return np.asarray(weights / weights.sum(axis=1, keepdims=True), dtype=np.float64)
 
     def _weights(self, embeddings: np.ndarray) -> np.ndarray:
         """`(n, k)` mixing weights over regions: softmax over the `top` most similar."""
@@ -157,21 +225,120 @@ class ClusterRouter(Router):
             )
         out = copy.deepcopy(self)
         weights = self._weights(embeddings)
+        if self.onboard_costs not in ("cf", "pool", "own"):
+            raise OnboardingError(
+                f"unknown onboard_costs {self.onboard_costs!r}; choose 'cf', 'pool' or 'own'"
+            )
         for j in new:
-            prior = self._predicted_profile(embeddings, weights, data.scores[:, j])
-            column = self._profile(data.scores[:, [j]], weights, prior[:, None], self.onboard_prior)
+            column, imputed = self._new_column(data, j, embeddings, weights)
             out.table_ = np.concatenate([out.table_, column], axis=1)
             assert out.cost_model_ is not None and self.cost_model_ is not None
             out.cost_model_ = out.cost_model_.add_expert(data, j, embeddings)
-            if self.onboard_costs == "pool":
+            reply = None
+            if self.onboard_costs == "cf":
+                reply = self._cf_reply_costs(out.cost_model_, data, j)
+            if self.onboard_costs == "pool" or (self.onboard_costs == "cf" and reply is None):
                 self._pool_reply_costs(out.cost_model_, data, j, embeddings)
-            elif self.onboard_costs != "own":
-                raise OnboardingError(
-                    f"unknown onboard_costs {self.onboard_costs!r}; choose 'pool' or 'own'"
-                )
+            if out.train_scores_ is not None and out.train_log_reply_ is not None:
+                if reply is None:  # what the cost model now predicts on each training query
+                    assert out.train_regions_ is not None
+                    reply = out.cost_model_.table_[out.train_regions_[:, 0].astype(int), -1]
+                out.train_scores_ = np.column_stack([out.train_scores_, imputed.astype(np.float16)])
+                log_reply = np.log(np.maximum(reply, 1e-12)).astype(np.float16)
+                out.train_log_reply_ = np.column_stack([out.train_log_reply_, log_reply])
             out.models_ = [*out.models_, data.models[j]]
             out.experts_ = [*out.experts_, *(e for e in data.experts if e.name == data.models[j])]
         return out
+
+    def _new_column(
+        self, data: RoutingData, j: int, embeddings: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(k, 1)` the region profile of new expert `data.models[j]` and `(N,)` its expected
+        score on each remembered training query (empty for an artifact that keeps none)."""
+        outcome = np.asarray(data.scores[:, j], dtype=np.float64)
+        rows = self._matched_rows(data)
+        if self.onboard == "cf" and (rows >= 0).sum() >= _MIN_MATCHED:
+            return self._imputed_column(outcome, rows, weights)
+        # `irt`, `regression`, or `cf` with a profile of questions the training file lacks
+        prior = self._predicted_profile(embeddings, weights, outcome)
+        column = self._profile(outcome[:, None], weights, prior[:, None], self.onboard_prior)
+        if self.train_scores_ is None:
+            return column, np.zeros(0)
+        return column, self._training_weights() @ column[:, 0]
+
+    def _imputed_column(
+        self, outcome: np.ndarray, rows: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`cf` onboarding from the profiled queries that are training queries (`rows` ≥ 0):
+        the newcomer's outcome on every training query, imputed (`impute_outcomes`) with the
+        IRT profile of the query's region as prior and, as features, what the region does not
+        explain of the existing experts' recorded outcomes on that query (their outcome minus
+        their region's accuracy: the region's own pattern is in the prior already, and counting
+        it twice made the profiles worse). The region profile is built from that column as
+        `fit` builds one, then corrected per region by what the imputation missed on the
+        profiled queries."""
+        assert self.train_scores_ is not None
+        seen = rows >= 0
+        at = rows[seen]
+        irt = onboard_profile(
+            self.table_,
+            weights,
+            outcome,
+            self.onboard_rank,
+            self.onboard_strength,
+            self.onboard_caution,
+            self.onboard_ability,
+        )
+        train_weights = self._training_weights()
+        offset = _logit(train_weights @ irt)
+        m = self.table_.shape[1]
+        residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
+        imputed = impute_outcomes(
+            residual[at], offset[at], outcome[seen], residual, offset, self.onboard_cf_c
+        )
+        column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
+        # what the imputation missed on the profiled queries corrects their regions, shrunk by
+        # `onboard_prior` pseudo-queries as `irt` is (a newcomer unlike every existing expert
+        # somewhere is seen there only through its own outcomes)
+        miss = outcome[seen] - imputed[at]
+        w = train_weights[at]
+        column[:, 0] += (w.T @ miss) / (w.sum(axis=0) + self.onboard_prior)
+        imputed[at] = outcome[seen]
+        return np.clip(column, 0.0, 1.0), imputed
+
+    def _matched_rows(self, data: RoutingData) -> np.ndarray:
+        """`(n,)` the remembered training row of each profiled query, -1 where none."""
+        if self.train_keys_ is None:
+            return np.full(len(data), -1)
+        index = {int(key): i for i, key in enumerate(self.train_keys_)}
+        return np.array([index.get(int(k), -1) for k in query_keys(data.query_ids, data.prompts)])
+
+    def _cf_reply_costs(
+        self, model: ReplyCostModel, data: RoutingData, j: int
+    ) -> np.ndarray | None:
+        """Replace the new (last) column of `model` by the region means of the newcomer's reply
+        cost imputed on every training query (`impute_reply_costs`, its own replies where it
+        was profiled), and return that `(N,)` column; None (nothing changed) when fewer than
+        `_MIN_MATCHED` profiled queries are training queries."""
+        rows = self._matched_rows(data)
+        seen = rows >= 0
+        if seen.sum() < _MIN_MATCHED or self.train_log_reply_ is None:
+            return None
+        assert self.train_regions_ is not None
+        m = self.table_.shape[1]
+        known = self.train_log_reply_[:, :m].astype(np.float64)
+        expert = model.experts_[-1]
+        reply = np.maximum(
+            data.costs[:, j] - prompt_tokens_of(data) * expert.input_price / 1e6, 0.0
+        )[seen]
+        imputed = impute_reply_costs(known[rows[seen]], reply, known)
+        imputed[rows[seen]] = reply
+        groups = self.train_regions_[:, 0].astype(np.int64)
+        k = len(model.table_)
+        sums = np.bincount(groups, weights=imputed, minlength=k)
+        counts = np.bincount(groups, minlength=k).astype(np.float64)
+        model.table_[:, -1] = (sums + model.shrink * imputed.mean()) / (counts + model.shrink)
+        return imputed
 
     @staticmethod
     def _pool_reply_costs(
@@ -199,7 +366,7 @@ class ClusterRouter(Router):
         self, embeddings: np.ndarray, weights: np.ndarray, outcome: np.ndarray
     ) -> np.ndarray:
         """`(k,)` the new expert's expected score per region, from the existing experts'."""
-        if self.onboard == "irt":
+        if self.onboard in ("irt", "cf"):  # cf without a remembered training file: its prior
             return onboard_profile(
                 self.table_,
                 weights,
@@ -211,7 +378,7 @@ class ClusterRouter(Router):
             )
         if self.onboard != "regression":
             raise OnboardingError(
-                f"unknown onboarding model {self.onboard!r}; choose 'irt' or 'regression'"
+                f"unknown onboarding model {self.onboard!r}; choose 'cf', 'irt' or 'regression'"
             )
         from sklearn.linear_model import LogisticRegression
 

@@ -35,6 +35,7 @@ __all__ = [
     "nearest_centroid",
     "prompt_token_estimate",
     "prompt_tokens_of",
+    "reply_costs_of",
 ]
 
 
@@ -160,6 +161,11 @@ def prompt_tokens_of(data: RoutingData) -> np.ndarray:
     if data.prompt_tokens is not None:
         return np.asarray(data.prompt_tokens, dtype=np.float64)
     return prompt_token_estimate(data.prompts)
+
+
+def reply_costs_of(data: RoutingData) -> np.ndarray:
+    """`(n, m)` what each recorded cost of `data` leaves after the prompt's part: the replies'."""
+    return _reply_part(data.costs, prompt_tokens_of(data), _descriptors(data))
 
 
 def _reply_part(

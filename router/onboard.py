@@ -25,7 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SELECTIONS", "IrtTable", "onboard_profile", "select_profile"]
+__all__ = [
+    "SELECTIONS",
+    "IrtTable",
+    "impute_outcomes",
+    "impute_reply_costs",
+    "onboard_profile",
+    "select_profile",
+]
 
 _EPS = 1e-3
 
@@ -117,6 +124,71 @@ def onboard_profile(
     irt = IrtTable(table, rank)
     theta, covariance = irt.fit_new(weights, outcomes, strength, ability_strength)
     return irt.predict(theta, covariance, caution)
+
+
+def impute_outcomes(
+    features: np.ndarray,
+    offset: np.ndarray,
+    outcomes: np.ndarray,
+    features_all: np.ndarray,
+    offset_all: np.ndarray,
+    c: float,
+) -> np.ndarray:
+    """`(N,)` a newcomer's probability of being right on each of N queries, imputed from the
+    existing experts' outcomes on the same query (collaborative filtering on the profile).
+
+    Models' correctness is strongly correlated across queries, so the newcomer's `outcomes`
+    `(n,)` on the profiled queries are regressed on the existing experts' outcomes there
+    (`features` `(n, m)`), centred on the N queries' means (`features_all` `(N, m)`), by a
+    logistic regression whose prior logit per query (`offset` `(n,)`, `offset_all` `(N,)`,
+    e.g. the IRT profile of its region) is the offset, and whose weights an L2 penalty of
+    `1 / c` pulls back to that prior (the intercept is free): 100 outcomes fit a dozen weights
+    only where they agree. Example::
+
+        p = impute_outcomes(known[rows], prior[rows], y, known, prior, c=0.1)   # (N,)
+    """
+    from scipy.optimize import minimize
+
+    centre = np.asarray(features_all, dtype=np.float64).mean(axis=0)
+    design = np.column_stack([np.ones(len(outcomes)), np.asarray(features) - centre])
+    y = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
+    offset = np.asarray(offset, dtype=np.float64)
+    # the intercept is free, so the imputed outcomes on the profiled queries sum to what it
+    # scored there (a penalised one biases the level toward the prior's)
+    precision = np.full(design.shape[1], 1.0 / max(c, 1e-12))
+    precision[0] = 1e-6
+
+    def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = offset + design @ beta
+        value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * (precision * beta**2).sum())
+        grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + precision * beta
+        return value, np.asarray(grad, dtype=np.float64)
+
+    start = np.zeros(design.shape[1])
+    beta = np.asarray(minimize(loss, start, jac=True, method="L-BFGS-B").x, dtype=np.float64)
+    z_all = np.asarray(offset_all, dtype=np.float64) + beta[0] + (features_all - centre) @ beta[1:]
+    return np.asarray(1.0 / (1.0 + np.exp(-z_all)), dtype=np.float64)
+
+
+def impute_reply_costs(
+    known_log: np.ndarray, reply: np.ndarray, known_log_all: np.ndarray, ridge: float = 10.0
+) -> np.ndarray:
+    """`(N,)` a newcomer's expected reply cost on each of N queries, from the existing experts'
+    log reply costs on the same query (`known_log_all` `(N, m)`; `known_log` `(n, m)` on the
+    profiled queries, where its replies cost `reply` `(n,)`).
+
+    A question that makes every existing expert write long makes the newcomer write long too:
+    its log reply cost is a ridge regression (penalty `ridge`) on theirs, centred, and the
+    level is then set so the imputed costs of the profiled queries sum to what they cost.
+    """
+    centre = np.asarray(known_log_all, dtype=np.float64).mean(axis=0)
+    x = np.asarray(known_log, dtype=np.float64) - centre
+    y = np.log(np.maximum(np.asarray(reply, dtype=np.float64), 1e-12))
+    beta = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (y - y.mean()))
+    shape = np.exp((np.asarray(known_log_all, dtype=np.float64) - centre) @ beta)
+    profiled = np.exp(x @ beta)
+    level = float(np.sum(reply)) / max(float(profiled.sum()), 1e-300)
+    return np.asarray(level * shape, dtype=np.float64)
 
 
 #: How `select_profile` picks the queries to profile a newcomer on.

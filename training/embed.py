@@ -10,7 +10,7 @@ import numpy as np
 from router.embedder import Embedder, load_embedder
 from router.query import MAX_ROUTING_CHARS
 
-__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts"]
+__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts", "lexical_embeddings"]
 
 #: Where `coe train`/`coe eval` keep embeddings between runs unless told otherwise.
 DEFAULT_CACHE_DIR = Path(".cache/coe/embeddings")
@@ -40,3 +40,26 @@ def embed_prompts(
             bar.update(task, completed=done, total=total)
 
         return embedder.embed(texts, progress=update)
+
+
+def lexical_embeddings(
+    fit_prompts: Sequence[str], *others: Sequence[str], dims: int = 64
+) -> list[np.ndarray]:
+    """Unit-norm TF-IDF + SVD (`dims`) vectors of `fit_prompts` and of each of `others`, the
+    vocabulary and projection learned from `fit_prompts` only (a training file's).
+
+    A benchmark's stand-in where the sentence embeddings are not computed yet (seconds on a
+    CPU instead of minutes): the figures it gives are a lexical router's, not the gateway's.
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(max_features=20_000).fit(fit_prompts)
+    words = vectorizer.transform(fit_prompts)
+    svd = TruncatedSVD(min(dims, words.shape[1] - 1), random_state=0).fit(words)
+    out = []
+    for texts in (fit_prompts, *others):
+        x = svd.transform(vectorizer.transform(texts))
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        out.append(np.asarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32))
+    return out

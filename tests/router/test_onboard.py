@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.onboard import IrtTable, onboard_profile, onboard_reply_costs, select_profile
+from router.onboard import (
+    IrtTable,
+    impute_outcomes,
+    impute_reply_costs,
+    onboard_profile,
+    onboard_reply_costs,
+    select_profile,
+)
 
 
 def _table(rng: np.random.Generator, k: int = 40, m: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -118,3 +125,31 @@ def test_a_newcomers_reply_costs_follow_the_pools_pattern_over_regions_at_its_le
     seen = onboard_reply_costs(table, np.array([0] * 10 + [1] * 10), np.full(20, 4.0), 10.0)
     assert seen[2] == pytest.approx(1.6)
     assert 1.6 < seen[0] < 4.0 < seen[1] < 6.4
+
+
+def test_imputation_follows_the_existing_expert_a_newcomer_agrees_with() -> None:
+    # the newcomer is expert 0 with 10% of its outcomes flipped; 100 of them are enough for
+    # the regression to read expert 0's outcome off every other query
+    rng = np.random.default_rng(7)
+    known = (rng.random((2000, 5)) < 0.6).astype(float)
+    newcomer = np.where(rng.random(2000) < 0.1, 1 - known[:, 0], known[:, 0])
+    rows = rng.choice(2000, 100, replace=False)
+    flat = np.zeros(2000)
+    p = impute_outcomes(known[rows], flat[rows], newcomer[rows], known, flat, c=1.0)
+    assert p[known[:, 0] == 1].mean() > 0.75 > 0.25 > p[known[:, 0] == 0].mean()
+    # a tiny c keeps the prior's shape (the offset, flat here); the free intercept sets the
+    # level to what it scored on the profile
+    kept = impute_outcomes(known[rows], flat[rows], newcomer[rows], known, flat, c=1e-9)
+    assert kept == pytest.approx(np.full(2000, newcomer[rows].mean()), abs=1e-3)
+
+
+def test_imputed_reply_costs_follow_how_long_the_existing_experts_write_on_each_query() -> None:
+    # every expert writes long on some questions; the newcomer writes twice expert 0's length
+    rng = np.random.default_rng(8)
+    length = rng.lognormal(0, 1, 3000)
+    known = np.log(length[:, None] * np.array([1.0, 3.0, 0.5]) * rng.lognormal(0, 0.1, (3000, 3)))
+    newcomer = 2.0 * np.exp(known[:, 0])
+    rows = rng.choice(3000, 100, replace=False)
+    got = impute_reply_costs(known[rows], newcomer[rows], known, ridge=1.0)
+    assert np.median(np.abs(np.log(got / newcomer))) < 0.15
+    assert got[rows].sum() == pytest.approx(newcomer[rows].sum())
