@@ -170,6 +170,10 @@ def run_without_embeddings(
     wrong = [n for n in names if n not in EMBEDDING_FREE]
     if wrong:
         raise SystemExit(f"--no-embed runs only {', '.join(EMBEDDING_FREE)}, not {wrong}")
+    if any((params.get(n) or {}).get("regions") for n in names):
+        raise SystemExit(
+            "a regional chain finds a query's region from its embedding: drop --no-embed"
+        )
     files = data_dir / "train.parquet", data_dir / "test.parquet"
     frames = [read_dataset(f) for f in files]
     train = to_routing_data(frames[0], files[0])

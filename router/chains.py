@@ -39,16 +39,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
 from router.answers import conclusion
 from router.base import Router, register
+from router.chain_regions import KAPPAS, Held, Menu, Partition, assign, held_out, partitions
 from router.chain_search import agreeing, candidates, choose, fold_totals, needs_of, trusting
 from router.data import RoutingData
 
-__all__ = ["SHARES", "Chain", "ChainEpisode", "ChainRouter", "conclusion"]
+__all__ = ["SHARES", "Chain", "ChainEpisode", "ChainRouter", "RegionalChainRouter", "conclusion"]
 
 #: Cost budgets a chain is chosen for, as shares of the best single expert's mean cost.
 SHARES: tuple[float, ...] = (
@@ -68,6 +69,8 @@ FAMILIES: dict[str, Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]] 
     "trust2": lambda m, rel: trusting(m, rel, 2),
     "trust3": lambda m, rel: trusting(m, rel, 3),
 }
+#: The menu key (`router.chain_regions.Menu`) of the best single expert alone.
+STRONG = -1.0
 #: Shrinkage candidates: pick the cheapest chain within this much training accuracy of the best.
 SLACKS: tuple[float, ...] = (0.0, 0.0025, 0.005, 0.01)
 
@@ -210,6 +213,8 @@ class ChainRouter(Router):
     name = "chain"
     #: The chain reads replies, not the query: no embedding is needed to route or serve.
     uses_embeddings = False
+    #: Whether the region of a query's embedding may pick its chain (`RegionalChainRouter`).
+    regional: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -235,8 +240,20 @@ class ChainRouter(Router):
         self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
         keys = answer_codes(data.responses, data.prompts, self.math_)
         self.reliability_ = np.asarray(data.scores.mean(axis=0), dtype=np.float64)
-        self.chains_, self.cv_ = choose_chains(
-            keys, data.scores, data.costs, self.reliability_, self._shares(), self.folds, self.seed
+        self.partitions_: dict[str, Partition] = {}
+        labels: dict[str, tuple[np.ndarray, int]] = {}
+        if self.regional:
+            self.partitions_, found = partitions(data, embeddings, self.seed, self.folds)
+            labels = {n: (found[n], p.n_regions) for n, p in self.partitions_.items()}
+        self.chains_, self.cv_, self.regional_ = choose_chains(
+            keys,
+            data.scores,
+            data.costs,
+            self.reliability_,
+            self._shares(),
+            self.folds,
+            self.seed,
+            labels,
         )
         self.chain_ = self.chain_for(self.share)
         return self
@@ -244,15 +261,35 @@ class ChainRouter(Router):
     def _shares(self) -> list[float]:
         return sorted({*map(float, self.shares), float(self.share)})
 
-    def chain_for(self, share: float) -> Chain:
-        """The chain chosen for budget `share` (the nearest one chosen at or below it)."""
+    def _won(self, share: float) -> tuple[float, tuple[str, list[Picked]] | None]:
+        """The budget chosen at or below `share` (the lowest when none is), and the partition
+        with its chain per region where one won that budget."""
         fits = [s for s in self.chains_ if s <= share + 1e-12] or [min(self.chains_)]
-        members, needs = self.chains_[max(fits)]
+        return max(fits), getattr(self, "regional_", {}).get(max(fits))
+
+    def chain_for(self, share: float, embedding: np.ndarray | None = None) -> Chain:
+        """The chain chosen for budget `share` (the nearest one chosen at or below it); where
+        a partition won that budget, the chain of the region `embedding` falls in (the global
+        chain without an embedding)."""
+        key, won = self._won(share)
+        members, needs = self.chains_[key]
+        if won is not None and embedding is not None:
+            partition = self.partitions_[won[0]]
+            members, needs = won[1][int(partition.labels(np.reshape(embedding, (1, -1)))[0])]
         return Chain.of(tuple(self.models_[j] for j in members), needs)
+
+    def chains_for(self, share: float, embeddings: np.ndarray) -> list[Chain]:
+        """`chain_for(share, row)` for every row of `embeddings`, the regions found at once."""
+        _, won = self._won(share)
+        if won is None:
+            return [self.chain_for(share)] * len(embeddings)
+        per = [Chain.of(tuple(self.models_[j] for j in m), nd) for m, nd in won[1]]
+        return [per[int(r)] for r in self.partitions_[won[0]].labels(embeddings)]
 
     @property
     def max_calls(self) -> int:
-        return len(self.chain_.experts)
+        _, won = self._won(self.share)
+        return max([len(self.chain_.experts), *(len(m) for m, _ in (won[1] if won else []))])
 
     def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
         return np.tile(self.reliability_, (len(queries), 1))
@@ -268,16 +305,37 @@ class ChainRouter(Router):
         explore: float = 0.0,
         rng: np.random.Generator | None = None,
     ) -> ChainEpisode:
-        """A live run of the serving chain (`router.episodes.EpisodeRouter`); the embedding,
-        cost weight and exploration are not used (a chain is fixed per budget)."""
+        """A live run of the serving chain (`router.episodes.EpisodeRouter`): the budget's
+        chain, or its region's where a partition won it; the cost weight and exploration are
+        not used (a chain is fixed per budget and region)."""
+        _, won = self._won(self.share)
+        regional = won is not None and embedding is not None
         return ChainEpisode(
-            self.chain_,
+            self.chain_for(self.share, embedding) if regional else self.chain_,
             dict(zip(self.models_, map(float, self.reliability_), strict=True)),
             dict(zip(self.models_, map(float, est_costs), strict=True)),
             budget,
             question,
             self.math_,
         )
+
+
+@register
+class RegionalChainRouter(ChainRouter):
+    """`chain-regions`: agreement chains where the region of the query's embedding (k-means
+    clusters, or the training tasks' mean embeddings) may pick the chain, per budget, when the
+    training file's K folds say it beats one chain for all (`router.chain_regions`).
+
+    Example::
+
+        router = RegionalChainRouter(share=0.5).fit(train, x_train)
+        episode = router.episode(x[0], est_costs, question=prompt)   # x[0]'s region's chain
+    """
+
+    name = "chain-regions"
+    #: The region is the nearest centroid of the query embedding.
+    uses_embeddings = True
+    regional = True
 
 
 def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> np.ndarray:
@@ -291,6 +349,10 @@ def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> n
     return keys
 
 
+#: A chain as `choose_chains` returns it: (expert indices, needs per member).
+Picked = tuple[tuple[int, ...], tuple[int, ...]]
+
+
 def choose_chains(
     keys: np.ndarray,
     scores: np.ndarray,
@@ -299,8 +361,11 @@ def choose_chains(
     shares: Sequence[float],
     folds: int,
     seed: int,
-) -> tuple[dict[float, tuple[tuple[int, ...], tuple[int, ...]]], list[dict[str, Any]]]:
-    """Per share: the chosen `(expert indices, needs)` and the held-out (train-CV) record."""
+    regions: dict[str, tuple[np.ndarray, int]] | None = None,
+) -> tuple[dict[float, Picked], list[dict[str, Any]], dict[float, tuple[str, list[Picked]]]]:
+    """Per share: the chosen global chain, the held-out (train-CV) record, and, where a
+    partition of `regions` (name → (each training query's region, how many regions)) beat the
+    global chain by the one-SE rule (`router.chain_regions`), its name and chain per region."""
     n = len(keys)
     fold = np.random.default_rng(seed).permutation(n) % max(2, min(folds, n))
     sizes = np.bincount(fold).astype(np.float64)
@@ -318,8 +383,10 @@ def choose_chains(
     singles_s = np.stack([scores[fold == f].sum(0) for f in range(len(sizes))])
     singles_c = np.stack([costs[fold == f].sum(0) for f in range(len(sizes))])
     configs = [(f, slack) for f in range(len(names)) for slack in SLACKS]
-    chosen: dict[float, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    chosen: dict[float, Picked] = {}
     record: list[dict[str, Any]] = []
+    helds: dict[float, Held] = {}
+    picked: dict[float, tuple[int, float]] = {}
     for share in shares:
         held = [
             _held_out(tables[f][2], tables[f][3], singles_s, singles_c, sizes, share, slack)
@@ -327,13 +394,11 @@ def choose_chains(
         ]
         best = _one_se(held)
         family, slack = configs[best]
+        picked[share], helds[share] = configs[best], held[best]
         chains, ks, s, c = tables[family]
         budget = share * _best_cost(singles_s.sum(0), singles_c.sum(0)) / n
         i = choose(s.sum(0), c.sum(0), n, budget, slack)
-        members = tuple(int(j) for j in chains[i] if j >= 0)
-        needs = tuple(int(x) for x in ks[i, : len(members)])
-        chosen[share] = (members, needs)
-        chain = Chain.of(tuple(map(str, members)), needs)
+        chosen[share] = _picked(chains, ks, i)
         record.append(
             {
                 "share": share,
@@ -344,12 +409,138 @@ def choose_chains(
                 "cv_fold_cost_shares": held[best][2],
                 "cv_single_accuracy": held[best][3],
                 "cv_best_accuracy": max(h[0] for h in held),
-                "experts": list(members),
-                "k": chain.k,
-                "trust_from": chain.trust_from,
+                **_described(chosen[share]),
             }
         )
-    return chosen, record
+    regional = (
+        _regionalise(
+            record, regions, tables, picked, helds, (keys, scores, costs, reliability), fold
+        )
+        if regions
+        else {}
+    )
+    return chosen, record, regional
+
+
+def _regionalise(
+    record: list[dict[str, Any]],
+    regions: dict[str, tuple[np.ndarray, int]],
+    tables: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    picked: dict[float, tuple[int, float]],
+    helds: dict[float, Held],
+    replies: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    fold: np.ndarray,
+) -> dict[float, tuple[str, list[Picked]]]:
+    """Per share where a partition wins (`_regional`): its name and chain per region; the
+    share's `record` row takes the partition's held-out figures (`cv_global_accuracy`: the
+    global chain's)."""
+    keys, scores, costs, reliability = replies
+    sizes = np.bincount(fold).astype(np.float64)
+    singles_s = np.stack([scores[fold == f].sum(0) for f in range(len(sizes))])
+    singles_c = np.stack([costs[fold == f].sum(0) for f in range(len(sizes))])
+    menu = Menu.of(
+        keys,
+        scores,
+        costs,
+        reliability,
+        [(t[0], t[1]) for t in tables],
+        _menu_picks(tables, picked, singles_s, singles_c, sizes),
+    )
+    regional: dict[float, tuple[str, list[Picked]]] = {}
+    for row in record:
+        won = _regional(menu, regions, fold, (scores, costs), row["share"], helds)
+        row["cv_global_accuracy"] = row["cv_accuracy"]
+        if won is not None:
+            part = regions[won[0]]
+            row |= _regional_row(menu, tables, part, (scores, costs), won, row["share"])
+            regional[row["share"]] = (won[0], row.pop("_chains"))
+    return regional
+
+
+def _picked(chains: np.ndarray, ks: np.ndarray, i: int) -> Picked:
+    members = tuple(int(j) for j in chains[i] if j >= 0)
+    return members, tuple(int(x) for x in ks[i, : len(members)])
+
+
+def _described(picked: Picked) -> dict[str, Any]:
+    chain = Chain.of(tuple(map(str, picked[0])), picked[1])
+    return {"experts": list(picked[0]), "k": chain.k, "trust_from": chain.trust_from}
+
+
+def _menu_picks(
+    tables: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    picked: dict[float, tuple[int, float]],
+    singles_s: np.ndarray,
+    singles_c: np.ndarray,
+    sizes: np.ndarray,
+) -> dict[int | None, dict[float, tuple[int, int]]]:
+    """Per outer fold (None: every fold), the `(family, candidate)` the global search picks
+    for each share on the other folds, with each share's chosen family and slack, and under
+    `STRONG` the most accurate single expert alone (`rising-1`'s first candidates are the
+    singles): where cheap experts are expected to fail, the gate's way straight to it."""
+    out: dict[int | None, dict[float, tuple[int, int]]] = {}
+    for held in [*range(len(sizes)), None]:
+        rest = np.arange(len(sizes)) != held
+        n_rest = float(sizes[rest].sum())
+        budget_1 = _best_cost(singles_s[rest].sum(0), singles_c[rest].sum(0)) / n_rest
+        out[held] = {STRONG: (0, _best(singles_s[rest].sum(0), singles_c[rest].sum(0)))}
+        for share, (family, slack) in picked.items():
+            s, c = tables[family][2][rest].sum(0), tables[family][3][rest].sum(0)
+            out[held][share] = (family, choose(s, c, n_rest, share * budget_1, slack))
+    return out
+
+
+def _regional(
+    menu: Menu,
+    regions: dict[str, tuple[np.ndarray, int]],
+    fold: np.ndarray,
+    singles: tuple[np.ndarray, np.ndarray],
+    share: float,
+    helds: dict[float, Held],
+) -> tuple[str, float, Held] | None:
+    """The partition and shrinkage whose per-region choice beats the global chain at `share`
+    by more than one standard error held out (the global chain comes first: the simplest);
+    None when none does."""
+    configs = [(name, kappa) for name in regions for kappa in KAPPAS]
+    held = [helds[share]] + [
+        held_out(menu, regions[name], fold, singles, share, kappa) for name, kappa in configs
+    ]
+    best = _one_se(held)
+    if best == 0:
+        return None
+    name, kappa = configs[best - 1]
+    return name, kappa, held[best]
+
+
+def _regional_row(
+    menu: Menu,
+    tables: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    regions: tuple[np.ndarray, int],
+    singles: tuple[np.ndarray, np.ndarray],
+    won: tuple[str, float, Held],
+    share: float,
+) -> dict[str, Any]:
+    """The record of a share won by a partition: its held-out figures (the global chain's
+    accuracy kept as `cv_global_accuracy`) and, under `_chains`, its chain per region,
+    assigned on the whole training file."""
+    name, kappa, held = won
+    labels, n_regions = regions
+    budget = share * _best_cost(singles[0].sum(0), singles[1].sum(0)) / len(labels)
+    columns = list(menu.columns[None].values())
+    picks = assign(menu.score, menu.cost, labels, n_regions, columns, budget, kappa)
+    chains = []
+    for u in picks:
+        family, i = menu.chains[int(u)]
+        chains.append(_picked(tables[family][0], tables[family][1], i))
+    return {
+        "regions": name,
+        "kappa": kappa,
+        "cv_accuracy": held[0],
+        "cv_cost_share": held[1],
+        "cv_fold_cost_shares": held[2],
+        "region_chains": [_described(c) for c in chains],
+        "_chains": chains,
+    }
 
 
 def _one_se(held: list[tuple[float, float, list[float], float, np.ndarray]]) -> int:
