@@ -408,6 +408,7 @@ def choose_chains(
                 "cv_cost_share": held[best][1],
                 "cv_fold_cost_shares": held[best][2],
                 "cv_single_accuracy": held[best][3],
+                "cv_single_cost_share": _single_share(singles_s, singles_c, sizes),
                 "cv_best_accuracy": max(h[0] for h in held),
                 **_described(chosen[share]),
             }
@@ -448,7 +449,9 @@ def _regionalise(
     )
     regional: dict[float, tuple[str, list[Picked]]] = {}
     for row in record:
-        won = _regional(menu, regions, fold, (scores, costs), row["share"], helds)
+        won, row["cv_regional_best"] = _regional(
+            menu, regions, fold, (scores, costs), row["share"], helds
+        )
         row["cv_global_accuracy"] = row["cv_accuracy"]
         if won is not None:
             part = regions[won[0]]
@@ -497,19 +500,27 @@ def _regional(
     singles: tuple[np.ndarray, np.ndarray],
     share: float,
     helds: dict[float, Held],
-) -> tuple[str, float, Held] | None:
+) -> tuple[tuple[str, float, Held] | None, dict[str, Any]]:
     """The partition and shrinkage whose per-region choice beats the global chain at `share`
-    by more than one standard error held out (the global chain comes first: the simplest);
-    None when none does."""
+    by more than one standard error held out (the global chain comes first: the simplest),
+    None when none does; and, chosen or not, the most accurate one held out (what regions
+    could reach at best, for the record)."""
     configs = [(name, kappa) for name in regions for kappa in KAPPAS]
     held = [helds[share]] + [
         held_out(menu, regions[name], fold, singles, share, kappa) for name, kappa in configs
     ]
+    top = max(range(1, len(held)), key=lambda i: (held[i][0], -held[i][1]))
+    tried = {
+        "regions": configs[top - 1][0],
+        "kappa": configs[top - 1][1],
+        "cv_accuracy": held[top][0],
+        "cv_cost_share": held[top][1],
+    }
     best = _one_se(held)
     if best == 0:
-        return None
+        return None, tried
     name, kappa = configs[best - 1]
-    return name, kappa, held[best]
+    return (name, kappa, held[best]), tried
 
 
 def _regional_row(
@@ -569,6 +580,19 @@ def _best(score_sum: np.ndarray, cost_sum: np.ndarray) -> int:
 def _best_cost(score_sum: np.ndarray, cost_sum: np.ndarray) -> float:
     """Total cost of the most accurate single expert."""
     return float(cost_sum[_best(score_sum, cost_sum)])
+
+
+def _single_share(singles_s: np.ndarray, singles_c: np.ndarray, sizes: np.ndarray) -> float:
+    """The best single expert's held-out cost share, counted as `_held_out` counts a chain's:
+    picked on the other folds, charged on each fold against those folds' mean cost (about 1,
+    not exactly: the folds' queries differ in length)."""
+    spent = ref = 0.0
+    for f in range(len(sizes)):
+        rest = np.arange(len(sizes)) != f
+        best = _best(singles_s[rest].sum(0), singles_c[rest].sum(0))
+        spent += float(singles_c[f, best])
+        ref += float(singles_c[rest, best].sum()) / float(sizes[rest].sum()) * float(sizes[f])
+    return spent / ref if ref > 0 else 1.0
 
 
 def _held_out(

@@ -93,20 +93,24 @@ class ChainStrategy(Strategy):
         """Operating points chosen on the training file's K folds (`router_.cv_`), each with
         whether any budget met its aim there (else the cheapest budget):
 
-        - `safe`: the most accurate budget (cheaper on ties) whose held-out cost share stayed
-          ≤ 1 on every fold: since each fold is a sample of new queries about the size of a
-          test split, the fold-to-fold spread is the margin the budget keeps below 1.0×;
+        - `cost`: the most accurate budget (cheaper on ties) whose held-out cost share is at
+          most the best single expert's own, counted the same way (`cv_single_cost_share`,
+          about 1): "cost ≤ the best single model's", where that model alone qualifies;
+        - `safe`: the most accurate budget whose held-out cost share stayed ≤ 1 on every
+          fold: since each fold is a sample of new queries about the size of a test split,
+          the fold-to-fold spread is the margin the budget keeps below 1.0× (the best single
+          model alone rarely passes: its own cost varies across folds);
         - `match`: the cheapest budget whose held-out accuracy is at least the best single
           expert's, picked and scored on the same folds.
         """
         rows = self.router_.cv_
         cheapest = min(rows, key=lambda r: (r["cv_cost_share"], r["share"]))
+        cost = [r for r in rows if r["cv_cost_share"] <= r.get("cv_single_cost_share", 1.0) + 1e-9]
         safe = [r for r in rows if max(r["cv_fold_cost_shares"]) <= 1.0 + 1e-9]
         match = [r for r in rows if r["cv_accuracy"] >= r["cv_single_accuracy"] - 1e-12]
         picks = {
-            "safe": max(safe, key=lambda r: (r["cv_accuracy"], -r["cv_cost_share"]))
-            if safe
-            else None,
+            "cost": _most_accurate(cost),
+            "safe": _most_accurate(safe),
             "match": min(match, key=lambda r: (r["cv_cost_share"], r["share"])) if match else None,
         }
         return {
@@ -156,3 +160,8 @@ class ChainStrategy(Strategy):
         run = Episodes.settled(ledger, answer)
         k = np.array([c.k for c in chains], dtype=np.int64)
         return ChainRun(run.answer, run.score, run.cost, run.calls, run.called, k)
+
+
+def _most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row of highest held-out accuracy (cheaper on ties); None without rows."""
+    return max(rows, key=lambda r: (r["cv_accuracy"], -r["cv_cost_share"]), default=None)
