@@ -71,7 +71,7 @@ MAX_TASKS = 32
 #: λ grid, in units of accuracy per (the menu's dearest mean cost): 0, then log-spaced.
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 97)])
 
-#: A held-out estimate, as `router.chains._held_out` returns it: (accuracy, cost share, the
+#: A held-out estimate, as `router.chain_select._held_out` returns it: (accuracy, cost share, the
 #: cost share per fold, the best single expert's accuracy, the accuracy per fold).
 Held = tuple[float, float, list[float], float, np.ndarray]
 
@@ -244,7 +244,7 @@ def held_out(
     kappa: float,
 ) -> Held:
     """K-fold estimate of the per-region choice at budget `share` (of the best single expert's
-    mean cost on the training folds), in `router.chains._held_out`'s shape: on each fold, the
+    mean cost on the training folds), in `router.chain_select._held_out`'s shape: on each fold, the
     regions are assigned on the other folds from the menu those folds' global search picked.
 
     `regions`: each query's region and how many regions there are; `singles`: the `(n, m)`
