@@ -46,6 +46,7 @@ __all__ = [
     "Centroids",
     "Gate",
     "Menu",
+    "Neighbours",
     "Partition",
     "assign",
     "held_out",
@@ -118,8 +119,33 @@ class Gate:
         return np.asarray(np.searchsorted(self.edges, predicted, side="right"), dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Neighbours:
+    """Regions by the task most common among the `k` training queries most similar to the
+    query (cosine): a subject classifier, closer to the rows' own subject than the nearest
+    task centroid where subjects overlap in embedding space."""
+
+    x: np.ndarray
+    task: np.ndarray
+    n_regions: int
+    k: int = 25
+
+    def labels(self, x: np.ndarray) -> np.ndarray:
+        """`(n,)` region of each embedding row, in blocks of rows (bounded memory)."""
+        x = np.asarray(x, dtype=np.float32)
+        k = min(self.k, len(self.x))
+        out = np.zeros(len(x), dtype=np.int64)
+        for a in range(0, len(x), 512):
+            sim = x[a : a + 512] @ self.x.T
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            votes = np.zeros((len(sim), self.n_regions))
+            np.add.at(votes, (np.arange(len(sim))[:, None], self.task[top]), 1.0)
+            out[a : a + 512] = votes.argmax(axis=1)
+        return out
+
+
 #: A partition of queries into regions, from the query embedding alone.
-Partition = Centroids | Gate
+Partition = Centroids | Gate | Neighbours
 
 
 def partitions(
@@ -127,8 +153,10 @@ def partitions(
 ) -> tuple[dict[str, Partition], dict[str, np.ndarray]]:
     """Candidate partitions by name, and each training query's region under each.
 
-    `kmeans-K` for K in `CLUSTERS`; `task` (each task's mean embedding) when the rows carry
-    between 2 and `MAX_TASKS` tasks; each only with `MIN_REGION` queries per region. `gate-…`
+    `kmeans-K` for K in `CLUSTERS`; `task` (each task's mean embedding) and `task-knn` (the
+    most common task among the nearest training queries, `Neighbours`; training queries placed
+    out of fold) when the rows carry between 2 and `MAX_TASKS` tasks; each only with
+    `MIN_REGION` queries per region. `gate-…`
     (`GATES`): the `GATE_ROUTER` router's predicted mean quality cut at training quantiles;
     training queries are placed by predictions made out of fold (`router.rl_prior`, the
     chain's own folds) so that they are as wrong as a new query's, and the served gate's
@@ -149,6 +177,10 @@ def partitions(
         norms = np.linalg.norm(centres, axis=1, keepdims=True)
         out["task"] = Centroids(np.asarray(centres / np.where(norms > 0, norms, 1.0)))
     labels = {name: p.labels(x) for name, p in out.items()}
+    if "task" in out:
+        task = np.searchsorted(names, tasks)
+        out["task-knn"] = Neighbours(x, task, len(names))
+        labels["task-knn"] = _out_of_fold(x, task, len(names), folds, seed)
     gates = {n: q for n, q in GATES.items() if len(x) >= MIN_REGION * (len(q) + 1)}
     if gates:
         oof = out_of_fold(GATE_ROUTER, None, data, x, folds, seed).mean(axis=1)
@@ -157,6 +189,20 @@ def partitions(
             gate = Gate(router, np.quantile(oof, quantiles))
             out[name], labels[name] = gate, gate.cut(oof)
     return out, labels
+
+
+def _out_of_fold(
+    x: np.ndarray, task: np.ndarray, n_tasks: int, folds: int, seed: int
+) -> np.ndarray:
+    """Each training query's `Neighbours` region, predicted from the other folds (the chain's
+    own folds): a query is not its own neighbour, as a new query is not."""
+    n = len(x)
+    fold = np.random.default_rng(seed).permutation(n) % max(2, min(folds, n))
+    out = np.zeros(n, dtype=np.int64)
+    for f in range(int(fold.max()) + 1):
+        rest, held = fold != f, fold == f
+        out[held] = Neighbours(x[rest], task[rest], n_tasks).labels(x[held])
+    return out
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from router.chain_regions import Centroids, Gate, assign, partitions
+from router.chain_regions import Centroids, Gate, Neighbours, assign, partitions
 from router.chains import Chain, ChainRouter, RegionalChainRouter
 from router.data import RoutingData
 from router.knn import KNNRouter
@@ -87,6 +87,9 @@ def test_partitions_need_enough_queries_per_region() -> None:
     assert "kmeans-4" in found and "kmeans-8" not in found  # 240 < 8 × 50
     assert isinstance(found["task"], Centroids) and found["task"].n_regions == 2
     assert (labels["task"] == np.arange(240) % 2).mean() > 0.95  # the topic, from the embedding
+    assert isinstance(found["task-knn"], Neighbours) and found["task-knn"].n_regions == 2
+    assert (labels["task-knn"] == np.arange(240) % 2).mean() > 0.95  # out of fold, as served
+    assert (found["task-knn"].labels(x[:40]) == np.arange(40) % 2).all()
     gate = found["gate-50"]
     assert isinstance(gate, Gate) and gate.n_regions == 2
     assert set(np.unique(labels["gate-50"])) == {0, 1}
