@@ -70,7 +70,7 @@ MIN_REGION = 50
 #: Most distinct tasks for a task partition (more are not subjects but ids).
 MAX_TASKS = 32
 #: λ grid, in units of accuracy per (the menu's dearest mean cost): 0, then log-spaced.
-LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 97)])
+LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 401)])
 
 #: A held-out estimate, as `router.chain_select._held_out` returns it: (accuracy, cost share, the
 #: cost share per fold, the best single expert's accuracy, the accuracy per fold).
