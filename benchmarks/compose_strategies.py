@@ -17,12 +17,12 @@ reads the report already in `--out`) and prints:
 3. where composition loses: at the calibrated point, the share of queries a strategy gets right
    where the best single model is wrong (won) and the reverse (lost);
 4. the agreement chain (`chain`), per cost budget: the chain chosen on the training file, its
-   train-CV accuracy and cost share beside the test's, calls per query and how often it
-   escalates past its first k members (k = 2: past the agreeing pair);
-5. the chain's three operating points chosen on the training file: `calibrated` (validation
-   split, cost ≤ the best single model's), `calibrated_safe` (K-fold: held-out cost ≤ 1.0× on
-   every fold) and `calibrated_match` (K-fold: the cheapest budget matching the best single
-   model held out).
+   train-CV accuracy and cost share beside the test's, calls per query, how often it
+   escalates past its first k members (k = 2: past the agreeing pair), and with
+   `--params '{"chain": {"regions": true}}'` whether a partition won the budget on train-CV;
+5. the chain's operating points chosen on the training file's K folds: `calibrated_safe`
+   (held-out cost ≤ 1.0× on every fold; also the chain's `calibrated`) and `calibrated_match`
+   (the cheapest budget matching the best single model held out).
 
 `--no-embed` runs strategies that read no query embedding (`chain`) without embedding the
 prompts at all (the routers' and the other strategies' embeddings are not computed, so only
@@ -129,8 +129,8 @@ def chain_table(report: dict[str, Any]) -> list[str]:
     best = report["singles"][report["best_single"]]["mean_cost_usd"]
     lines = [
         "| budget | family | chain (k; * trusted) | train-CV acc | train-CV share | test acc "
-        "| test share | calls/q | escalated past k |",
-        "|---" * 9 + "|",
+        "| test share | calls/q | escalated past k | regions (train-CV) |",
+        "|---" * 10 + "|",
     ]
     for r in entry["cv"]:
         share = r["test_cost_usd"] / best if best > 0 else float("nan")
@@ -138,9 +138,23 @@ def chain_table(report: dict[str, Any]) -> list[str]:
             f"| {r['share']:.2f} | {r.get('family', '')} | {_chain_name(r)} "
             f"| {r['cv_accuracy']:.3f} "
             f"| {r['cv_cost_share']:.2f} | {r['test_accuracy']:.3f} | {share:.2f} "
-            f"| {r['calls_per_query']:.2f} | {r['escalated']:.2f} |"
+            f"| {r['calls_per_query']:.2f} | {r['escalated']:.2f} | {_regions(r)} |"
         )
     return lines
+
+
+def _regions(r: dict[str, Any]) -> str:
+    """Where a partition won the budget: its name, κ and the global chain's train-CV accuracy
+    it beat; else the best partition's train-CV accuracy and share (not chosen); else —."""
+    if "regions" in r:
+        return f"**{r['regions']}** κ={r['kappa']:g} (global {r['cv_global_accuracy']:.3f})"
+    tried = r.get("cv_regional_best")
+    if not tried:
+        return "—"
+    return (
+        f"not kept: best {tried['regions']} κ={tried['kappa']:g} {tried['cv_accuracy']:.3f} "
+        f"at {tried['cv_cost_share']:.2f}"
+    )
 
 
 def won_lost(report: dict[str, Any], names: list[str]) -> list[str]:
@@ -170,6 +184,10 @@ def run_without_embeddings(
     wrong = [n for n in names if n not in EMBEDDING_FREE]
     if wrong:
         raise SystemExit(f"--no-embed runs only {', '.join(EMBEDDING_FREE)}, not {wrong}")
+    if any((params.get(n) or {}).get("regions") for n in names):
+        raise SystemExit(
+            "a regional chain finds a query's region from its embedding: drop --no-embed"
+        )
     files = data_dir / "train.parquet", data_dir / "test.parquet"
     frames = [read_dataset(f) for f in files]
     train = to_routing_data(frames[0], files[0])

@@ -19,14 +19,15 @@ reply that does, a reliability-weighted vote).
 
 `ChainRouter` (`coe train --router chain`) chooses one chain per cost budget, a share of the
 best single expert's mean training cost (`shares`), by K-fold cross-validation inside the
-training file: on each fold it picks, among the candidates of each family (`FAMILIES`:
-rising-reliability chains of at most 1–4 experts, any chain of at most 3, three that agree,
-or agree-then-trust), the cheapest one within `slack` of
-the most accurate within budget on the other folds (`SLACKS`: shrinkage against the argmax
-over thousands of chains), and keeps the simplest family and slack whose picks score within one
-standard error (over folds) of the best held out (`_one_se`: richer families must beat simpler
-ones by more than noise); the chain is then their pick on the whole file. `cv_` keeps the
-held-out estimate per budget.
+training file (`router.chain_select`): on each fold it picks, among the candidates of each
+family (`FAMILIES`: rising-reliability chains of at most 1–4 experts, any chain of at most 3,
+three that agree, or agree-then-trust), the cheapest one within `slack` of the most accurate
+within budget on the other folds (shrinkage against the argmax over thousands of chains), and
+keeps the simplest family and slack whose picks score within one standard error (over folds)
+of the best held out (richer families must beat simpler ones by more than noise); the chain is
+then their pick on the whole file. `cv_` keeps the held-out estimate per budget.
+`RegionalChainRouter` (`coe train --router chain-regions`) may also run a chain per region of
+the query embedding where that beats one chain by the same rule (`router.chain_regions`).
 Serving, the gateway runs `episode(...)` (`router.episodes.Episode`) at the budget `share`.
 
 Example::
@@ -37,39 +38,32 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
 from router.answers import conclusion
 from router.base import Router, register
-from router.chain_search import agreeing, candidates, choose, fold_totals, needs_of, trusting
+from router.chain_regions import Partition, partitions
+from router.chain_select import FAMILIES, Picked, choose_chains
 from router.data import RoutingData
 
-__all__ = ["SHARES", "Chain", "ChainEpisode", "ChainRouter", "conclusion"]
+__all__ = [
+    "FAMILIES",
+    "SHARES",
+    "Chain",
+    "ChainEpisode",
+    "ChainRouter",
+    "RegionalChainRouter",
+    "conclusion",
+]
 
 #: Cost budgets a chain is chosen for, as shares of the best single expert's mean cost.
 SHARES: tuple[float, ...] = (
     0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.5
 )  # fmt: skip
-#: Candidate families by name: `(chains, ks or needs)` over m experts of given reliability.
-#: `rising-L`: chains of at most L experts escalating to stronger ones; `any-3`: any chain of
-#: at most 3; `agree3`: three that agree, else a stronger one (or two); `trust2` / `trust3`:
-#: two (or three) agree, else a trusted stronger expert answers (`chain_search.trusting`).
-FAMILIES: dict[str, Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-    "rising-1": lambda m, rel: candidates(m, 1, rel),
-    "rising-2": lambda m, rel: candidates(m, 2, rel),
-    "rising-3": lambda m, rel: candidates(m, 3, rel),
-    "rising-4": lambda m, rel: candidates(m, 4, rel),
-    "any-3": lambda m, rel: candidates(m, 3),
-    "agree3": lambda m, rel: agreeing(m, 3, 5, rel),
-    "trust2": lambda m, rel: trusting(m, rel, 2),
-    "trust3": lambda m, rel: trusting(m, rel, 3),
-}
-#: Shrinkage candidates: pick the cheapest chain within this much training accuracy of the best.
-SLACKS: tuple[float, ...] = (0.0, 0.0025, 0.005, 0.01)
 
 
 @dataclass(frozen=True)
@@ -210,6 +204,8 @@ class ChainRouter(Router):
     name = "chain"
     #: The chain reads replies, not the query: no embedding is needed to route or serve.
     uses_embeddings = False
+    #: Whether the region of a query's embedding may pick its chain (`RegionalChainRouter`).
+    regional: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -235,8 +231,20 @@ class ChainRouter(Router):
         self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
         keys = answer_codes(data.responses, data.prompts, self.math_)
         self.reliability_ = np.asarray(data.scores.mean(axis=0), dtype=np.float64)
-        self.chains_, self.cv_ = choose_chains(
-            keys, data.scores, data.costs, self.reliability_, self._shares(), self.folds, self.seed
+        self.partitions_: dict[str, Partition] = {}
+        labels: dict[str, tuple[np.ndarray, int]] = {}
+        if self.regional:
+            self.partitions_, found = partitions(data, embeddings, self.seed, self.folds)
+            labels = {n: (found[n], p.n_regions) for n, p in self.partitions_.items()}
+        self.chains_, self.cv_, self.regional_ = choose_chains(
+            keys,
+            data.scores,
+            data.costs,
+            self.reliability_,
+            self._shares(),
+            self.folds,
+            self.seed,
+            labels,
         )
         self.chain_ = self.chain_for(self.share)
         return self
@@ -244,15 +252,35 @@ class ChainRouter(Router):
     def _shares(self) -> list[float]:
         return sorted({*map(float, self.shares), float(self.share)})
 
-    def chain_for(self, share: float) -> Chain:
-        """The chain chosen for budget `share` (the nearest one chosen at or below it)."""
+    def _won(self, share: float) -> tuple[float, tuple[str, list[Picked]] | None]:
+        """The budget chosen at or below `share` (the lowest when none is), and the partition
+        with its chain per region where one won that budget."""
         fits = [s for s in self.chains_ if s <= share + 1e-12] or [min(self.chains_)]
-        members, needs = self.chains_[max(fits)]
+        return max(fits), getattr(self, "regional_", {}).get(max(fits))
+
+    def chain_for(self, share: float, embedding: np.ndarray | None = None) -> Chain:
+        """The chain chosen for budget `share` (the nearest one chosen at or below it); where
+        a partition won that budget, the chain of the region `embedding` falls in (the global
+        chain without an embedding)."""
+        key, won = self._won(share)
+        members, needs = self.chains_[key]
+        if won is not None and embedding is not None:
+            partition = self.partitions_[won[0]]
+            members, needs = won[1][int(partition.labels(np.reshape(embedding, (1, -1)))[0])]
         return Chain.of(tuple(self.models_[j] for j in members), needs)
+
+    def chains_for(self, share: float, embeddings: np.ndarray) -> list[Chain]:
+        """`chain_for(share, row)` for every row of `embeddings`, the regions found at once."""
+        _, won = self._won(share)
+        if won is None:
+            return [self.chain_for(share)] * len(embeddings)
+        per = [Chain.of(tuple(self.models_[j] for j in m), nd) for m, nd in won[1]]
+        return [per[int(r)] for r in self.partitions_[won[0]].labels(embeddings)]
 
     @property
     def max_calls(self) -> int:
-        return len(self.chain_.experts)
+        _, won = self._won(self.share)
+        return max([len(self.chain_.experts), *(len(m) for m, _ in (won[1] if won else []))])
 
     def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
         return np.tile(self.reliability_, (len(queries), 1))
@@ -268,16 +296,37 @@ class ChainRouter(Router):
         explore: float = 0.0,
         rng: np.random.Generator | None = None,
     ) -> ChainEpisode:
-        """A live run of the serving chain (`router.episodes.EpisodeRouter`); the embedding,
-        cost weight and exploration are not used (a chain is fixed per budget)."""
+        """A live run of the serving chain (`router.episodes.EpisodeRouter`): the budget's
+        chain, or its region's where a partition won it; the cost weight and exploration are
+        not used (a chain is fixed per budget and region)."""
+        _, won = self._won(self.share)
+        regional = won is not None and embedding is not None
         return ChainEpisode(
-            self.chain_,
+            self.chain_for(self.share, embedding) if regional else self.chain_,
             dict(zip(self.models_, map(float, self.reliability_), strict=True)),
             dict(zip(self.models_, map(float, est_costs), strict=True)),
             budget,
             question,
             self.math_,
         )
+
+
+@register
+class RegionalChainRouter(ChainRouter):
+    """`chain-regions`: agreement chains where the region of the query's embedding (k-means
+    clusters, or the training tasks' mean embeddings) may pick the chain, per budget, when the
+    training file's K folds say it beats one chain for all (`router.chain_regions`).
+
+    Example::
+
+        router = RegionalChainRouter(share=0.5).fit(train, x_train)
+        episode = router.episode(x[0], est_costs, question=prompt)   # x[0]'s region's chain
+    """
+
+    name = "chain-regions"
+    #: The region is the nearest centroid of the query embedding.
+    uses_embeddings = True
+    regional = True
 
 
 def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> np.ndarray:
@@ -289,123 +338,3 @@ def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> n
         if found is not None:
             keys[i, j] = codes.setdefault(found, len(codes))
     return keys
-
-
-def choose_chains(
-    keys: np.ndarray,
-    scores: np.ndarray,
-    costs: np.ndarray,
-    reliability: np.ndarray,
-    shares: Sequence[float],
-    folds: int,
-    seed: int,
-) -> tuple[dict[float, tuple[tuple[int, ...], tuple[int, ...]]], list[dict[str, Any]]]:
-    """Per share: the chosen `(expert indices, needs)` and the held-out (train-CV) record."""
-    n = len(keys)
-    fold = np.random.default_rng(seed).permutation(n) % max(2, min(folds, n))
-    sizes = np.bincount(fold).astype(np.float64)
-    tables = []
-    names = []
-    for name, generate in FAMILIES.items():
-        chains, ks = generate(keys.shape[1], reliability)
-        if not len(chains):  # too few experts for this family
-            continue
-        names.append(name)
-        ks = needs_of(chains, ks)
-        tables.append(
-            (chains, ks, *fold_totals(keys, scores, costs, reliability, chains, ks, fold))
-        )
-    singles_s = np.stack([scores[fold == f].sum(0) for f in range(len(sizes))])
-    singles_c = np.stack([costs[fold == f].sum(0) for f in range(len(sizes))])
-    configs = [(f, slack) for f in range(len(names)) for slack in SLACKS]
-    chosen: dict[float, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    record: list[dict[str, Any]] = []
-    for share in shares:
-        held = [
-            _held_out(tables[f][2], tables[f][3], singles_s, singles_c, sizes, share, slack)
-            for f, slack in configs
-        ]
-        best = _one_se(held)
-        family, slack = configs[best]
-        chains, ks, s, c = tables[family]
-        budget = share * _best_cost(singles_s.sum(0), singles_c.sum(0)) / n
-        i = choose(s.sum(0), c.sum(0), n, budget, slack)
-        members = tuple(int(j) for j in chains[i] if j >= 0)
-        needs = tuple(int(x) for x in ks[i, : len(members)])
-        chosen[share] = (members, needs)
-        chain = Chain.of(tuple(map(str, members)), needs)
-        record.append(
-            {
-                "share": share,
-                "family": names[family],
-                "slack": slack,
-                "cv_accuracy": held[best][0],
-                "cv_cost_share": held[best][1],
-                "cv_fold_cost_shares": held[best][2],
-                "cv_single_accuracy": held[best][3],
-                "cv_best_accuracy": max(h[0] for h in held),
-                "experts": list(members),
-                "k": chain.k,
-                "trust_from": chain.trust_from,
-            }
-        )
-    return chosen, record
-
-
-def _one_se(held: list[tuple[float, float, list[float], float, np.ndarray]]) -> int:
-    """The simplest configuration (first in `configs`: families in `FAMILIES` order, smaller
-    slack first) whose held-out accuracy is within one standard error of the best one's.
-
-    The standard error is that of the per-fold accuracy difference between the two: with
-    eight families × four slacks the plain argmax of held-out accuracy itself picks noise (on
-    MATH-L5 a three-agree chain beat o1-mini alone by 1 of 505 training queries, and lost 2
-    points on test); a richer family must beat a simpler one by more than the folds' spread.
-    """
-    top = max(range(len(held)), key=lambda i: (round(held[i][0], 9), -held[i][1], -i))
-    for i, h in enumerate(held):
-        diff = held[top][4] - h[4]
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        if h[0] >= held[top][0] - se - 1e-12:
-            return i
-    return top
-
-
-def _best(score_sum: np.ndarray, cost_sum: np.ndarray) -> int:
-    """The most accurate single expert (cheaper on ties)."""
-    return int(np.lexsort((cost_sum, -score_sum))[0])
-
-
-def _best_cost(score_sum: np.ndarray, cost_sum: np.ndarray) -> float:
-    """Total cost of the most accurate single expert."""
-    return float(cost_sum[_best(score_sum, cost_sum)])
-
-
-def _held_out(
-    s: np.ndarray,
-    c: np.ndarray,
-    singles_s: np.ndarray,
-    singles_c: np.ndarray,
-    sizes: np.ndarray,
-    share: float,
-    slack: float,
-) -> tuple[float, float, list[float], float, np.ndarray]:
-    """K-fold estimate of `choose` within budget: (accuracy, cost / best single's cost, that
-    cost share on each fold, the accuracy of the best single expert picked the same way, the
-    accuracy on each fold)."""
-    got = spent = ref = single = 0.0
-    per_fold: list[float] = []
-    accuracy: list[float] = []
-    for f in range(len(sizes)):
-        rest = np.arange(len(sizes)) != f
-        n_rest = float(sizes[rest].sum())
-        best = _best(singles_s[rest].sum(0), singles_c[rest].sum(0))
-        budget = share * float(singles_c[rest].sum(0)[best]) / n_rest
-        i = choose(s[rest].sum(0), c[rest].sum(0), n_rest, budget, slack)
-        fold_ref = float(singles_c[rest].sum(0)[best]) / n_rest * sizes[f]
-        got, spent, ref = got + s[f, i], spent + c[f, i], ref + fold_ref
-        single += singles_s[f, best]
-        per_fold.append(float(c[f, i] / fold_ref) if fold_ref > 0 else 0.0)
-        accuracy.append(float(s[f, i] / sizes[f]))
-    total = float(sizes.sum())
-    share_ = spent / ref if ref > 0 else 0.0
-    return got / total, share_, per_fold, single / total, np.asarray(accuracy)

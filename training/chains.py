@@ -7,6 +7,9 @@ drives: an expert's reply is read only after the episode called it and paid for 
 answer is the reply the episode names. Points: `share`, the budget as a share of the best
 single expert's mean training cost. The report entry also carries `cv`: per budget, the chain
 chosen, its candidate family and its train-CV accuracy and cost share, to set beside the test.
+With `regions` (`--params '{"chain": {"regions": true}}'`) the router is a
+`router.chains.RegionalChainRouter`: each test query runs the chain of the region its
+embedding falls in, wherever a partition won that budget on the training folds.
 
 Example::
 
@@ -16,16 +19,25 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
 
-from router.chains import SHARES, ChainEpisode, ChainRouter
+from router.chains import SHARES, ChainEpisode, ChainRouter, RegionalChainRouter
 from router.data import RoutingData
 from training.recorded import Ledger, ReplyTable
 from training.strategies import Episodes, Strategy
 
-__all__ = ["ChainStrategy"]
+
+@dataclass(frozen=True)
+class ChainRun(Episodes):
+    """`Episodes` of a chain run, with each query's chain `k` (regions may differ in it)."""
+
+    k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+__all__ = ["ChainRun", "ChainStrategy"]
 
 
 class ChainStrategy(Strategy):
@@ -33,13 +45,22 @@ class ChainStrategy(Strategy):
 
     name = "chain"
 
-    def __init__(self, shares: tuple[float, ...] = SHARES, folds: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shares: tuple[float, ...] = SHARES,
+        folds: int = 5,
+        seed: int = 0,
+        regions: bool = False,
+    ) -> None:
         super().__init__(folds=folds, seed=seed)
         self.shares = tuple(shares)
+        self.regions = regions
 
     def fit(self, data: RoutingData, x: np.ndarray, table: ReplyTable) -> Self:
-        """Fit the chain router (it reads the replies' conclusions itself, as serving does)."""
-        self.router_ = ChainRouter(shares=self.shares, folds=self.folds, seed=self.seed)
+        """Fit the chain router (it reads the replies' conclusions itself, as serving does);
+        with `regions`, `RegionalChainRouter`, whose query's region may pick its chain."""
+        family = RegionalChainRouter if self.regions else ChainRouter
+        self.router_ = family(shares=self.shares, folds=self.folds, seed=self.seed)
         self.router_.fit(data, x)
         return self
 
@@ -53,6 +74,10 @@ class ChainStrategy(Strategy):
         out = []
         for r in self.router_.cv_:
             row: dict[str, Any] = {**r, "experts": [names[j] for j in r["experts"]]}
+            if "region_chains" in r:
+                row["region_chains"] = [
+                    {**c, "experts": [names[j] for j in c["experts"]]} for c in r["region_chains"]
+                ]
             run = tested.get(r["share"])
             if run is not None:
                 row |= {
@@ -68,20 +93,24 @@ class ChainStrategy(Strategy):
         """Operating points chosen on the training file's K folds (`router_.cv_`), each with
         whether any budget met its aim there (else the cheapest budget):
 
-        - `safe`: the most accurate budget (cheaper on ties) whose held-out cost share stayed
-          ≤ 1 on every fold: since each fold is a sample of new queries about the size of a
-          test split, the fold-to-fold spread is the margin the budget keeps below 1.0×;
+        - `cost`: the most accurate budget (cheaper on ties) whose held-out cost share is at
+          most the best single expert's own, counted the same way (`cv_single_cost_share`,
+          about 1): "cost ≤ the best single model's", where that model alone qualifies;
+        - `safe`: the most accurate budget whose held-out cost share stayed ≤ 1 on every
+          fold: since each fold is a sample of new queries about the size of a test split,
+          the fold-to-fold spread is the margin the budget keeps below 1.0× (the best single
+          model alone rarely passes: its own cost varies across folds);
         - `match`: the cheapest budget whose held-out accuracy is at least the best single
           expert's, picked and scored on the same folds.
         """
         rows = self.router_.cv_
         cheapest = min(rows, key=lambda r: (r["cv_cost_share"], r["share"]))
+        cost = [r for r in rows if r["cv_cost_share"] <= r.get("cv_single_cost_share", 1.0) + 1e-9]
         safe = [r for r in rows if max(r["cv_fold_cost_shares"]) <= 1.0 + 1e-9]
         match = [r for r in rows if r["cv_accuracy"] >= r["cv_single_accuracy"] - 1e-12]
         picks = {
-            "safe": max(safe, key=lambda r: (r["cv_accuracy"], -r["cv_cost_share"]))
-            if safe
-            else None,
+            "cost": _most_accurate(cost),
+            "safe": _most_accurate(safe),
             "match": min(match, key=lambda r: (r["cv_cost_share"], r["share"])) if match else None,
         }
         return {
@@ -90,12 +119,17 @@ class ChainStrategy(Strategy):
         }
 
     def quality(self, x: np.ndarray, prompts: Any) -> np.ndarray:
-        return np.asarray(self.router_.score(x, prompts), dtype=np.float64)
+        """What a chain reads of the query before calling anyone: its embedding, which only a
+        regional chain uses (to find the query's region)."""
+        return np.asarray(x, dtype=np.float32)
 
     def escalated(self, run: Episodes, point: dict[str, float]) -> float:
-        """Share of queries that called past the chain's first k members (k = 2: the pair
+        """Share of queries that called past their chain's first k members (k = 2: the pair
         every query asks; k = 1: the first expert)."""
-        return float((run.calls > self.router_.chain_for(point["share"]).k).mean())
+        k = getattr(run, "k", None)
+        if k is None or len(k) != len(run.calls):
+            k = self.router_.chain_for(point["share"]).k
+        return float((run.calls > k).mean())
 
     def grid(self) -> list[dict[str, float]]:
         return [{"share": s} for s in self.shares]
@@ -104,12 +138,12 @@ class ChainStrategy(Strategy):
         self, data: RoutingData, table: ReplyTable, quality: np.ndarray, point: dict[str, float]
     ) -> Episodes:
         router = self.router_
-        chain = router.chain_for(point["share"])
+        chains = router.chains_for(point["share"], quality)
         reliability = dict(zip(router.models_, map(float, router.reliability_), strict=True))
         index = {name: j for j, name in enumerate(router.models_)}
-        episodes = [ChainEpisode(chain, reliability) for _ in range(len(data))]
+        episodes = [ChainEpisode(chain, reliability) for chain in chains]
         ledger = Ledger(data, table, np.arange(len(data)))
-        for _ in chain.experts:
+        for _ in range(max((len(c.experts) for c in chains), default=0)):
             ask = [ep.next_expert() for ep in episodes]
             experts = np.array([-1 if e is None else index[e] for e in ask], dtype=np.int64)
             if (experts < 0).all():
@@ -123,4 +157,11 @@ class ChainStrategy(Strategy):
                     episodes[i].record_key(ask[i] or "", ledger.spent[i] - before[i],
                                            key if key >= 0 else None)  # fmt: skip
         answer = np.array([index.get(ep.answer_expert() or "", -1) for ep in episodes])
-        return Episodes.settled(ledger, answer)
+        run = Episodes.settled(ledger, answer)
+        k = np.array([c.k for c in chains], dtype=np.int64)
+        return ChainRun(run.answer, run.score, run.cost, run.calls, run.called, k)
+
+
+def _most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row of highest held-out accuracy (cheaper on ties); None without rows."""
+    return max(rows, key=lambda r: (r["cv_accuracy"], -r["cv_cost_share"]), default=None)

@@ -52,7 +52,14 @@ def test_cv_points_read_the_folds() -> None:
     ]  # fmt: skip
     points = strategy.cv_points()
     assert points["safe"] == ({"share": 1.0}, True)  # 1.5 overshot on one fold
+    assert points["cost"] == ({"share": 1.5}, True)  # but kept to 0.99× over all folds
     assert points["match"] == ({"share": 1.0}, True)  # the cheapest at ≥ the single's 0.8
+    # the best single model alone costs 1.02× its own training mean held out: a chain at
+    # 1.01× costs no more than it does
+    strategy.router_.cv_[2] |= {"cv_cost_share": 1.01, "cv_single_cost_share": 1.02}  # type: ignore[attr-defined]
+    assert strategy.cv_points()["cost"] == ({"share": 1.5}, True)
+    strategy.router_.cv_[2]["cv_single_cost_share"] = 1.0  # type: ignore[attr-defined]
+    assert strategy.cv_points()["cost"] == ({"share": 1.0}, True)
     strategy.router_.cv_ = strategy.router_.cv_[:1]  # type: ignore[attr-defined]
     assert strategy.cv_points()["match"] == ({"share": 0.3}, False)  # none matches: cheapest
 
