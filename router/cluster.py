@@ -280,15 +280,7 @@ class ClusterRouter(Router):
         assert self.train_scores_ is not None
         seen = rows >= 0
         at = rows[seen]
-        irt = onboard_profile(
-            self.table_,
-            weights,
-            outcome,
-            self.onboard_rank,
-            self.onboard_strength,
-            self.onboard_caution,
-            self.onboard_ability,
-        )
+        irt = self._irt_profile(weights, outcome)
         train_weights = self._training_weights()
         offset = _logit(train_weights @ irt)
         m = self.table_.shape[1]
@@ -362,20 +354,25 @@ class ClusterRouter(Router):
         weights = self._weights(embeddings)
         return select_profile(weights, n, method, np.random.default_rng(seed), irt)
 
+    def _irt_profile(self, weights: np.ndarray, outcome: np.ndarray) -> np.ndarray:
+        """`(k,)` the new expert's region profile by the low-rank IRT fit, with this router's
+        onboarding options."""
+        return onboard_profile(
+            self.table_,
+            weights,
+            outcome,
+            self.onboard_rank,
+            self.onboard_strength,
+            self.onboard_caution,
+            self.onboard_ability,
+        )
+
     def _predicted_profile(
         self, embeddings: np.ndarray, weights: np.ndarray, outcome: np.ndarray
     ) -> np.ndarray:
         """`(k,)` the new expert's expected score per region, from the existing experts'."""
         if self.onboard in ("irt", "cf"):  # cf without a remembered training file: its prior
-            return onboard_profile(
-                self.table_,
-                weights,
-                outcome,
-                self.onboard_rank,
-                self.onboard_strength,
-                self.onboard_caution,
-                self.onboard_ability,
-            )
+            return self._irt_profile(weights, outcome)
         if self.onboard != "regression":
             raise OnboardingError(
                 f"unknown onboarding model {self.onboard!r}; choose 'cf', 'irt' or 'regression'"
