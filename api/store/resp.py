@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -121,13 +120,13 @@ class _Protocol(asyncio.Protocol):
         if self.lost is not None:
             raise RespUnavailable(str(self.lost))
         future: asyncio.Future[list[Any]] = self.loop.create_future()
-        now = time.monotonic()
+        now = self.loop.time()
         self.pending.append(_Pending(future, count, now))
         if not self._out:  # the first write of this loop turn: send them all at its end
             self.loop.call_soon(self._flush)
         self._out.append(data)
         if self._timer is None:
-            self._timer = self.loop.call_at(self.loop.time() + self.timeout_s, self._check)
+            self._timer = self.loop.call_at(now + self.timeout_s, self._check)
         return future
 
     def _flush(self) -> None:
@@ -141,11 +140,11 @@ class _Protocol(asyncio.Protocol):
         self._timer = None
         if not self.pending or self.lost is not None:
             return
-        waited = time.monotonic() - self.pending[0].sent_at
-        if waited >= self.timeout_s:
+        deadline = self.pending[0].sent_at + self.timeout_s
+        if self.loop.time() >= deadline:
             self._fail(RespUnavailable(f"redis: no reply within {self.timeout_s:g} s"))
             return
-        self._timer = self.loop.call_at(self.loop.time() + self.timeout_s - waited, self._check)
+        self._timer = self.loop.call_at(deadline, self._check)
 
     def _fail(self, exc: RespUnavailable) -> None:
         """Every command in flight fails with `exc`; the connection is closed for good."""
