@@ -130,6 +130,7 @@ def serve_workers(settings: Settings, workers: int) -> None:
             port=settings.port,
             workers=workers,
             log_level=settings.log_level,
+            access_log=settings.access_log,
             timeout_graceful_shutdown=10,
         )
 

@@ -17,6 +17,10 @@ Layout under a key prefix (`COE_REDIS_PREFIX`, default `coe:`):
 Every check-and-take (limits, unique key names, log + index) is one Lua script, so replicas never
 interleave inside one. Connection errors and timeouts become `StoreUnavailable`; the fallback
 store turns those into serving from memory.
+
+The two calls of every request, admission and the request log's batch, go through
+`api.store.resp.PipelinedRedis` (one pipelined connection, hiredis); everything else through
+redis-py.
 """
 
 from __future__ import annotations
@@ -29,11 +33,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import Unauthorized
@@ -48,6 +51,7 @@ from api.store.base import (
     Store,
     StoreUnavailable,
 )
+from api.store.resp import PipelinedRedis, ReplyError, pack, pack_many
 
 __all__ = ["RedisStore"]
 
@@ -111,6 +115,11 @@ def _parse(entries: list[Any]) -> list[dict[str, Any]]:
     return [loads(fields[b"r"]) for _, fields in entries]
 
 
+def _no_script(reply: Any) -> bool:
+    """Whether a pipelined reply says Redis does not have the script (it was restarted)."""
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
 def _stream_ms(ts: float) -> str:
     return str(max(0, int(ts * 1000)))
 
@@ -137,8 +146,12 @@ class RedisStore(Store):
         retention_s: float | None = None,
         record_ttl_s: int = 7 * 24 * 3600,
         key_cache_s: float = 1.0,
+        fast: PipelinedRedis | None = None,
     ) -> None:
         self.redis = client
+        #: The same Redis for admission and the log batch (see the module doc); `from_url`
+        #: makes one on the URL's database, and None sends those calls through `client` too.
+        self.fast = fast
         #: How long a found key is trusted without asking Redis again. A revocation is seen at
         #: once by the replica that made it, by every replica's limits script (keys with
         #: limits), and by the others' lookups within this many seconds.
@@ -181,16 +194,23 @@ class RedisStore(Store):
             socket_connect_timeout=connect_timeout_s or timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
-        return cls(aioredis.Redis.from_pool(pool), prefix, max_requests, retention_s)
+        fast = PipelinedRedis.from_url(url, timeout_s, connect_timeout_s)
+        client = aioredis.Redis.from_pool(pool)
+        return cls(client, prefix, max_requests, retention_s, fast=fast)
 
     def k(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
     async def ping(self) -> None:
+        """Both connections answer (the request path's is opened here, not by a request)."""
         with _unavailable():
             await self.redis.ping()
+            if self.fast is not None:
+                await self.fast.call("PING")
 
     async def aclose(self) -> None:
+        if self.fast is not None:
+            await self.fast.aclose()
         await self.redis.aclose()
 
     # --- request log and feedback ----------------------------------------------------------
@@ -228,18 +248,50 @@ class RedisStore(Store):
         puts = puts or {}
         if not records and not adjustments and not puts:
             return
+        if self.fast is None:
+            await self._log_and_adjust_redis_py(records, adjustments, puts)
+            return
+        trim = self._trim()
+        calls: list[tuple[list[str], list[bytes | int | float | str]]] = []
+        commands: list[tuple[Any, ...]] = []
+        for record in records:
+            data = dumps(record.as_json())  # orjson: the batch's largest cost
+            keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
+            args: list[bytes | int | float | str] = [data, self.record_ttl_s, *trim]
+            calls.append((keys, args))
+            commands.append(("EVALSHA", self._log.sha, 2, *keys, *args))
+        for charge, tokens, nano_usd in adjustments:
+            commands += self._adjust_commands(charge, tokens, nano_usd)
+        for key, (value, ttl_s) in puts.items():
+            name, payload, px = self._cache_entry(key, value, ttl_s)
+            commands.append(("SET", name, payload, "PX", px))
+        with _unavailable():
+            results = await self.fast.execute(pack_many(commands), len(commands))
+            results = results[: len(results) - len(puts)]
+            for (keys, args), result in zip(calls, results, strict=False):
+                if _no_script(result):
+                    await self._log(keys=keys, args=args)
+        failed = [r for r in results if isinstance(r, ReplyError) and not _no_script(r)]
+        if failed:
+            raise ResponseError(str(failed[0]))
+
+    async def _log_and_adjust_redis_py(
+        self, records: list[RequestRecord], adjustments: list[Adjustment], puts: CachePuts
+    ) -> None:
+        """`log_and_adjust` through redis-py's pipeline (a store made without `fast`)."""
         trim = self._trim()
         calls: list[tuple[list[str], list[bytes | int | float | str]]] = []
         with _unavailable():
             async with self.redis.pipeline(transaction=False) as pipe:
                 for record in records:
-                    data = dumps(record.as_json())  # orjson: the batch's largest cost
+                    data = dumps(record.as_json())
                     keys = [self.k("requests"), self.k(f"req:{record.request_id}")]
                     args: list[bytes | int | float | str] = [data, self.record_ttl_s, *trim]
                     calls.append((keys, args))
                     pipe.evalsha(self._log.sha, len(keys), *keys, *args)
                 for charge, tokens, nano_usd in adjustments:
-                    self._queue_adjust(pipe, charge, tokens, nano_usd)
+                    for command in self._adjust_commands(charge, tokens, nano_usd):
+                        pipe.execute_command(*command)
                 for key, (value, ttl_s) in puts.items():
                     name, payload, px = self._cache_entry(key, value, ttl_s)
                     pipe.set(name, payload, px=px)
@@ -361,7 +413,16 @@ class RedisStore(Store):
         args.append(charge.key_id)
         keys = [*self._windows(charge), self.k("keys:revoked")]
         with _unavailable():
-            refused = await self._admit(keys=keys, args=args)
+            if self.fast is None:
+                refused = await self._admit(keys=keys, args=args)
+            else:
+                [refused] = await self.fast.execute(
+                    pack(("EVALSHA", self._admit.sha, 4, *keys, *args))
+                )
+                if _no_script(refused):  # Redis lost its scripts: the script object loads it
+                    refused = await self._admit(keys=keys, args=args)
+                elif isinstance(refused, ReplyError):
+                    raise ResponseError(str(refused))
         reason = refused.decode() if isinstance(refused, bytes) else str(refused or "")
         if reason == "revoked":  # revoked by another replica since this one cached the key
             self._key_cache.clear()
@@ -371,17 +432,21 @@ class RedisStore(Store):
     async def adjust(self, charge: Charge, tokens: int, nano_usd: int) -> None:
         with _unavailable():
             async with self.redis.pipeline(transaction=True) as pipe:
-                self._queue_adjust(pipe, charge, tokens, nano_usd)
+                for command in self._adjust_commands(charge, tokens, nano_usd):
+                    pipe.execute_command(*command)
                 await pipe.execute()
 
-    def _queue_adjust(self, pipe: Pipeline, charge: Charge, tokens: int, nano_usd: int) -> None:
+    def _adjust_commands(self, charge: Charge, tokens: int, nano_usd: int) -> list[tuple[Any, ...]]:
+        """What settling `charge` by (`tokens`, `nano_usd`) sends: one shape for `adjust` and
+        the log batch."""
         _, tokens_key, budget_key = self._windows(charge)
+        commands: list[tuple[Any, ...]] = []
         if tokens:
-            pipe.incrby(tokens_key, tokens)
-            pipe.expire(tokens_key, _WINDOW_TTL_S)
+            commands += [("INCRBY", tokens_key, tokens), ("EXPIRE", tokens_key, _WINDOW_TTL_S)]
         if nano_usd:
-            pipe.incrby(budget_key, nano_usd)
-            pipe.expire(budget_key, charge.period_ttl_s)
+            commands.append(("INCRBY", budget_key, nano_usd))
+            commands.append(("EXPIRE", budget_key, charge.period_ttl_s))
+        return commands
 
     async def spent_nano_usd(self, key_id: str, period: str) -> int:
         with _unavailable():
