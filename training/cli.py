@@ -256,9 +256,24 @@ def profile(
     ] = None,
     work_dir: Annotated[Path, typer.Option(help="Local experts' logs and weights.")] = Path(".coe"),
     read_timeout_s: Annotated[float, typer.Option(help="Per call, seconds.")] = 300.0,
+    from_training: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the --n questions from this routing dataset (a router's training file) "
+            "instead of --bench, so `coe train --base --add` onboards from queries it knows."
+        ),
+    ] = None,
+    grader: Annotated[
+        str,
+        typer.Option(
+            help="With --from-training: auto (from the gold answer), choice, number or math."
+        ),
+    ] = "auto",
 ) -> None:
     """Run every expert of a pool on gold-answer questions, grade, and write a routing dataset
-    (OUT/dataset.parquet, for `coe train`) and the aggregation profile (OUT/aggregation.json)."""
+    (OUT/dataset.parquet, for `coe train`) and the aggregation profile (OUT/aggregation.json).
+    A new expert's profile for `coe train --base ROUTER --add OUT/dataset.parquet`: a pool file
+    of that expert, `--from-training` the router's training file, `--n 100`."""
     import asyncio
 
     from experts.errors import EngineStartError, PoolConfigError
@@ -281,6 +296,8 @@ def profile(
                 aggregation_n=aggregation_n,
                 work_dir=work_dir,
                 read_timeout_s=read_timeout_s,
+                from_training=from_training,
+                grader=grader,
             )
         )
     except (CoeTrainingError, PoolConfigError, EngineStartError) as exc:

@@ -20,7 +20,7 @@ from rich.table import Table
 from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import load_pool
-from training.benchsets import load_questions
+from training.benchsets import load_questions, training_questions
 from training.profile import ProfileOptions, ProfileResult, profile_pool, summary
 
 __all__ = ["print_summary", "run_profile"]
@@ -43,11 +43,32 @@ async def run_profile(
     retries: int = 1,
     transport: httpx.AsyncBaseTransport | None = None,
     console: Console | None = None,
+    from_training: Path | None = None,
+    grader: str = "auto",
 ) -> ProfileResult:
-    """Load the pool and questions (failing early on either), start the experts, profile."""
+    """Load the pool and questions (failing early on either), start the experts, profile.
+
+    With `from_training` (a router's training file) the `n` questions are drawn from its
+    queries instead of `benches` (`training.benchsets.training_questions`), so the dataset
+    written feeds `coe train --base ROUTER --add OUT/dataset.parquet` with queries the router
+    remembers."""
     console = console or Console(stderr=True)
     config = load_pool(pool_file)
-    questions = load_questions(list(benches), data_dir, n, seed)
+    if from_training is None:
+        questions = load_questions(list(benches), data_dir, n, seed)
+    else:
+        drawn = training_questions(from_training, n, seed, grader)
+        questions = drawn.questions
+        console.print(
+            f"{len(questions)} of {drawn.candidates} queries of {from_training} with a gold "
+            f"answer (from its {drawn.gold_from})"
+            + (
+                f"; {drawn.no_gold} without one are not drawn (no recorded model got them "
+                "right): re-import the file with `coe data import` to get its gold column"
+                if drawn.no_gold
+                else ""
+            )
+        )
     options = ProfileOptions(
         max_tokens=max_tokens,
         concurrency=concurrency,
@@ -96,7 +117,10 @@ def print_summary(result: ProfileResult, console: Console) -> None:
         )
     console.print(table)
     if result.dataset is not None:
-        console.print(f"wrote {result.dataset}: train a router with `coe train --train ...`")
+        console.print(
+            f"wrote {result.dataset}: train a router with `coe train --train ...`, or add its "
+            "experts to one with `coe train --base ROUTER.pkl --add ...`"
+        )
     if result.aggregation is not None:
         console.print(f"wrote {result.aggregation}: name it as compose.aggregation_profile")
     if result.incomplete:
