@@ -179,7 +179,12 @@ def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int
             + f" | {row.left_out:.4f} | {statistics.fmean(row.added[0]) - row.full:+.4f} "
             f"| {row.share_full:.1%} / " + " / ".join(f"{s:.1%}" for s in row.share_added) + " |"
         )
-    lines.append("")
+    idle = [r.model for r in rows if r.share_full < 0.01]
+    cost = max((r.full - r.left_out for r in rows if r.share_full < 0.01), default=0.0)
+    lines.append(
+        f"\n{len(idle)} of {len(rows)} get < 1% of the queries with full retraining (leaving "
+        f"them out costs ≤ {cost:.4f} AIQ): {', '.join(idle) or 'none'}"
+    )
     for c, label in enumerate(labels):
         met = [r.model for r in rows if _meets(r, c)]
         lines.append(

@@ -30,6 +30,7 @@ __all__ = [
     "IrtTable",
     "impute_outcomes",
     "impute_reply_costs",
+    "impute_twin",
     "onboard_profile",
     "select_profile",
 ]
@@ -168,6 +169,54 @@ def impute_outcomes(
     beta = np.asarray(minimize(loss, start, jac=True, method="L-BFGS-B").x, dtype=np.float64)
     z_all = np.asarray(offset_all, dtype=np.float64) + beta[0] + (features_all - centre) @ beta[1:]
     return np.asarray(1.0 / (1.0 + np.exp(-z_all)), dtype=np.float64)
+
+
+def impute_twin(
+    features: np.ndarray,
+    offset: np.ndarray,
+    outcomes: np.ndarray,
+    features_all: np.ndarray,
+    offset_all: np.ndarray,
+    c: float,
+) -> np.ndarray:
+    """`(N,)` like `impute_outcomes`, but by averaging one-feature models: "the newcomer is
+    like existing expert j" (its outcome regressed on expert j's feature alone, L2 `1 / c` on
+    the slope) for each j, and the model with no feature, weighted by their likelihood on the
+    profile (BIC: the slope costs `log(n) / 2`). 100 outcomes pick out one twin (a model of
+    the same family) better than they fit a weight for every expert."""
+    from scipy.optimize import minimize
+
+    y = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
+    offset = np.asarray(offset, dtype=np.float64)
+    offset_all = np.asarray(offset_all, dtype=np.float64)
+    centre = np.asarray(features_all, dtype=np.float64).mean(axis=0)
+    x, x_all = np.asarray(features) - centre, np.asarray(features_all) - centre
+    columns: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)]
+    columns += [(x[:, j], x_all[:, j]) for j in range(x.shape[1])]
+    logliks, predictions = [], []
+    for feature, feature_all in columns:
+        design = (
+            np.ones((len(y), 1)) if feature is None else np.column_stack([np.ones(len(y)), feature])
+        )
+        precision = np.array([1e-6] + [1.0 / max(c, 1e-12)] * (design.shape[1] - 1))
+
+        def loss(
+            beta: np.ndarray, design: np.ndarray = design, precision: np.ndarray = precision
+        ) -> tuple[float, np.ndarray]:
+            z = offset + design @ beta
+            value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * (precision * beta**2).sum())
+            grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + precision * beta
+            return value, np.asarray(grad, dtype=np.float64)
+
+        beta = minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B").x
+        z = offset + design @ beta
+        loglik = float((y * z - np.logaddexp(0.0, z)).sum())
+        logliks.append(loglik - 0.5 * np.log(len(y)) * (design.shape[1] - 1))
+        z_all = offset_all + beta[0] + (0.0 if feature_all is None else beta[1] * feature_all)
+        predictions.append(1.0 / (1.0 + np.exp(-z_all)))
+    weight = np.exp(np.array(logliks) - max(logliks))
+    weight /= weight.sum()
+    return np.asarray(weight @ np.array(predictions), dtype=np.float64)
 
 
 def impute_reply_costs(

@@ -29,6 +29,7 @@ import gzip
 import json
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,12 +160,18 @@ def _kind_of(prompt: str, gold: str, grader: str) -> tuple[Kind, dict[str, Any]]
     return "math", {}
 
 
+#: choose(query_ids, prompts, n, seed) → indices of the `n` queries to profile
+Chooser = Callable[[list[str], list[str], int, int], Sequence[int]]
+
+
 def training_questions(
-    path: Path, n: int, seed: int = 0, grader: str = "auto"
+    path: Path, n: int, seed: int = 0, grader: str = "auto", choose: Chooser | None = None
 ) -> TrainingQuestions:
     """`n` queries of the canonical routing dataset at `path` (a router's training file), a
-    seeded sample of those with a gold answer, as questions whose rows keep the file's
-    `query_id`, `prompt` (as `routed`) and `task`; `grader` forces how they are graded."""
+    seeded sample of those with a gold answer (or those `choose` picks among them, e.g. the
+    router's D-optimal design: `ClusterRouter.select_training_profile`), as questions whose
+    rows keep the file's `query_id`, `prompt` (as `routed`) and `task`; `grader` forces how
+    they are graded."""
     from training.dataset import read_dataset
 
     if grader not in GRADERS:
@@ -190,7 +197,11 @@ def training_questions(
     ids = [q for q in first.index if str(gold.get(q, "")).strip()]
     if not ids:
         raise DataError(path, "no query has a gold answer to grade a new expert against")
-    picked = sorted(random.Random(f"{seed}/training").sample(range(len(ids)), min(n, len(ids))))
+    if choose is None:
+        picked = sorted(random.Random(f"{seed}/training").sample(range(len(ids)), min(n, len(ids))))
+    else:
+        prompts = [str(first.at[q, "prompt"]) for q in ids]
+        picked = sorted(int(i) for i in choose([str(q) for q in ids], prompts, n, seed))
     questions = []
     for i in picked:
         qid = str(ids[i])

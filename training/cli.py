@@ -269,6 +269,17 @@ def profile(
             help="With --from-training: auto (from the gold answer), choice, number or math."
         ),
     ] = "auto",
+    select: Annotated[
+        str,
+        typer.Option(
+            help="With --from-training: random, or doptimal/stratified by the --base router's "
+            "design (doptimal: the queries that tell most about a newcomer)."
+        ),
+    ] = "random",
+    base: Annotated[
+        Path | None,
+        typer.Option(help="With --select doptimal|stratified: the router to add the expert to."),
+    ] = None,
 ) -> None:
     """Run every expert of a pool on gold-answer questions, grade, and write a routing dataset
     (OUT/dataset.parquet, for `coe train`) and the aggregation profile (OUT/aggregation.json).
@@ -298,6 +309,8 @@ def profile(
                 read_timeout_s=read_timeout_s,
                 from_training=from_training,
                 grader=grader,
+                select=select,
+                base=base,
             )
         )
     except (CoeTrainingError, PoolConfigError, EngineStartError) as exc:

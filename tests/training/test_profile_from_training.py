@@ -151,8 +151,9 @@ async def test_profile_from_training_writes_the_training_queries_graded(tmp_path
     assert all(s.endswith("'The answer is (X)'.") for s in sent)  # the instruction is sent
 
 
+@pytest.mark.parametrize("select", ["random", "doptimal"])
 async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, select: str
 ) -> None:
     monkeypatch.setattr(
         "training.embed.load_embedder",
@@ -168,9 +169,16 @@ async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
     result = await run_profile(
         newcomer_pool(tmp_path), [], 100, tmp_path, tmp_path / "out",
         work_dir=tmp_path / "work", transport=FakeNetwork({"geo": Geographer("geo")}),
-        console=Console(file=io.StringIO()), from_training=train_path,
+        console=Console(file=io.StringIO()), from_training=train_path, select=select, base=base,
     )  # fmt: skip
     assert result.dataset is not None
+    if select == "doptimal":  # the router's own design: the same queries on every run
+        chosen = Router.load(base).select_training_profile(  # type: ignore[attr-defined]
+            *_ids_and_prompts(train_path), 100, "doptimal"
+        )
+        assert sorted(read_dataset(result.dataset)["query_id"]) == sorted(
+            _ids_and_prompts(train_path)[0][i] for i in chosen
+        )
     args = ["train", "--base", str(base), "--add", str(result.dataset), "--out", str(grown_path)]
     done = CliRunner().invoke(app, [*args, *cache])
     assert done.exit_code == 0, done.output
@@ -186,3 +194,18 @@ async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
     beta = np.array([t == "beta" for t in data.tasks])
     assert (picks == 2).mean() > 0  # the newcomer's share
     assert (picks[beta] == 2).mean() >= 0.9 and (picks[~beta] == 2).mean() <= 0.1
+
+
+def _ids_and_prompts(path: Path) -> tuple[list[str], list[str]]:
+    first = read_dataset(path).drop_duplicates("query_id")
+    return first["query_id"].tolist(), first["prompt"].tolist()
+
+
+def test_profile_cli_select_needs_the_router(tmp_path: Path) -> None:
+    train_path = training_file(tmp_path / "train.parquet", n=20)
+    args = ["profile", "--pool", str(newcomer_pool(tmp_path)), "-o", str(tmp_path / "out")]
+    done = CliRunner().invoke(
+        app, [*args, "--from-training", str(train_path), "--select", "doptimal"]
+    )
+    assert done.exit_code == 2, done.output
+    assert "--select doptimal needs the router: pass --base ROUTER.pkl" in done.output
