@@ -33,7 +33,10 @@ explain of the existing experts' outcomes on the same query (`impute_outcomes`, 
 region profile built from that column as `fit` builds one and corrected per region by what the
 imputation missed on the profiled queries. A profile of other questions (or an artifact pickled
 before the router remembered its training file) onboards as `irt`. `onboard_costs="cf"` imputes
-the reply cost per query likewise (`impute_reply_costs`).
+the reply cost per query likewise (`impute_reply_costs`). `onboard_cf_model="twin"` averages
+one-feature models instead ("the newcomer is like expert j", `impute_twin`); on the training
+file's CV it did no better than the ridge (`"ridge"`, the default). `select_training_profile`
+picks which remembered training queries to profile (`coe profile --from-training --select`).
 The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
@@ -387,9 +390,18 @@ class ClusterRouter(Router):
             raise OnboardingError(
                 "none of these queries is one the router was trained on: pass its training file"
             )
-        weights = self._training_weights()[rows[known]]
-        irt = IrtTable(self.table_, self.onboard_rank) if method == "doptimal" else None
-        picked = select_profile(weights, n, method, np.random.default_rng(seed), irt)
+        train_weights = self._training_weights()
+        weights = train_weights[rows[known]]
+        irt = IrtTable(self.table_, self.onboard_rank) if method.startswith("doptimal") else None
+        features = None
+        if method == "doptimal-cf":
+            assert self.train_scores_ is not None
+            m = self.table_.shape[1]
+            residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
+            features = residual[rows[known]]
+        picked = select_profile(
+            weights, n, method, np.random.default_rng(seed), irt, features, self.onboard_cf_c
+        )
         return np.asarray(known[picked], dtype=np.int64)
 
     def _irt_profile(self, weights: np.ndarray, outcome: np.ndarray) -> np.ndarray:

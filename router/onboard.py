@@ -241,7 +241,7 @@ def impute_reply_costs(
 
 
 #: How `select_profile` picks the queries to profile a newcomer on.
-SELECTIONS = ("random", "stratified", "doptimal")
+SELECTIONS = ("random", "stratified", "doptimal", "doptimal-cf")
 
 
 def select_profile(
@@ -250,6 +250,8 @@ def select_profile(
     method: str,
     rng: np.random.Generator,
     irt: IrtTable | None = None,
+    features: np.ndarray | None = None,
+    feature_var: float = 1.0,
 ) -> np.ndarray:
     """Sorted indices of `n` of the candidate queries (region `weights` `(N, k)`) to profile a
     newcomer on, chosen before any of its answers are seen.
@@ -259,7 +261,10 @@ def select_profile(
     so every region the router knows is seen about as often as it is asked. `doptimal` picks
     greedily the queries that most shrink the volume of the IRT posterior of a newcomer of
     average ability (`irt` required: max log det of the Fisher information, prior included),
-    which favours the regions that separate experts most.
+    which favours the regions that separate experts most. `doptimal-cf` does the same for the
+    `cf` model: the design adds each query's `features` `(N, f)` (what its region does not
+    explain of the existing experts' outcomes there, centred), with prior variance
+    `feature_var` (`onboard_cf_c`), so queries where the experts disagree unexpectedly count.
     """
     total = len(weights)
     if n >= total:
@@ -272,6 +277,10 @@ def select_profile(
         if irt is None:
             raise ValueError("doptimal selection needs the router's IRT table")
         return _doptimal(weights, n, irt)
+    if method == "doptimal-cf":
+        if irt is None or features is None:
+            raise ValueError("doptimal-cf selection needs the IRT table and the cf features")
+        return _doptimal(weights, n, irt, features, feature_var)
     raise ValueError(f"unknown profile selection {method!r}; choose from {SELECTIONS}")
 
 
@@ -287,11 +296,21 @@ def _stratified(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate(picked))
 
 
-def _doptimal(weights: np.ndarray, n: int, irt: IrtTable) -> np.ndarray:
+def _doptimal(
+    weights: np.ndarray,
+    n: int,
+    irt: IrtTable,
+    features: np.ndarray | None = None,
+    feature_var: float = 1.0,
+) -> np.ndarray:
     design = np.column_stack([np.ones(len(weights)), weights @ irt.regions])
     mean = np.concatenate([[irt.ability.mean()], irt.loadings.mean(axis=0)])
     spread = np.concatenate([[irt.ability.var()], irt.loadings.var(axis=0)])
     p = 1.0 / (1.0 + np.exp(-(weights @ irt.difficulty + design @ mean)))
+    if features is not None:
+        extra = np.asarray(features, dtype=np.float64)
+        design = np.column_stack([design, extra - extra.mean(axis=0)])
+        spread = np.concatenate([spread, np.full(extra.shape[1], feature_var)])
     info = p * (1 - p)
     inverse = np.diag(np.maximum(spread, 1e-6))  # the prior's covariance
     chosen = np.zeros(len(weights), dtype=bool)

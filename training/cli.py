@@ -239,7 +239,12 @@ def profile(
     bench: Annotated[
         str, typer.Option(help="Comma-separated benches (see training/benchsets.py).")
     ] = "gsm8k,mmlu_pro,medmcqa,gpqa,humaneval",
-    n: Annotated[int, typer.Option(min=1, help="Questions per bench (a seeded sample).")] = 20,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Questions per bench (a seeded sample); default 20, 100 --from-training."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="The benchsets folder with the gold-answer files.")
     ] = Path("../shared/data/benchsets"),
@@ -272,8 +277,8 @@ def profile(
     select: Annotated[
         str,
         typer.Option(
-            help="With --from-training: random, or doptimal/stratified by the --base router's "
-            "design (doptimal: the queries that tell most about a newcomer)."
+            help="With --from-training: random, or by the --base router's design: doptimal, "
+            "doptimal-cf (the queries that tell most about a newcomer), stratified."
         ),
     ] = "random",
     base: Annotated[
@@ -297,7 +302,7 @@ def profile(
             run_profile(
                 pool,
                 benches,
-                n,
+                n or (20 if from_training is None else 100),
                 data_dir,
                 out,
                 seed=seed,

@@ -124,6 +124,7 @@ def lomo(
                     # what a training file without a gold column can grade: the queries some
                     # incumbent got right (`training.benchsets.training_questions`)
                     np.delete(train.scores, j, axis=1).max(axis=1) >= 1.0,
+                    train,
                 )
             ]
             added.append([aiq for aiq, _ in got])
@@ -149,6 +150,7 @@ def _draws(
     draws: int,
     seed: list[int],
     gradable: np.ndarray,
+    data: RoutingData | None = None,
 ) -> list[np.ndarray]:
     """`draws` profiles of `n_profile` rows of `x`, chosen by `method` (`select_profile`, or
     `answered`: at random among the `gradable` rows); the random draws are the same for every
@@ -157,6 +159,10 @@ def _draws(
         rng = np.random.default_rng(seed)
         pool = np.arange(len(x)) if method == "random" else np.flatnonzero(gradable)
         return [np.sort(rng.choice(pool, n_profile, replace=False)) for _ in range(draws)]
+    if method == "doptimal-cf":  # needs the remembered training queries: `data`'s, in order
+        assert data is not None
+        chosen = router.select_training_profile(data.query_ids, data.prompts, n_profile, method)
+        return [chosen] * draws
     return [
         router.select_profile(
             x, n_profile, method, seed=int(np.random.default_rng([*seed, d]).integers(2**31))

@@ -50,3 +50,12 @@ def test_answered_draws_only_queries_some_other_model_got_right() -> None:
     assert any((~gradable[p]).any() for p in random)
     (row,) = lomo(train, x, test, xt, ["newbie"], [{"select": "answered"}], SMALL, draws=2)
     assert min(row.added[0]) > row.left_out + 0.1  # it still gets its topic
+
+
+def test_the_cf_design_profiles_the_topic_the_newcomer_is_best_on() -> None:
+    # D-optimal for the IRT fit alone skips topic 2 (the old experts do not differ there);
+    # the cf design adds what the regions do not explain of their outcomes, and covers it
+    train, x = pool(600, seed=0)
+    test, xt = pool(300, seed=1)
+    (row,) = lomo(train, x, test, xt, ["newbie"], [{"select": "doptimal-cf"}], SMALL, draws=1)
+    assert abs(row.added[0][0] - row.full) < 0.02 and row.share_added[0] > 0.2

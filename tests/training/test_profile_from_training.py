@@ -151,7 +151,7 @@ async def test_profile_from_training_writes_the_training_queries_graded(tmp_path
     assert all(s.endswith("'The answer is (X)'.") for s in sent)  # the instruction is sent
 
 
-@pytest.mark.parametrize("select", ["random", "doptimal"])
+@pytest.mark.parametrize("select", ["random", "doptimal", "doptimal-cf"])
 async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, select: str
 ) -> None:
@@ -172,9 +172,9 @@ async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
         console=Console(file=io.StringIO()), from_training=train_path, select=select, base=base,
     )  # fmt: skip
     assert result.dataset is not None
-    if select == "doptimal":  # the router's own design: the same queries on every run
+    if select != "random":  # the router's own design: the same queries on every run
         chosen = Router.load(base).select_training_profile(  # type: ignore[attr-defined]
-            *_ids_and_prompts(train_path), 100, "doptimal"
+            *_ids_and_prompts(train_path), 100, select
         )
         assert sorted(read_dataset(result.dataset)["query_id"]) == sorted(
             _ids_and_prompts(train_path)[0][i] for i in chosen
