@@ -363,7 +363,7 @@ class ClusterRouter(Router):
     ) -> np.ndarray:
         """Sorted indices of the `n` candidate queries (`embeddings`) to profile a new expert on
         before `add_experts` (`router.onboard.select_profile`: random, stratified, doptimal)."""
-        irt = IrtTable(self.table_, self.onboard_rank) if method == "doptimal" else None
+        irt = IrtTable(self.table_, self.onboard_rank) if "doptimal" in method else None
         weights = self._weights(embeddings)
         return select_profile(weights, n, method, np.random.default_rng(seed), irt)
 
@@ -392,7 +392,7 @@ class ClusterRouter(Router):
             )
         train_weights = self._training_weights()
         weights = train_weights[rows[known]]
-        irt = IrtTable(self.table_, self.onboard_rank) if method.startswith("doptimal") else None
+        irt = IrtTable(self.table_, self.onboard_rank) if "doptimal" in method else None
         features = None
         if method == "doptimal-cf":
             assert self.train_scores_ is not None

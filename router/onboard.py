@@ -241,7 +241,7 @@ def impute_reply_costs(
 
 
 #: How `select_profile` picks the queries to profile a newcomer on.
-SELECTIONS = ("random", "stratified", "doptimal", "doptimal-cf")
+SELECTIONS = ("random", "stratified", "doptimal", "doptimal-cf", "half-doptimal")
 
 
 def select_profile(
@@ -265,6 +265,8 @@ def select_profile(
     `cf` model: the design adds each query's `features` `(N, f)` (what its region does not
     explain of the existing experts' outcomes there, centred), with prior variance
     `feature_var` (`onboard_cf_c`), so queries where the experts disagree unexpectedly count.
+    `half-doptimal` draws half of the `n` at random and chooses the rest D-optimally given
+    them (a region `doptimal` would never ask about is still seen about as often as asked).
     """
     total = len(weights)
     if n >= total:
@@ -277,6 +279,10 @@ def select_profile(
         if irt is None:
             raise ValueError("doptimal selection needs the router's IRT table")
         return _doptimal(weights, n, irt)
+    if method == "half-doptimal":
+        if irt is None:
+            raise ValueError("half-doptimal selection needs the router's IRT table")
+        return _doptimal(weights, n, irt, start=rng.choice(total, n // 2, replace=False))
     if method == "doptimal-cf":
         if irt is None or features is None:
             raise ValueError("doptimal-cf selection needs the IRT table and the cf features")
@@ -302,6 +308,7 @@ def _doptimal(
     irt: IrtTable,
     features: np.ndarray | None = None,
     feature_var: float = 1.0,
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     design = np.column_stack([np.ones(len(weights)), weights @ irt.regions])
     mean = np.concatenate([[irt.ability.mean()], irt.loadings.mean(axis=0)])
@@ -314,7 +321,11 @@ def _doptimal(
     info = p * (1 - p)
     inverse = np.diag(np.maximum(spread, 1e-6))  # the prior's covariance
     chosen = np.zeros(len(weights), dtype=bool)
-    for _ in range(n):
+    for i in [] if start is None else [int(i) for i in start]:  # already profiled
+        chosen[i] = True
+        v = inverse @ design[i]
+        inverse = inverse - np.outer(v, v) * info[i] / (1.0 + info[i] * design[i] @ v)
+    for _ in range(n - int(chosen.sum())):
         # log det grows by log(1 + a d' M^-1 d) (matrix determinant lemma)
         gain = info * np.einsum("nd,de,ne->n", design, inverse, design)
         gain[chosen] = -np.inf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from router.cluster import ClusterRouter
 from tests.router.pools import pool
@@ -52,10 +53,14 @@ def test_answered_draws_only_queries_some_other_model_got_right() -> None:
     assert min(row.added[0]) > row.left_out + 0.1  # it still gets its topic
 
 
-def test_the_cf_design_profiles_the_topic_the_newcomer_is_best_on() -> None:
+@pytest.mark.parametrize("select", ["doptimal-cf", "half-doptimal"])
+def test_the_designs_that_profile_the_topic_the_newcomer_is_best_on(select: str) -> None:
     # D-optimal for the IRT fit alone skips topic 2 (the old experts do not differ there);
-    # the cf design adds what the regions do not explain of their outcomes, and covers it
+    # the cf design adds what the regions do not explain of their outcomes, and half-doptimal
+    # draws half the profile at random: both see it
     train, x = pool(600, seed=0)
     test, xt = pool(300, seed=1)
-    (row,) = lomo(train, x, test, xt, ["newbie"], [{"select": "doptimal-cf"}], SMALL, draws=1)
-    assert abs(row.added[0][0] - row.full) < 0.02 and row.share_added[0] > 0.2
+    (row,) = lomo(train, x, test, xt, ["newbie"], [{"select": select}], SMALL, draws=2)
+    assert all(abs(a - row.full) < 0.05 for a in row.added[0]) and row.share_added[0] > 0.15
+    (plain,) = lomo(train, x, test, xt, ["newbie"], [{"select": "doptimal"}], SMALL, draws=1)
+    assert plain.added[0][0] == pytest.approx(plain.left_out)  # the blind spot

@@ -151,7 +151,7 @@ async def test_profile_from_training_writes_the_training_queries_graded(tmp_path
     assert all(s.endswith("'The answer is (X)'.") for s in sent)  # the instruction is sent
 
 
-@pytest.mark.parametrize("select", ["random", "doptimal", "doptimal-cf"])
+@pytest.mark.parametrize("select", ["random", "doptimal", "doptimal-cf", "half-doptimal"])
 async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, select: str
 ) -> None:
