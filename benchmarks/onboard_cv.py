@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/onboard_cv.py --train /work/data/mmlu_pro/train.parquet \
         --embed-cache /work/cache/embeddings [--models a,b] [--draws 3] [--configs JSON]
-        [--embed lexical]
+        [--embed lexical] [--seed S]
 
 The training file is split 80/20 (seeded): for each held-out model (default: every model), a
 router fitted on the 80% without it is given it from 100 profiled queries of that 80%, and
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--models", default="", help="held-out models (default: all)")
     parser.add_argument("--draws", type=int, default=3, help="profile draws per model and config")
     parser.add_argument("--n-profile", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the 80/20 split and draws")
     parser.add_argument("--configs", help="JSON list of onboarding parameter dicts")
     parser.add_argument(
         "--embed",
@@ -68,7 +69,9 @@ def main() -> None:
     else:
         x = embed_prompts(train.prompts, cache_dir=args.embed_cache, show_progress=False)
     models = args.models.split(",") if args.models else list(train.models)
-    rows = lomo_cv(train, x, models, configs, n_profile=args.n_profile, draws=args.draws)
+    rows = lomo_cv(
+        train, x, models, configs, n_profile=args.n_profile, draws=args.draws, seed=args.seed
+    )
     print("| config | mean gap to full | worst gap | beats left out | " + " | ".join(
         m[:14] for m in models) + " |")  # fmt: skip
     print("|---" * (len(models) + 4) + "|")

@@ -171,14 +171,40 @@ def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int
         + " | AIQ left out | gap to full (default) | its share: full / added |",
         "|---" * (len(configs) + 5) + "|",
     ]
-    for row in lomo(train, x_train, test, x_test, held_out, configs, n_profile=n_profile):
+    rows = lomo(train, x_train, test, x_test, held_out, configs, n_profile=n_profile)
+    for row in rows:
         lines.append(
             f"| {row.model} | {row.full:.4f} | "
             + " | ".join(_cell(added) for added in row.added)
             + f" | {row.left_out:.4f} | {statistics.fmean(row.added[0]) - row.full:+.4f} "
             f"| {row.share_full:.1%} / " + " / ".join(f"{s:.1%}" for s in row.share_added) + " |"
         )
+    idle = [r.model for r in rows if r.share_full < 0.01]
+    cost = max((r.full - r.left_out for r in rows if r.share_full < 0.01), default=0.0)
+    lines.append(
+        f"\n{len(idle)} of {len(rows)} get < 1% of the queries with full retraining (leaving "
+        f"them out costs ≤ {cost:.4f} AIQ): {', '.join(idle) or 'none'}"
+    )
+    for c, label in enumerate(labels):
+        met = [r.model for r in rows if _meets(r, c)]
+        lines.append(
+            f"target (gap to full ≥ −0.01, ≥ {_BETTER} above left out) met, {label}: {len(met)} of "
+            f"{len(rows)}: {', '.join(met) or 'none'}"
+        )
     return "\n".join(lines)
+
+
+def _meets(row: Any, config: int) -> bool:
+    """The issue's onboarding target for one held-out model: the mean AIQ added from the
+    profile within 0.01 of full retraining and above leaving the model out, by at least
+    `_BETTER` (a model that gets no queries either way ties up to rounding, and is not
+    counted)."""
+    added = statistics.fmean(row.added[config])
+    return added - row.full >= -0.01 and added - row.left_out >= _BETTER
+
+
+#: how much better than leaving a model out onboarding must be to count
+_BETTER = 0.001
 
 
 def main() -> None:

@@ -33,7 +33,10 @@ explain of the existing experts' outcomes on the same query (`impute_outcomes`, 
 region profile built from that column as `fit` builds one and corrected per region by what the
 imputation missed on the profiled queries. A profile of other questions (or an artifact pickled
 before the router remembered its training file) onboards as `irt`. `onboard_costs="cf"` imputes
-the reply cost per query likewise (`impute_reply_costs`).
+the reply cost per query likewise (`impute_reply_costs`). `onboard_cf_model="twin"` averages
+one-feature models instead ("the newcomer is like expert j", `impute_twin`); on the training
+file's CV it did no better than the ridge (`"ridge"`, the default). `select_training_profile`
+picks which remembered training queries to profile (`coe profile --from-training --select`).
 The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
@@ -59,6 +62,7 @@ from router.onboard import (
     IrtTable,
     impute_outcomes,
     impute_reply_costs,
+    impute_twin,
     onboard_profile,
     onboard_reply_costs,
     select_profile,
@@ -109,6 +113,7 @@ class ClusterRouter(Router):
     onboard_ability = 0.0
     onboard_costs = "pool"
     onboard_cf_c = 1.0
+    onboard_cf_model = "ridge"
     # what `cf` onboarding reads of the training file; None in artifacts pickled before it
     train_keys_: np.ndarray | None = None
     train_scores_: np.ndarray | None = None
@@ -131,6 +136,7 @@ class ClusterRouter(Router):
         onboard_c: float = 0.1,
         onboard_prior: float = 50.0,
         onboard_cf_c: float = 1.0,
+        onboard_cf_model: str = "ridge",
         seed: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -146,6 +152,7 @@ class ClusterRouter(Router):
         self.onboard_c = onboard_c
         self.onboard_prior = onboard_prior
         self.onboard_cf_c = onboard_cf_c
+        self.onboard_cf_model = onboard_cf_model
         self.seed = seed
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
@@ -285,7 +292,8 @@ class ClusterRouter(Router):
         offset = _logit(train_weights @ irt)
         m = self.table_.shape[1]
         residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
-        imputed = impute_outcomes(
+        impute = impute_twin if self.onboard_cf_model == "twin" else impute_outcomes
+        imputed = impute(
             residual[at], offset[at], outcome[seen], residual, offset, self.onboard_cf_c
         )
         column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
@@ -300,10 +308,15 @@ class ClusterRouter(Router):
 
     def _matched_rows(self, data: RoutingData) -> np.ndarray:
         """`(n,)` the remembered training row of each profiled query, -1 where none."""
+        return self._matched_rows_of(data.query_ids, data.prompts)
+
+    def _matched_rows_of(self, query_ids: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
         if self.train_keys_ is None:
-            return np.full(len(data), -1)
+            return np.full(len(query_ids), -1)
         index = {int(key): i for i, key in enumerate(self.train_keys_)}
-        return np.array([index.get(int(k), -1) for k in query_keys(data.query_ids, data.prompts)])
+        return np.array(
+            [index.get(int(k), -1) for k in query_keys(query_ids, prompts)], dtype=np.int64
+        )
 
     def _cf_reply_costs(
         self, model: ReplyCostModel, data: RoutingData, j: int
@@ -350,9 +363,46 @@ class ClusterRouter(Router):
     ) -> np.ndarray:
         """Sorted indices of the `n` candidate queries (`embeddings`) to profile a new expert on
         before `add_experts` (`router.onboard.select_profile`: random, stratified, doptimal)."""
-        irt = IrtTable(self.table_, self.onboard_rank) if method == "doptimal" else None
+        irt = IrtTable(self.table_, self.onboard_rank) if "doptimal" in method else None
         weights = self._weights(embeddings)
         return select_profile(weights, n, method, np.random.default_rng(seed), irt)
+
+    def select_training_profile(
+        self,
+        query_ids: Sequence[str],
+        prompts: Sequence[str],
+        n: int,
+        method: str = "doptimal",
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Sorted indices of the `n` of these queries to profile a new expert on, chosen by
+        `method` (`select_profile`) among those of them the router remembers from its training
+        file (by id and prompt), with the region weights it remembers: what `coe profile
+        --from-training FILE --select doptimal --base ROUTER` asks the newcomer."""
+        if self.train_keys_ is None:
+            raise OnboardingError(
+                "this router artifact does not remember its training file (trained before "
+                "`cf` onboarding): retrain it, or profile with `--select random`"
+            )
+        rows = self._matched_rows_of(query_ids, prompts)
+        known = np.flatnonzero(rows >= 0)
+        if len(known) == 0:
+            raise OnboardingError(
+                "none of these queries is one the router was trained on: pass its training file"
+            )
+        train_weights = self._training_weights()
+        weights = train_weights[rows[known]]
+        irt = IrtTable(self.table_, self.onboard_rank) if "doptimal" in method else None
+        features = None
+        if method == "doptimal-cf":
+            assert self.train_scores_ is not None
+            m = self.table_.shape[1]
+            residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
+            features = residual[rows[known]]
+        picked = select_profile(
+            weights, n, method, np.random.default_rng(seed), irt, features, self.onboard_cf_c
+        )
+        return np.asarray(known[picked], dtype=np.int64)
 
     def _irt_profile(self, weights: np.ndarray, outcome: np.ndarray) -> np.ndarray:
         """`(k,)` the new expert's region profile by the low-rank IRT fit, with this router's

@@ -30,6 +30,7 @@ __all__ = [
     "IrtTable",
     "impute_outcomes",
     "impute_reply_costs",
+    "impute_twin",
     "onboard_profile",
     "select_profile",
 ]
@@ -170,6 +171,54 @@ def impute_outcomes(
     return np.asarray(1.0 / (1.0 + np.exp(-z_all)), dtype=np.float64)
 
 
+def impute_twin(
+    features: np.ndarray,
+    offset: np.ndarray,
+    outcomes: np.ndarray,
+    features_all: np.ndarray,
+    offset_all: np.ndarray,
+    c: float,
+) -> np.ndarray:
+    """`(N,)` like `impute_outcomes`, but by averaging one-feature models: "the newcomer is
+    like existing expert j" (its outcome regressed on expert j's feature alone, L2 `1 / c` on
+    the slope) for each j, and the model with no feature, weighted by their likelihood on the
+    profile (BIC: the slope costs `log(n) / 2`). 100 outcomes pick out one twin (a model of
+    the same family) better than they fit a weight for every expert."""
+    from scipy.optimize import minimize
+
+    y = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
+    offset = np.asarray(offset, dtype=np.float64)
+    offset_all = np.asarray(offset_all, dtype=np.float64)
+    centre = np.asarray(features_all, dtype=np.float64).mean(axis=0)
+    x, x_all = np.asarray(features) - centre, np.asarray(features_all) - centre
+    columns: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)]
+    columns += [(x[:, j], x_all[:, j]) for j in range(x.shape[1])]
+    logliks, predictions = [], []
+    for feature, feature_all in columns:
+        design = (
+            np.ones((len(y), 1)) if feature is None else np.column_stack([np.ones(len(y)), feature])
+        )
+        precision = np.array([1e-6] + [1.0 / max(c, 1e-12)] * (design.shape[1] - 1))
+
+        def loss(
+            beta: np.ndarray, design: np.ndarray = design, precision: np.ndarray = precision
+        ) -> tuple[float, np.ndarray]:
+            z = offset + design @ beta
+            value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * (precision * beta**2).sum())
+            grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + precision * beta
+            return value, np.asarray(grad, dtype=np.float64)
+
+        beta = minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B").x
+        z = offset + design @ beta
+        loglik = float((y * z - np.logaddexp(0.0, z)).sum())
+        logliks.append(loglik - 0.5 * np.log(len(y)) * (design.shape[1] - 1))
+        z_all = offset_all + beta[0] + (0.0 if feature_all is None else beta[1] * feature_all)
+        predictions.append(1.0 / (1.0 + np.exp(-z_all)))
+    weight = np.exp(np.array(logliks) - max(logliks))
+    weight /= weight.sum()
+    return np.asarray(weight @ np.array(predictions), dtype=np.float64)
+
+
 def impute_reply_costs(
     known_log: np.ndarray, reply: np.ndarray, known_log_all: np.ndarray, ridge: float = 10.0
 ) -> np.ndarray:
@@ -192,7 +241,7 @@ def impute_reply_costs(
 
 
 #: How `select_profile` picks the queries to profile a newcomer on.
-SELECTIONS = ("random", "stratified", "doptimal")
+SELECTIONS = ("random", "stratified", "doptimal", "doptimal-cf", "half-doptimal")
 
 
 def select_profile(
@@ -201,6 +250,8 @@ def select_profile(
     method: str,
     rng: np.random.Generator,
     irt: IrtTable | None = None,
+    features: np.ndarray | None = None,
+    feature_var: float = 1.0,
 ) -> np.ndarray:
     """Sorted indices of `n` of the candidate queries (region `weights` `(N, k)`) to profile a
     newcomer on, chosen before any of its answers are seen.
@@ -210,7 +261,12 @@ def select_profile(
     so every region the router knows is seen about as often as it is asked. `doptimal` picks
     greedily the queries that most shrink the volume of the IRT posterior of a newcomer of
     average ability (`irt` required: max log det of the Fisher information, prior included),
-    which favours the regions that separate experts most.
+    which favours the regions that separate experts most. `doptimal-cf` does the same for the
+    `cf` model: the design adds each query's `features` `(N, f)` (what its region does not
+    explain of the existing experts' outcomes there, centred), with prior variance
+    `feature_var` (`onboard_cf_c`), so queries where the experts disagree unexpectedly count.
+    `half-doptimal` draws half of the `n` at random and chooses the rest D-optimally given
+    them (a region `doptimal` would never ask about is still seen about as often as asked).
     """
     total = len(weights)
     if n >= total:
@@ -223,6 +279,14 @@ def select_profile(
         if irt is None:
             raise ValueError("doptimal selection needs the router's IRT table")
         return _doptimal(weights, n, irt)
+    if method == "half-doptimal":
+        if irt is None:
+            raise ValueError("half-doptimal selection needs the router's IRT table")
+        return _doptimal(weights, n, irt, start=rng.choice(total, n // 2, replace=False))
+    if method == "doptimal-cf":
+        if irt is None or features is None:
+            raise ValueError("doptimal-cf selection needs the IRT table and the cf features")
+        return _doptimal(weights, n, irt, features, feature_var)
     raise ValueError(f"unknown profile selection {method!r}; choose from {SELECTIONS}")
 
 
@@ -238,15 +302,30 @@ def _stratified(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate(picked))
 
 
-def _doptimal(weights: np.ndarray, n: int, irt: IrtTable) -> np.ndarray:
+def _doptimal(
+    weights: np.ndarray,
+    n: int,
+    irt: IrtTable,
+    features: np.ndarray | None = None,
+    feature_var: float = 1.0,
+    start: np.ndarray | None = None,
+) -> np.ndarray:
     design = np.column_stack([np.ones(len(weights)), weights @ irt.regions])
     mean = np.concatenate([[irt.ability.mean()], irt.loadings.mean(axis=0)])
     spread = np.concatenate([[irt.ability.var()], irt.loadings.var(axis=0)])
     p = 1.0 / (1.0 + np.exp(-(weights @ irt.difficulty + design @ mean)))
+    if features is not None:
+        extra = np.asarray(features, dtype=np.float64)
+        design = np.column_stack([design, extra - extra.mean(axis=0)])
+        spread = np.concatenate([spread, np.full(extra.shape[1], feature_var)])
     info = p * (1 - p)
     inverse = np.diag(np.maximum(spread, 1e-6))  # the prior's covariance
     chosen = np.zeros(len(weights), dtype=bool)
-    for _ in range(n):
+    for i in [] if start is None else [int(i) for i in start]:  # already profiled
+        chosen[i] = True
+        v = inverse @ design[i]
+        inverse = inverse - np.outer(v, v) * info[i] / (1.0 + info[i] * design[i] @ v)
+    for _ in range(n - int(chosen.sum())):
         # log det grows by log(1 + a d' M^-1 d) (matrix determinant lemma)
         gain = info * np.einsum("nd,de,ne->n", design, inverse, design)
         gain[chosen] = -np.inf

@@ -13,6 +13,14 @@ humaneval  HumanEval.jsonl.gz                           its unit tests, in a sub
 
 Each question carries the prompt sent to the experts: the question plus a short instruction on
 how to state the answer, so that small models' answers can be graded at all.
+
+`training_questions` draws the questions from a router's own training file instead (`coe profile
+--from-training`), so that a new expert is profiled on queries the router remembers and
+`cf` onboarding applies (`router.cluster`). The gold answer is the file's `gold` column (which
+`coe data import --format mmlu-pro|zeroeval` writes), else the extracted `answer` of a row that
+scored 1; a query with neither (no recorded model got it right) cannot be graded and is not
+drawn. How it is graded follows the gold: an option letter of a question with `(A) …` options,
+a plain number, else a MATH answer (LaTeX normalised, `\\boxed{}` asked for).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +37,9 @@ from typing import Any, Literal
 from router.answers import option_letters
 from training.errors import DataError
 
-__all__ = ["BENCHES", "Question", "load_questions"]
+__all__ = ["BENCHES", "Question", "TrainingQuestions", "load_questions", "training_questions"]
 
-Kind = Literal["number", "choice", "code"]
+Kind = Literal["number", "choice", "code", "math"]
 
 NUMBER_INSTRUCTION = (
     "\n\nSolve it step by step, then give the final answer on the last line as 'The answer is N'."
@@ -37,6 +47,9 @@ NUMBER_INSTRUCTION = (
 CHOICE_INSTRUCTION = (
     "\n\nThink briefly, then give the letter of the correct option on the last line as "
     "'The answer is (X)'."
+)
+MATH_INSTRUCTION = (
+    "\n\nSolve it step by step, then give the final answer on the last line as \\boxed{ANSWER}."
 )
 CODE_INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one ```python "
@@ -65,6 +78,13 @@ class Question:
     prompt: str
     gold: str
     extra: dict[str, Any] = field(default_factory=dict)  # HumanEval: test, entry_point
+    #: the text a router sees, where it is not `prompt` (a training file's query: its prompt
+    #: there, so that the profiled row matches the router's remembered query)
+    routed: str | None = None
+
+    @property
+    def router_prompt(self) -> str:
+        return self.routed if self.routed is not None else self.prompt
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -113,3 +133,88 @@ def load_questions(benches: list[str], data_dir: Path, n: int, seed: int = 0) ->
         )
         questions.extend(_question(bench, kind, i, rows[i]) for i in picked)
     return questions
+
+
+@dataclass(frozen=True)
+class TrainingQuestions:
+    """What `training_questions` drew, and what it had to leave out of the draw."""
+
+    questions: list[Question]
+    candidates: int  # queries in the file with a gold answer, drawn from
+    no_gold: int  # queries without one (no `gold` column, no recorded model right)
+    gold_from: str  # "gold column" or "answers of rows that scored 1"
+
+
+_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+GRADERS = ("auto", "choice", "number", "math")
+
+
+def _kind_of(prompt: str, gold: str, grader: str) -> tuple[Kind, dict[str, Any]]:
+    letters = option_letters(prompt)
+    if grader == "choice" or (
+        grader == "auto" and letters is not None and len(gold) == 1 and gold.upper() in letters
+    ):
+        return "choice", {"letters": letters or "ABCDEFGHIJ"}
+    if grader == "number" or (grader == "auto" and _NUMBER.fullmatch(gold)):
+        return "number", {}
+    return "math", {}
+
+
+#: choose(query_ids, prompts, n, seed) → indices of the `n` queries to profile
+Chooser = Callable[[list[str], list[str], int, int], Sequence[int]]
+
+
+def training_questions(
+    path: Path, n: int, seed: int = 0, grader: str = "auto", choose: Chooser | None = None
+) -> TrainingQuestions:
+    """`n` queries of the canonical routing dataset at `path` (a router's training file), a
+    seeded sample of those with a gold answer (or those `choose` picks among them, e.g. the
+    router's D-optimal design: `ClusterRouter.select_training_profile`), as questions whose
+    rows keep the file's `query_id`, `prompt` (as `routed`) and `task`; `grader` forces how
+    they are graded."""
+    from training.dataset import read_dataset
+
+    if grader not in GRADERS:
+        raise DataError(path, f"unknown grader {grader!r}; choose from {list(GRADERS)}")
+    frame = read_dataset(path)
+    first = frame.drop_duplicates("query_id").set_index("query_id")
+    if "gold" in frame.columns and frame["gold"].notna().any():
+        golds = frame[frame["gold"].notna()].drop_duplicates("query_id")
+        gold = dict(zip(golds["query_id"], golds["gold"].astype(str), strict=True))
+        source = "gold column"
+    elif "answer" in frame.columns:
+        right = frame[(frame["score"] >= 1.0) & frame["answer"].notna()]
+        right = right[right["answer"].astype(str).str.strip() != ""].drop_duplicates("query_id")
+        gold = dict(zip(right["query_id"], right["answer"].astype(str), strict=True))
+        source = "answers of rows that scored 1"
+    else:
+        raise DataError(
+            path,
+            "has neither a 'gold' column nor the models' extracted 'answer' column, so its "
+            "queries cannot be graded; import it with `coe data import --format mmlu-pro|"
+            "zeroeval` (which writes both)",
+        )
+    ids = [q for q in first.index if str(gold.get(q, "")).strip()]
+    if not ids:
+        raise DataError(path, "no query has a gold answer to grade a new expert against")
+    if choose is None:
+        picked = sorted(random.Random(f"{seed}/training").sample(range(len(ids)), min(n, len(ids))))
+    else:
+        prompts = [str(first.at[q, "prompt"]) for q in ids]
+        picked = sorted(int(i) for i in choose([str(q) for q in ids], prompts, n, seed))
+    questions = []
+    for i in picked:
+        qid = str(ids[i])
+        text, answer = str(first.at[qid, "prompt"]), str(gold[qid]).strip()
+        kind, extra = _kind_of(text, answer, grader)
+        if kind == "number":
+            answer = answer.replace(",", "")  # 1,000 (a MATH answer's commas are kept: (1,2))
+        instruction = {"choice": CHOICE_INSTRUCTION, "number": NUMBER_INSTRUCTION}.get(
+            kind, MATH_INSTRUCTION
+        )
+        task = first.at[qid, "task"]
+        bench = str(task) if isinstance(task, str) and task else "training"
+        questions.append(
+            Question(qid, bench, kind, text, text + instruction, answer, extra, routed=text)
+        )
+    return TrainingQuestions(questions, len(ids), len(first) - len(ids), source)

@@ -239,7 +239,12 @@ def profile(
     bench: Annotated[
         str, typer.Option(help="Comma-separated benches (see training/benchsets.py).")
     ] = "gsm8k,mmlu_pro,medmcqa,gpqa,humaneval",
-    n: Annotated[int, typer.Option(min=1, help="Questions per bench (a seeded sample).")] = 20,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Questions per bench (a seeded sample); default 20, 100 --from-training."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="The benchsets folder with the gold-answer files.")
     ] = Path("../shared/data/benchsets"),
@@ -256,9 +261,35 @@ def profile(
     ] = None,
     work_dir: Annotated[Path, typer.Option(help="Local experts' logs and weights.")] = Path(".coe"),
     read_timeout_s: Annotated[float, typer.Option(help="Per call, seconds.")] = 300.0,
+    from_training: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the --n questions from this routing dataset (a router's training file) "
+            "instead of --bench, so `coe train --base --add` onboards from queries it knows."
+        ),
+    ] = None,
+    grader: Annotated[
+        str,
+        typer.Option(
+            help="With --from-training: auto (from the gold answer), choice, number or math."
+        ),
+    ] = "auto",
+    select: Annotated[
+        str,
+        typer.Option(
+            help="With --from-training: random, or by the --base router's design: doptimal, "
+            "doptimal-cf (the queries that tell most about a newcomer), stratified."
+        ),
+    ] = "random",
+    base: Annotated[
+        Path | None,
+        typer.Option(help="With --select doptimal|stratified: the router to add the expert to."),
+    ] = None,
 ) -> None:
     """Run every expert of a pool on gold-answer questions, grade, and write a routing dataset
-    (OUT/dataset.parquet, for `coe train`) and the aggregation profile (OUT/aggregation.json)."""
+    (OUT/dataset.parquet, for `coe train`) and the aggregation profile (OUT/aggregation.json).
+    A new expert's profile for `coe train --base ROUTER --add OUT/dataset.parquet`: a pool file
+    of that expert, `--from-training` the router's training file, `--n 100`."""
     import asyncio
 
     from experts.errors import EngineStartError, PoolConfigError
@@ -271,7 +302,7 @@ def profile(
             run_profile(
                 pool,
                 benches,
-                n,
+                n or (20 if from_training is None else 100),
                 data_dir,
                 out,
                 seed=seed,
@@ -281,6 +312,10 @@ def profile(
                 aggregation_n=aggregation_n,
                 work_dir=work_dir,
                 read_timeout_s=read_timeout_s,
+                from_training=from_training,
+                grader=grader,
+                select=select,
+                base=base,
             )
         )
     except (CoeTrainingError, PoolConfigError, EngineStartError) as exc:

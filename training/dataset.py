@@ -17,6 +17,9 @@ response            str?     optional
 input_price         float?   optional, USD per 1M input tokens (the same on every row of a model)
 output_price        float?   optional, USD per 1M output tokens
 descriptor          str?     optional, free text about the model (the same on every row of it)
+answer              str?     optional, the final answer extracted from `response`
+gold                str?     optional, the query's right answer (the same on every row of it;
+                             `coe profile --from-training` grades a new expert against it)
 ==================  =======  ===============================================================
 
 Row numbers in errors count data rows from 1 in file order (a CSV header is not a row).
@@ -53,6 +56,8 @@ OPTIONAL_COLUMNS = (
     "input_price",
     "output_price",
     "descriptor",
+    "answer",
+    "gold",
 )
 
 
@@ -204,7 +209,7 @@ def _responses(df: Any, queries: Sequence[str], models: Sequence[str]) -> np.nda
         return None
     table = df.pivot(index="query_id", columns="model", values="response")
     table = table.reindex(index=queries, columns=list(models))
-    out: np.ndarray = table.to_numpy(dtype=object)
+    out: np.ndarray = table.to_numpy(dtype=object, copy=True)  # pandas 3: else a read-only view
     out[~np.vectorize(lambda v: isinstance(v, str), otypes=[bool])(out)] = None
     return out
 

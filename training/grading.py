@@ -210,5 +210,7 @@ async def grade(question: Question, response: str) -> float:
         return grade_number(response, question.gold)
     if question.kind == "choice":
         return grade_choice(response, question.gold, str(question.extra.get("letters")))
+    if question.kind == "math":
+        return grade_math(response, question.gold)
     test, entry_point = str(question.extra["test"]), str(question.extra["entry_point"])
     return await asyncio.to_thread(grade_code, response, question.question, test, entry_point)

@@ -88,7 +88,8 @@ def lomo(
     """One `LomoRow` per held-out model; `configs` are onboarding parameters of
     `ClusterRouter` (`onboard`, `onboard_rank`, …) tried on the same profile draws, and
     optionally `select`, how the profiled queries are chosen (`ClusterRouter.select_profile`;
-    default random)."""
+    default random; `answered`: at random among the queries some other model got right, all a
+    training file without a `gold` column lets `coe profile --from-training` grade)."""
     params = router_params or {}
     scale = float(train.costs.max(axis=1).mean())
     full_aiq, full_share = pool_aiq(
@@ -114,7 +115,16 @@ def lomo(
                     scale,
                 )
                 for p in _draws(
-                    onboarder, x_train, config.get("select", "random"), n_profile, draws, [seed, j]
+                    onboarder,
+                    x_train,
+                    config.get("select", "random"),
+                    n_profile,
+                    draws,
+                    [seed, j],
+                    # what a training file without a gold column can grade: the queries some
+                    # incumbent got right (`training.benchsets.training_questions`)
+                    np.delete(train.scores, j, axis=1).max(axis=1) >= 1.0,
+                    train,
                 )
             ]
             added.append([aiq for aiq, _ in got])
@@ -139,12 +149,20 @@ def _draws(
     n_profile: int,
     draws: int,
     seed: list[int],
+    gradable: np.ndarray,
+    data: RoutingData | None = None,
 ) -> list[np.ndarray]:
-    """`draws` profiles of `n_profile` rows of `x`, chosen by `method` (`select_profile`); the
-    random draws are the same for every config, so configs compare on the same profiles."""
-    if method == "random":
+    """`draws` profiles of `n_profile` rows of `x`, chosen by `method` (`select_profile`, or
+    `answered`: at random among the `gradable` rows); the random draws are the same for every
+    config, so configs compare on the same profiles."""
+    if method in ("random", "answered"):
         rng = np.random.default_rng(seed)
-        return [np.sort(rng.choice(len(x), n_profile, replace=False)) for _ in range(draws)]
+        pool = np.arange(len(x)) if method == "random" else np.flatnonzero(gradable)
+        return [np.sort(rng.choice(pool, n_profile, replace=False)) for _ in range(draws)]
+    if method == "doptimal-cf":  # needs the remembered training queries: `data`'s, in order
+        assert data is not None
+        chosen = router.select_training_profile(data.query_ids, data.prompts, n_profile, method)
+        return [chosen] * draws
     return [
         router.select_profile(
             x, n_profile, method, seed=int(np.random.default_rng([*seed, d]).integers(2**31))

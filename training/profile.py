@@ -149,7 +149,7 @@ class _Profiler:
         descriptor = self.descriptors[expert]
         return {
             "query_id": question.query_id,
-            "prompt": question.prompt,
+            "prompt": question.router_prompt,
             "task": question.bench,
             "model": expert,
             "score": score,
@@ -162,6 +162,7 @@ class _Profiler:
             "input_price": descriptor.input_price,
             "output_price": descriptor.output_price,
             "error": result.get("error"),
+            "gold": question.gold or None,
         }
 
     async def _aggregate(

@@ -20,7 +20,8 @@ from rich.table import Table
 from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import load_pool
-from training.benchsets import load_questions
+from training.benchsets import Chooser, load_questions, training_questions
+from training.errors import CoeTrainingError
 from training.profile import ProfileOptions, ProfileResult, profile_pool, summary
 
 __all__ = ["print_summary", "run_profile"]
@@ -43,11 +44,35 @@ async def run_profile(
     retries: int = 1,
     transport: httpx.AsyncBaseTransport | None = None,
     console: Console | None = None,
+    from_training: Path | None = None,
+    grader: str = "auto",
+    select: str = "random",
+    base: Path | None = None,
 ) -> ProfileResult:
-    """Load the pool and questions (failing early on either), start the experts, profile."""
+    """Load the pool and questions (failing early on either), start the experts, profile.
+
+    With `from_training` (a router's training file) the `n` questions are drawn from its
+    queries instead of `benches` (`training.benchsets.training_questions`), so the dataset
+    written feeds `coe train --base ROUTER --add OUT/dataset.parquet` with queries the router
+    remembers; `select` other than random picks them by the design of the router in `base`
+    (`ClusterRouter.select_training_profile`: doptimal, stratified)."""
     console = console or Console(stderr=True)
     config = load_pool(pool_file)
-    questions = load_questions(list(benches), data_dir, n, seed)
+    if from_training is None:
+        questions = load_questions(list(benches), data_dir, n, seed)
+    else:
+        drawn = training_questions(from_training, n, seed, grader, _chooser(select, base))
+        questions = drawn.questions
+        console.print(
+            f"{len(questions)} of {drawn.candidates} queries of {from_training} with a gold "
+            f"answer (from its {drawn.gold_from})"
+            + (
+                f"; {drawn.no_gold} without one are not drawn (no recorded model got them "
+                "right): re-import the file with `coe data import` to get its gold column"
+                if drawn.no_gold
+                else ""
+            )
+        )
     options = ProfileOptions(
         max_tokens=max_tokens,
         concurrency=concurrency,
@@ -76,6 +101,34 @@ async def run_profile(
     return result
 
 
+def _chooser(select: str, base: Path | None) -> Chooser | None:
+    """How `--select` picks the profiled training queries: None (a seeded random sample), or
+    the trained router's own design."""
+    if select == "random":
+        return None
+    if base is None:
+        raise CoeTrainingError(f"--select {select} needs the router: pass --base ROUTER.pkl")
+    from router import Router
+
+    try:
+        router = Router.load(base)
+    except (OSError, ValueError) as exc:
+        raise CoeTrainingError(f"{base}: cannot load a router: {exc}") from exc
+    chooser = getattr(router, "select_training_profile", None)
+    if chooser is None:
+        raise CoeTrainingError(
+            f"a {router.name!r} router has no profile design; use --select random"
+        )
+
+    def choose(ids: list[str], prompts: list[str], n: int, seed: int) -> Sequence[int]:
+        try:
+            return list(chooser(ids, prompts, n, select, seed))
+        except ValueError as exc:  # OnboardingError, an unknown method
+            raise CoeTrainingError(f"{base}: {exc}") from exc
+
+    return choose
+
+
 def print_summary(result: ProfileResult, console: Console) -> None:
     table = Table(title="coe profile")
     rows = summary(result)
@@ -96,7 +149,10 @@ def print_summary(result: ProfileResult, console: Console) -> None:
         )
     console.print(table)
     if result.dataset is not None:
-        console.print(f"wrote {result.dataset}: train a router with `coe train --train ...`")
+        console.print(
+            f"wrote {result.dataset}: train a router with `coe train --train ...`, or add its "
+            "experts to one with `coe train --base ROUTER.pkl --add ...`"
+        )
     if result.aggregation is not None:
         console.print(f"wrote {result.aggregation}: name it as compose.aggregation_profile")
     if result.incomplete:

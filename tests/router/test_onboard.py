@@ -9,6 +9,7 @@ from router.onboard import (
     IrtTable,
     impute_outcomes,
     impute_reply_costs,
+    impute_twin,
     onboard_profile,
     onboard_reply_costs,
     select_profile,
@@ -153,3 +154,20 @@ def test_imputed_reply_costs_follow_how_long_the_existing_experts_write_on_each_
     got = impute_reply_costs(known[rows], newcomer[rows], known, ridge=1.0)
     assert np.median(np.abs(np.log(got / newcomer))) < 0.15
     assert got[rows].sum() == pytest.approx(newcomer[rows].sum())
+
+
+def test_twin_imputation_finds_the_expert_the_newcomer_copies() -> None:
+    # the newcomer answers as expert 2 does (90% of the time); the others are independent
+    rng = np.random.default_rng(5)
+    known = (rng.random((3000, 5)) < 0.6).astype(float)
+    newcomer = np.where(rng.random(3000) < 0.9, known[:, 2], 1 - known[:, 2])
+    rows = rng.choice(3000, 100, replace=False)
+    prior = np.zeros(3000)
+    got = impute_twin(known[rows], prior[rows], newcomer[rows], known, prior, c=1.0)
+    ridge = impute_outcomes(known[rows], prior[rows], newcomer[rows], known, prior, c=1.0)
+    assert np.corrcoef(got, known[:, 2])[0, 1] > 0.99
+    assert np.abs(got - newcomer).mean() < np.abs(ridge - newcomer).mean()
+    # a newcomer like nobody: the model with no feature wins, its level is its own
+    alone = (rng.random(3000) < 0.3).astype(float)
+    flat = impute_twin(known[rows], prior[rows], alone[rows], known, prior, c=1.0)
+    assert flat.std() < 0.05 and abs(flat.mean() - alone[rows].mean()) < 0.05

@@ -48,6 +48,12 @@ def test_mmlu_pro_common_questions_and_coe_grades() -> None:
 
     silent = _row(frame, "mmlu_pro-93", "Mistral-7B-Instruct-v0.2")
     assert silent["score"] == 0.0 and pd.isna(silent["answer"])
+    # the benchmark's gold, on every model's row (what `coe profile --from-training` grades by)
+    assert (frame.groupby("query_id")["gold"].nunique() == 1).all()
+    assert (
+        first["gold"] == "C"
+        and silent["gold"] == _row(frame, "mmlu_pro-93", "gemini-1.5-pro-002")["gold"]
+    )
     assert frame["cost_estimated"].all() and (frame["cost_usd"] > 0).all()
 
 
@@ -98,6 +104,7 @@ def test_zeroeval_gsm_and_math_in_one_frame() -> None:
     # Not JSON: the last \boxed{} counts (85; the gold is 161).
     boxed = _row(frame, "zeroeval-math-l5-8", "Llama-3.1-405B-Inst@sambanova")
     assert boxed["answer"] == "85" and boxed["score"] == 0.0
+    assert boxed["gold"] == "161"
     right = _row(frame, "zeroeval-math-l5-0", "gpt-4o-2024-08-06")
     assert right["answer"] == "-15" and right["score"] == 1.0
     assert frame["response"].map(lambda r: isinstance(r, str) and len(r) > 0).all()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
+from router.cluster import ClusterRouter
 from tests.router.pools import pool
-from training.onboarding import lomo, lomo_cv
+from training.onboarding import _draws, lomo, lomo_cv
 
 SMALL = {"n_clusters": 6, "top": 1}
 
@@ -31,3 +35,32 @@ def test_lomo_draws_the_profile_as_the_config_selects() -> None:
     configs = [{"select": "stratified"}, {"select": "stratified", "onboard_costs": "own"}]
     (row,) = lomo(train, x, test, xt, ["newbie"], configs, SMALL, n_profile=60, draws=2)
     assert all(abs(a - row.full) < 0.02 for added in row.added for a in added)
+
+
+def test_answered_draws_only_queries_some_other_model_got_right() -> None:
+    # what `coe profile --from-training` can grade without a gold column; on topic 2 the old
+    # experts are each right 30% of the time, so some of its queries are not drawn
+    train, x = pool(600, seed=0)
+    test, xt = pool(300, seed=1)
+    gradable = np.delete(train.scores, train.models.index("newbie"), axis=1).max(axis=1) >= 1
+    assert 0 < (~gradable).sum() < 300
+    router = ClusterRouter(**SMALL).fit(train, x)
+    for p in _draws(router, x, "answered", 100, 3, [0, 3], gradable):
+        assert gradable[p].all() and len(set(p)) == 100
+    random = _draws(router, x, "random", 100, 3, [0, 3], gradable)
+    assert any((~gradable[p]).any() for p in random)
+    (row,) = lomo(train, x, test, xt, ["newbie"], [{"select": "answered"}], SMALL, draws=2)
+    assert min(row.added[0]) > row.left_out + 0.1  # it still gets its topic
+
+
+@pytest.mark.parametrize("select", ["doptimal-cf", "half-doptimal"])
+def test_the_designs_that_profile_the_topic_the_newcomer_is_best_on(select: str) -> None:
+    # D-optimal for the IRT fit alone skips topic 2 (the old experts do not differ there);
+    # the cf design adds what the regions do not explain of their outcomes, and half-doptimal
+    # draws half the profile at random: both see it
+    train, x = pool(600, seed=0)
+    test, xt = pool(300, seed=1)
+    (row,) = lomo(train, x, test, xt, ["newbie"], [{"select": select}], SMALL, draws=2)
+    assert all(abs(a - row.full) < 0.05 for a in row.added[0]) and row.share_added[0] > 0.15
+    (plain,) = lomo(train, x, test, xt, ["newbie"], [{"select": "doptimal"}], SMALL, draws=1)
+    assert plain.added[0][0] == pytest.approx(plain.left_out)  # the blind spot

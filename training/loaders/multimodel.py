@@ -191,7 +191,9 @@ def build_rows(
     notes: list[str],
 ) -> list[dict[str, Any]]:
     """Canonical rows, one per (question, model): the reply kept as `response`, its extracted
-    final answer as `answer`, the grade as `score`, and the estimated cost."""
+    final answer as `answer`, the benchmark's answer as `gold` (what `coe profile
+    --from-training` grades a new expert against), the grade as `score`, and the estimated
+    cost."""
     counter = TokenCounter()
     notes.append(
         f"costs estimated (cost_estimated=True): prompt and reply tokens counted with "
@@ -218,6 +220,7 @@ def build_rows(
                     "cost_estimated": True,
                     "response": reply,
                     "answer": answer,
+                    "gold": question.gold,
                     "input_price": price[0],
                     "output_price": price[1],
                 }
