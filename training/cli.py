@@ -275,15 +275,17 @@ def profile(
         ),
     ] = "auto",
     select: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="With --from-training: random, or by the --base router's design: doptimal, "
-            "doptimal-cf (the queries that tell most about a newcomer), stratified."
+            help="With --from-training: random, or by the --base router's design: "
+            "half-doptimal (half random, half the queries that tell most about a newcomer; "
+            "the default with --base, chosen by CV on the MMLU-Pro training file), doptimal, "
+            "doptimal-cf, stratified. Default: half-doptimal with --base, else random."
         ),
-    ] = "random",
+    ] = None,
     base: Annotated[
         Path | None,
-        typer.Option(help="With --select doptimal|stratified: the router to add the expert to."),
+        typer.Option(help="The router to add the expert to (its design picks the queries)."),
     ] = None,
 ) -> None:
     """Run every expert of a pool on gold-answer questions, grade, and write a routing dataset
@@ -314,7 +316,7 @@ def profile(
                 read_timeout_s=read_timeout_s,
                 from_training=from_training,
                 grader=grader,
-                select=select,
+                select=select or ("random" if base is None else "half-doptimal"),
                 base=base,
             )
         )

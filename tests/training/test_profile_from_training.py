@@ -23,7 +23,7 @@ from training.benchsets import training_questions
 from training.cli import app
 from training.dataset import read_dataset, to_routing_data, write_dataset
 from training.embed import embed_prompts
-from training.errors import DataError
+from training.errors import CoeTrainingError, DataError
 from training.profile_cli import run_profile
 
 OPTIONS = "\n\n(A) one\n(B) two\n(C) three\n(D) four"
@@ -209,3 +209,27 @@ def test_profile_cli_select_needs_the_router(tmp_path: Path) -> None:
     )
     assert done.exit_code == 2, done.output
     assert "--select doptimal needs the router: pass --base ROUTER.pkl" in done.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([], "random"),
+        (["--base", "r.pkl"], "half-doptimal"),
+        (["--base", "r.pkl", "--select", "random"], "random"),
+    ],
+)
+def test_profile_cli_design_defaults_to_half_doptimal_with_a_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], expected: str
+) -> None:
+    seen: dict[str, object] = {}
+
+    async def fake_run_profile(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise CoeTrainingError("stop here")
+
+    monkeypatch.setattr("training.profile_cli.run_profile", fake_run_profile)
+    train_path = training_file(tmp_path / "train.parquet", n=20)
+    args = ["profile", "--pool", str(newcomer_pool(tmp_path)), "-o", str(tmp_path / "out")]
+    CliRunner().invoke(app, [*args, "--from-training", str(train_path), *extra])
+    assert seen["select"] == expected
