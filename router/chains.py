@@ -47,8 +47,9 @@ import numpy as np
 from router.answers import conclusion
 from router.base import Router, register
 from router.chain_regions import Partition, partitions
-from router.chain_select import FAMILIES, Picked, choose_chains
+from router.chain_select import CHECKED, FAMILIES, Picked, choose_chains
 from router.data import RoutingData
+from router.reply_checks import suspect
 
 __all__ = [
     "FAMILIES",
@@ -74,6 +75,9 @@ class Chain:
     experts: tuple[str, ...]
     k: int
     trust_from: int | None = None
+    #: Whether a reply that fails its own check (`router.reply_checks.suspect`: a wrong
+    #: arithmetic step) counts as concluding nothing: it neither votes nor answers.
+    checked: bool = False
 
     def need(self, position: int) -> int:
         """Agreeing replies that stop the chain after its member at `position`."""
@@ -82,12 +86,12 @@ class Chain:
         return self.k
 
     @classmethod
-    def of(cls, experts: tuple[str, ...], needs: Sequence[int]) -> Chain:
+    def of(cls, experts: tuple[str, ...], needs: Sequence[int], checked: bool = False) -> Chain:
         """The chain whose members need `needs` agreeing replies (`chain_search` rows)."""
         needs = [int(x) for x in needs[: len(experts)]]
         k = max(needs)
         trust = next((t for t, x in enumerate(needs) if x == 1), None) if k > 1 else None
-        chain = cls(experts, k, trust)
+        chain = cls(experts, k, trust, checked)
         if [chain.need(t) for t in range(len(experts))] != needs:
             raise ValueError(f"needs {needs} are not a k with a trusted tail")
         return chain
@@ -128,10 +132,15 @@ class ChainEpisode:
 
     def record(self, expert: str, cost_usd: float, answer_text: str | None = None) -> None:
         found = None if answer_text is None else conclusion(answer_text, self.prompt, self.math)
-        self.record_key(expert, cost_usd, found)
+        flagged = self.chain.checked and answer_text is not None and suspect(answer_text)
+        self.record_key(expert, cost_usd, found, flagged)
 
-    def record_key(self, expert: str, cost_usd: float, key: Any) -> None:
-        """`record` with the reply's conclusion already read (None: it concludes nothing)."""
+    def record_key(self, expert: str, cost_usd: float, key: Any, flagged: bool = False) -> None:
+        """`record` with the reply's conclusion already read (None: it concludes nothing) and
+        whether it fails its check (`router.reply_checks.suspect`; read when `chain.checked`:
+        then it counts as concluding nothing)."""
+        if flagged and self.chain.checked:
+            key = None
         self._take(expert)
         self.spent += cost_usd
         self.replies.append((expert, key))
@@ -213,11 +222,13 @@ class ChainRouter(Router):
         shares: Sequence[float] = SHARES,
         folds: int = 5,
         seed: int = 0,
+        checks: bool = True,
     ) -> None:
         self.share = share
         self.shares = shares
         self.folds = folds
         self.seed = seed
+        self.checks = checks
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         """Choose a chain per share of `shares` (and `share`) from `data.responses`."""
@@ -230,6 +241,7 @@ class ChainRouter(Router):
         tasks = [t for t in data.tasks if t]
         self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
         keys = answer_codes(data.responses, data.prompts, self.math_)
+        flags = suspect_replies(data.responses) if self.checks else None
         self.reliability_ = np.asarray(data.scores.mean(axis=0), dtype=np.float64)
         self.partitions_: dict[str, Partition] = {}
         labels: dict[str, tuple[np.ndarray, int]] = {}
@@ -245,7 +257,9 @@ class ChainRouter(Router):
             self.folds,
             self.seed,
             labels,
+            flags,
         )
+        self.checked_ = {r["share"]: str(r["family"]).endswith(CHECKED) for r in self.cv_}
         self.chain_ = self.chain_for(self.share)
         return self
 
@@ -267,7 +281,8 @@ class ChainRouter(Router):
         if won is not None and embedding is not None:
             partition = self.partitions_[won[0]]
             members, needs = won[1][int(partition.labels(np.reshape(embedding, (1, -1)))[0])]
-        return Chain.of(tuple(self.models_[j] for j in members), needs)
+        checked = getattr(self, "checked_", {}).get(key, False)
+        return Chain.of(tuple(self.models_[j] for j in members), needs, checked)
 
     def chains_for(self, share: float, embeddings: np.ndarray) -> list[Chain]:
         """`chain_for(share, row)` for every row of `embeddings`, the regions found at once."""
@@ -338,3 +353,12 @@ def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> n
         if found is not None:
             keys[i, j] = codes.setdefault(found, len(codes))
     return keys
+
+
+def suspect_replies(responses: np.ndarray) -> np.ndarray:
+    """`(n, m)` whether each recorded reply fails its own check (`router.reply_checks.suspect`;
+    False where there is no reply)."""
+    flags = np.zeros(responses.shape, dtype=bool)
+    for (i, j), text in np.ndenumerate(responses):
+        flags[i, j] = isinstance(text, str) and suspect(text)
+    return flags

@@ -26,6 +26,7 @@ import numpy as np
 
 from router.chains import SHARES, ChainEpisode, ChainRouter, RegionalChainRouter
 from router.data import RoutingData
+from router.reply_checks import suspect
 from training.recorded import Ledger, ReplyTable
 from training.strategies import Episodes, Strategy
 
@@ -154,12 +155,20 @@ class ChainStrategy(Strategy):
             for i, e in enumerate(experts):
                 if e >= 0:
                     key = int(keys[i, e])
+                    flagged = episodes[i].chain.checked and _suspect(data, i, int(e))
                     episodes[i].record_key(ask[i] or "", ledger.spent[i] - before[i],
-                                           key if key >= 0 else None)  # fmt: skip
+                                           key if key >= 0 else None, flagged)  # fmt: skip
         answer = np.array([index.get(ep.answer_expert() or "", -1) for ep in episodes])
         run = Episodes.settled(ledger, answer)
         k = np.array([c.k for c in chains], dtype=np.int64)
         return ChainRun(run.answer, run.score, run.cost, run.calls, run.called, k)
+
+
+def _suspect(data: RoutingData, i: int, j: int) -> bool:
+    """Whether query i's recorded reply of expert j fails its own check, read from its text
+    as the served episode reads it (`router.reply_checks.suspect`)."""
+    text = None if data.responses is None else data.responses[i, j]
+    return isinstance(text, str) and suspect(text)
 
 
 def _most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
