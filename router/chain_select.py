@@ -23,7 +23,7 @@ import numpy as np
 from router.chain_regions import KAPPAS, Held, Menu, assign, held_out
 from router.chain_search import agreeing, candidates, choose, fold_totals, needs_of, trusting
 
-__all__ = ["CHECKED", "FAMILIES", "SLACKS", "STRONG", "Picked", "choose_chains"]
+__all__ = ["FAMILIES", "SLACKS", "STRONG", "Picked", "choose_chains"]
 
 #: Candidate families by name: `(chains, ks or needs)` over m experts of given reliability.
 #: `rising-L`: chains of at most L experts escalating to stronger ones; `any-3`: any chain of
@@ -39,8 +39,6 @@ FAMILIES: dict[str, Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]] 
     "trust2": lambda m, rel: trusting(m, rel, 2),
     "trust3": lambda m, rel: trusting(m, rel, 3),
 }
-#: The suffix of a family's name when its suspect replies do not count (`choose_chains`).
-CHECKED = "+check"
 #: The menu key (`router.chain_regions.Menu`) of the best single expert alone.
 STRONG = -1.0
 #: Shrinkage candidates: pick the cheapest chain within this much training accuracy of the best.
@@ -60,35 +58,35 @@ def choose_chains(
     folds: int,
     seed: int,
     regions: dict[str, tuple[np.ndarray, int]] | None = None,
-    suspect: np.ndarray | None = None,
+    suspect: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[float, Picked], list[dict[str, Any]], dict[float, tuple[str, list[Picked]]]]:
     """Per share: the chosen global chain, the held-out (train-CV) record, and, where a
     partition of `regions` (name → (each training query's region, how many regions)) beat the
     global chain by the one-SE rule (`router.chain_regions`), its name and chain per region.
 
-    With `suspect` `(n, m)` (a reply that fails its own check, `router.reply_checks`), every
-    family is also tried *checked* (`CHECKED` appended to its name in the record): a suspect
-    reply counts as concluding nothing (it neither votes nor answers). Checked families come
-    after all plain ones, so the one-SE rule keeps a plain chain unless checking beats it by
-    more than the folds' noise. Regions are not tried with checked families."""
+    With `suspect` (a check's name → `(n, m)` whether each reply fails it,
+    `router.reply_checks`), every family is also tried *checked* by each (`"+" + name`
+    appended to its name in the record): a suspect reply of a member before the last and
+    before any trusted one counts as concluding nothing (`chain_search.checked_positions`).
+    Checked families come after all plain ones, so the one-SE rule keeps a plain chain unless
+    checking beats it by more than the folds' noise. Regions are not tried with checks."""
     n = len(keys)
     fold = np.random.default_rng(seed).permutation(n) % max(2, min(folds, n))
     sizes = np.bincount(fold).astype(np.float64)
     tables = []
     names = []
-    variants: list[tuple[str, np.ndarray]] = [("", keys)]
-    if suspect is not None and suspect.any() and not regions:
-        variants.append((CHECKED, np.where(suspect, -1, keys)))
-    for suffix, variant in variants:
+    variants: list[tuple[str, np.ndarray | None]] = [("", None)]
+    if not regions:
+        variants += [(f"+{c}", f) for c, f in (suspect or {}).items() if f.any()]
+    for suffix, flags in variants:
         for name, generate in FAMILIES.items():
             chains, ks = generate(keys.shape[1], reliability)
             if not len(chains):  # too few experts for this family
                 continue
             names.append(name + suffix)
             ks = needs_of(chains, ks)
-            tables.append(
-                (chains, ks, *fold_totals(variant, scores, costs, reliability, chains, ks, fold))
-            )
+            totals = fold_totals(keys, scores, costs, reliability, chains, ks, fold, flags)
+            tables.append((chains, ks, *totals))
     singles_s = np.stack([scores[fold == f].sum(0) for f in range(len(sizes))])
     singles_c = np.stack([costs[fold == f].sum(0) for f in range(len(sizes))])
     configs = [(f, slack) for f in range(len(names)) for slack in SLACKS]

@@ -47,9 +47,9 @@ import numpy as np
 from router.answers import conclusion
 from router.base import Router, register
 from router.chain_regions import Partition, partitions
-from router.chain_select import CHECKED, FAMILIES, Picked, choose_chains
+from router.chain_select import FAMILIES, Picked, choose_chains
 from router.data import RoutingData
-from router.reply_checks import suspect
+from router.reply_checks import RULES, suspect
 
 __all__ = [
     "FAMILIES",
@@ -75,9 +75,9 @@ class Chain:
     experts: tuple[str, ...]
     k: int
     trust_from: int | None = None
-    #: Whether a reply that fails its own check (`router.reply_checks.suspect`: a wrong
-    #: arithmetic step) counts as concluding nothing: it neither votes nor answers.
-    checked: bool = False
+    #: The check (`router.reply_checks.RULES`; "" none) whose failing replies count as
+    #: concluding nothing where a member `checks` them: they neither vote nor answer.
+    check: str = ""
 
     def need(self, position: int) -> int:
         """Agreeing replies that stop the chain after its member at `position`."""
@@ -85,13 +85,19 @@ class Chain:
             return 1
         return self.k
 
+    def checks(self, position: int) -> bool:
+        """Whether the member at `position` disregards its suspect reply: all but the last
+        and the trusted ones, whose replies answer (`chain_search.checked_positions`)."""
+        trusted = self.trust_from is not None and position >= self.trust_from
+        return bool(self.check) and position < len(self.experts) - 1 and not trusted
+
     @classmethod
-    def of(cls, experts: tuple[str, ...], needs: Sequence[int], checked: bool = False) -> Chain:
+    def of(cls, experts: tuple[str, ...], needs: Sequence[int], check: str = "") -> Chain:
         """The chain whose members need `needs` agreeing replies (`chain_search` rows)."""
         needs = [int(x) for x in needs[: len(experts)]]
         k = max(needs)
         trust = next((t for t, x in enumerate(needs) if x == 1), None) if k > 1 else None
-        chain = cls(experts, k, trust, checked)
+        chain = cls(experts, k, trust, check)
         if [chain.need(t) for t in range(len(experts))] != needs:
             raise ValueError(f"needs {needs} are not a k with a trusted tail")
         return chain
@@ -132,14 +138,18 @@ class ChainEpisode:
 
     def record(self, expert: str, cost_usd: float, answer_text: str | None = None) -> None:
         found = None if answer_text is None else conclusion(answer_text, self.prompt, self.math)
-        flagged = self.chain.checked and answer_text is not None and suspect(answer_text)
+        flagged = (
+            answer_text is not None
+            and self.chain.checks(self.chain.experts.index(expert))
+            and suspect(answer_text, self.chain.check, found)
+        )
         self.record_key(expert, cost_usd, found, flagged)
 
     def record_key(self, expert: str, cost_usd: float, key: Any, flagged: bool = False) -> None:
         """`record` with the reply's conclusion already read (None: it concludes nothing) and
-        whether it fails its check (`router.reply_checks.suspect`; read when `chain.checked`:
-        then it counts as concluding nothing)."""
-        if flagged and self.chain.checked:
+        whether it fails the chain's check (`router.reply_checks.suspect`; where the member
+        `checks`, it then counts as concluding nothing)."""
+        if flagged and self.chain.checks(self.chain.experts.index(expert)):
             key = None
         self._take(expert)
         self.spent += cost_usd
@@ -241,7 +251,11 @@ class ChainRouter(Router):
         tasks = [t for t in data.tasks if t]
         self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
         keys = answer_codes(data.responses, data.prompts, self.math_)
-        flags = suspect_replies(data.responses) if self.checks else None
+        flags = (
+            {r: suspect_replies(data.responses, data.prompts, self.math_, r) for r in RULES}
+            if self.checks
+            else None
+        )
         self.reliability_ = np.asarray(data.scores.mean(axis=0), dtype=np.float64)
         self.partitions_: dict[str, Partition] = {}
         labels: dict[str, tuple[np.ndarray, int]] = {}
@@ -259,7 +273,7 @@ class ChainRouter(Router):
             labels,
             flags,
         )
-        self.checked_ = {r["share"]: str(r["family"]).endswith(CHECKED) for r in self.cv_}
+        self.check_ = {r["share"]: _check_of(str(r["family"])) for r in self.cv_}
         self.chain_ = self.chain_for(self.share)
         return self
 
@@ -281,8 +295,8 @@ class ChainRouter(Router):
         if won is not None and embedding is not None:
             partition = self.partitions_[won[0]]
             members, needs = won[1][int(partition.labels(np.reshape(embedding, (1, -1)))[0])]
-        checked = getattr(self, "checked_", {}).get(key, False)
-        return Chain.of(tuple(self.models_[j] for j in members), needs, checked)
+        check = getattr(self, "check_", {}).get(key, "")
+        return Chain.of(tuple(self.models_[j] for j in members), needs, check)
 
     def chains_for(self, share: float, embeddings: np.ndarray) -> list[Chain]:
         """`chain_for(share, row)` for every row of `embeddings`, the regions found at once."""
@@ -355,10 +369,18 @@ def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> n
     return keys
 
 
-def suspect_replies(responses: np.ndarray) -> np.ndarray:
-    """`(n, m)` whether each recorded reply fails its own check (`router.reply_checks.suspect`;
+def suspect_replies(
+    responses: np.ndarray, prompts: Sequence[str], math: bool, rule: str = "arithmetic"
+) -> np.ndarray:
+    """`(n, m)` whether each recorded reply fails check `rule` (`router.reply_checks.suspect`;
     False where there is no reply)."""
     flags = np.zeros(responses.shape, dtype=bool)
     for (i, j), text in np.ndenumerate(responses):
-        flags[i, j] = isinstance(text, str) and suspect(text)
+        if isinstance(text, str):
+            flags[i, j] = suspect(text, rule, conclusion(text, prompts[i], math))
     return flags
+
+
+def _check_of(family: str) -> str:
+    """The check a family's record name carries (`"trust3+arithmetic"` → `"arithmetic"`)."""
+    return family.split("+", 1)[1] if "+" in family else ""

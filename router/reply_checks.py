@@ -5,8 +5,8 @@ is not what its left side computes to is a strong sign that the reply is wrong, 
 agrees with it. `arithmetic(reply)` finds the "a op b … = c" steps of a reply and recomputes
 them; `features(reply, conclusion)` adds what else a reply's text shows (whether its final
 answer is the last value it computed, its length, an explicit answer marker, `\\boxed{}`), and
-`suspect(reply, conclusion)` is the rule an agreement chain reads (`router.chains`): a reply
-with a wrong step does not vote.
+`suspect(reply, rule, conclusion)` is what a checked agreement chain reads (`router.chains`):
+a cheap member's suspect reply does not vote.
 
 The check is deliberately conservative, since a false alarm costs a call while a missed slip
 costs nothing more than today: a step is only checked when its right side is a lone number
@@ -35,7 +35,15 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_CHECK_CHARS", "MAX_TERMS", "ReplyFeatures", "arithmetic", "features", "suspect"]
+__all__ = [
+    "MAX_CHECK_CHARS",
+    "MAX_TERMS",
+    "RULES",
+    "ReplyFeatures",
+    "arithmetic",
+    "features",
+    "suspect",
+]
 
 #: Characters read from the end of a reply (where its reasoning and conclusion are).
 MAX_CHECK_CHARS = 20_000
@@ -371,6 +379,16 @@ def features(reply: str, conclusion: str | None) -> ReplyFeatures:
     )
 
 
-def suspect(reply: str) -> bool:
-    """Whether a reply shows a wrong arithmetic step (it then does not vote in a chain)."""
-    return arithmetic(reply)[1] > 0
+#: The rules a checked chain may read (`suspect`): `arithmetic`, a wrong step; `strict`, a
+#: wrong step, no checkable step, or a final answer that is not the last value computed.
+RULES: tuple[str, ...] = ("arithmetic", "strict")
+
+
+def suspect(reply: str, rule: str = "arithmetic", conclusion: str | None = None) -> bool:
+    """Whether a reply whose conclusion is `conclusion` fails `rule` (`RULES`)."""
+    if rule == "arithmetic":
+        return arithmetic(reply)[1] > 0
+    if rule != "strict":
+        raise ValueError(f"unknown check {rule!r}: one of {RULES}")
+    f = features(reply, conclusion)
+    return f.wrong > 0 or f.steps == 0 or f.ends_on_last_value is not True

@@ -24,7 +24,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from router.chains import SHARES, ChainEpisode, ChainRouter, RegionalChainRouter
+from router.answers import conclusion
+from router.chains import SHARES, Chain, ChainEpisode, ChainRouter, RegionalChainRouter
 from router.data import RoutingData
 from router.reply_checks import suspect
 from training.recorded import Ledger, ReplyTable
@@ -155,7 +156,7 @@ class ChainStrategy(Strategy):
             for i, e in enumerate(experts):
                 if e >= 0:
                     key = int(keys[i, e])
-                    flagged = episodes[i].chain.checked and _suspect(data, i, int(e))
+                    flagged = _suspect(episodes[i].chain, router.math_, data, i, int(e))
                     episodes[i].record_key(ask[i] or "", ledger.spent[i] - before[i],
                                            key if key >= 0 else None, flagged)  # fmt: skip
         answer = np.array([index.get(ep.answer_expert() or "", -1) for ep in episodes])
@@ -164,11 +165,14 @@ class ChainStrategy(Strategy):
         return ChainRun(run.answer, run.score, run.cost, run.calls, run.called, k)
 
 
-def _suspect(data: RoutingData, i: int, j: int) -> bool:
-    """Whether query i's recorded reply of expert j fails its own check, read from its text
-    as the served episode reads it (`router.reply_checks.suspect`)."""
+def _suspect(chain: Chain, math: bool, data: RoutingData, i: int, j: int) -> bool:
+    """Whether query i's recorded reply of expert j fails the chain's check, read from its
+    text as the served episode reads it (`ChainEpisode.record`); False when not checked."""
     text = None if data.responses is None else data.responses[i, j]
-    return isinstance(text, str) and suspect(text)
+    if not chain.check or not isinstance(text, str):
+        return False
+    found = conclusion(text, data.prompts[i], math)
+    return suspect(text, chain.check, found)
 
 
 def _most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

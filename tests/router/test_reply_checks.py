@@ -126,34 +126,46 @@ def test_a_checked_chain_escalates_when_a_cheap_reply_miscomputes() -> None:
     data = _slipping_pool(400, 0)
     plain = ChainRouter(share=0.5, checks=False).fit(data, np.zeros((400, 1)))
     checked = ChainRouter(share=0.5).fit(data, np.zeros((400, 1)))
-    assert checked.chain_.checked and not plain.chain_.checked
+    assert checked.chain_.check and not plain.chain_.check
+    assert checked.chain_.checks(0) and not checked.chain_.checks(len(checked.chain_.experts) - 1)
     cv_plain = {r["share"]: r["cv_accuracy"] for r in plain.cv_}[0.5]
     cv_checked = {r["share"]: r for r in checked.cv_}[0.5]
-    assert cv_checked["family"].endswith("+check")
+    assert "+" in cv_checked["family"]
     assert cv_checked["cv_accuracy"] > cv_plain + 0.05
+
+
+def test_strict_check_needs_a_checked_step_that_gives_the_answer() -> None:
+    assert not suspect("3 + 4 = 7\n#### 7", "strict", "7")
+    assert suspect("3 + 4 = 7, so 8\n#### 8", "strict", "8")  # not the last value
+    assert suspect("Seven.\n#### 7", "strict", "7")  # nothing checked
+    assert suspect("3 + 4 = 8\n#### 8", "strict", "8")
+    with pytest.raises(ValueError, match="unknown check"):
+        suspect("x", "vibes")
 
 
 @pytest.mark.parametrize(
     "chain",
     [
-        Chain(("cheap-a", "cheap-b", "strong"), 2, checked=True),
-        Chain(("cheap-a", "cheap-b", "strong"), 2, trust_from=2, checked=True),
-        Chain(("cheap-a", "strong"), 1, checked=True),
-        Chain(("cheap-b", "cheap-a", "strong"), 2, checked=False),
+        Chain(("cheap-a", "cheap-b", "strong"), 2, check="arithmetic"),
+        Chain(("cheap-a", "cheap-b", "strong"), 2, trust_from=2, check="arithmetic"),
+        Chain(("cheap-a", "strong"), 1, check="arithmetic"),
+        Chain(("cheap-b", "strong", "cheap-a"), 2, check="arithmetic"),  # cheap-a last: counts
+        Chain(("cheap-a", "cheap-b", "strong"), 2, check="strict"),
+        Chain(("cheap-b", "cheap-a", "strong"), 2),
     ],
 )
 def test_checked_simulation_equals_the_episode_reading_the_texts(chain: Chain) -> None:
     data = _slipping_pool(120, 1)
     assert data.responses is not None
     keys = answer_codes(data.responses, data.prompts, False)
-    flags = suspect_replies(data.responses)
-    assert flags[:, 0].any() and not flags[:, 1:].any()
-    masked = np.where(flags, -1, keys) if chain.checked else keys
+    flags = suspect_replies(data.responses, data.prompts, False, chain.check or "arithmetic")
+    assert flags[:, 0].any()
     rel = data.scores.mean(axis=0)
     index = {m: j for j, m in enumerate(data.models)}
     members = np.array([[index[e] for e in chain.experts]])
     needs = np.array([[chain.need(t) for t in range(len(chain.experts))]])
-    sim_s, sim_c = simulate(masked, data.scores, data.costs, rel, members, needs)
+    sus = flags if chain.check else None
+    sim_s, sim_c = simulate(keys, data.scores, data.costs, rel, members, needs, sus)
     for i in range(len(data)):
         ep = ChainEpisode(chain, dict(zip(data.models, map(float, rel), strict=True)))
         while (e := ep.next_expert()) is not None:
