@@ -95,15 +95,19 @@ def choose_chains(
     helds: dict[float, Held] = {}
     picked: dict[float, tuple[int, float]] = {}
     for share in shares:
+        budget = share * _best_cost(singles_s.sum(0), singles_c.sum(0)) / n
+        # a family none of whose chains fits the budget (three of three experts that must
+        # agree, say) would run its cheapest chain over budget: it does not compete
+        fits = [i for i, (f, _) in enumerate(configs) if _fits(tables[f][3], n, budget)]
+        fits = fits or list(range(len(configs)))
         held = [
             _held_out(tables[f][2], tables[f][3], singles_s, singles_c, sizes, share, slack)
-            for f, slack in configs
+            for f, slack in (configs[i] for i in fits)
         ]
         best = _one_se(held)
-        family, slack = configs[best]
-        picked[share], helds[share] = configs[best], held[best]
+        family, slack = configs[fits[best]]
+        picked[share], helds[share] = (family, slack), held[best]
         chains, ks, s, c = tables[family]
-        budget = share * _best_cost(singles_s.sum(0), singles_c.sum(0)) / n
         i = choose(s.sum(0), c.sum(0), n, budget, slack)
         chosen[share] = _picked(chains, ks, i)
         record.append(
@@ -281,6 +285,11 @@ def _one_se(held: list[tuple[float, float, list[float], float, np.ndarray]]) -> 
         if h[0] >= held[top][0] - se - 1e-12:
             return i
     return top
+
+
+def _fits(cost: np.ndarray, n: int, budget: float) -> bool:
+    """Whether some chain of a family's `(F, N)` fold costs fits `budget` on the whole file."""
+    return bool(cost.sum(0).min() / n <= budget * (1 + 1e-9))
 
 
 def _best(score_sum: np.ndarray, cost_sum: np.ndarray) -> int:
