@@ -21,7 +21,10 @@ simulating candidates on the training replies:
   then a stronger expert whose reply answers alone, then optionally a fallback called only when
   the trusted one concludes nothing.
 - `simulate(...)`: `(n, N)` score and cost of every candidate on every training query, exactly
-  as `router.chains.ChainEpisode` would run it (a test holds them equal), in blocks of columns.
+  as `router.chains.ChainEpisode` would run it (a test holds them equal), in blocks of columns;
+  with `suspect` (which replies fail a check of their own text, `router.reply_checks`) the
+  candidates run *checked*: a suspect reply of a member before the last and before any trusted
+  one concludes nothing (`checked_positions`).
 - `fold_totals(...)`: per-fold sums, so that choosing on some folds and scoring on the others
   (`choose`) costs nothing more: the K-fold estimate of the whole selection procedure, the
   argmax over thousands of chains included, is what `router.chains` uses to pick the

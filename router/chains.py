@@ -17,6 +17,11 @@ is among the most shared, else the one whose latest reply is the most reliable (
 nothing is shared by then: the last reply if it concludes anything, else the most reliable
 reply that does, a reliability-weighted vote).
 
+A chain may be *checked* (`Chain.check`, a rule of `router.reply_checks`): a reply of a member
+before the last and before any trusted one that fails the check of its own text (a wrong
+arithmetic step) counts as concluding nothing, so cheap replies that agree on a miscomputed
+answer escalate; each family is also tried checked by each rule, chosen by the same K folds.
+
 `ChainRouter` (`coe train --router chain`) chooses one chain per cost budget, a share of the
 best single expert's mean training cost (`shares`), by K-fold cross-validation inside the
 training file (`router.chain_select`): on each fold it picks, among the candidates of each
