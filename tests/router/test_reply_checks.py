@@ -172,3 +172,15 @@ def test_checked_simulation_equals_the_episode_reading_the_texts(chain: Chain) -
             ep.record(e, float(data.costs[i, index[e]]), data.responses[i, index[e]])
         assert data.scores[i, index[ep.answer_expert() or ""]] == sim_s[i, 0]
         assert ep.spent == pytest.approx(sim_c[i, 0])
+
+
+def test_checks_do_not_move_the_plain_pick() -> None:
+    """Where no checked family wins, each budget's chain is the one chosen without checks (the
+    extra configurations must not shift the one-SE rule's plain pick)."""
+    data = _slipping_pool(300, 2)
+    plain = ChainRouter(checks=False).fit(data, np.zeros((300, 1)))
+    checked = ChainRouter().fit(data, np.zeros((300, 1)))
+    for row, base in zip(checked.cv_, plain.cv_, strict=True):
+        if "+" not in row["family"]:
+            assert checked.chains_[row["share"]] == plain.chains_[row["share"]]
+            assert row["cv_accuracy"] == base["cv_accuracy"]
