@@ -68,8 +68,9 @@ def choose_chains(
     `router.reply_checks`), every family is also tried *checked* by each (`"+" + name`
     appended to its name in the record): a suspect reply of a member before the last and
     before any trusted one counts as concluding nothing (`chain_search.checked_positions`).
-    Checked families come after all plain ones, so the one-SE rule keeps a plain chain unless
-    checking beats it by more than the folds' noise. Regions are not tried with checks."""
+    The plain families are chosen among themselves (as without checks); a checked family
+    replaces their pick only by beating it by more than one SE. Regions are not tried with
+    checks."""
     n = len(keys)
     fold = np.random.default_rng(seed).permutation(n) % max(2, min(folds, n))
     sizes = np.bincount(fold).astype(np.float64)
