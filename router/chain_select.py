@@ -109,10 +109,7 @@ def choose_chains(
         # checked family replaces their pick only by beating it by more than one SE: more
         # configurations must not move the plain pick (on MATH-L5 seed 0 they did, by raising
         # the best held-out figure the plain ones are measured against, and lost 2.4 points)
-        plain = [b for b, i in enumerate(fits) if "+" not in names[configs[i][0]]] or [0]
-        best = plain[_one_se([held[b] for b in plain])]
-        rest = [b for b in range(len(fits)) if b not in plain]
-        best = [best, *rest][_one_se([held[b] for b in [best, *rest]])]
+        best = _pick(held, ["+" not in names[configs[i][0]] for i in fits])
         family, slack = configs[fits[best]]
         picked[share], helds[share] = (family, slack), held[best]
         chains, ks, s, c = tables[family]
@@ -275,6 +272,16 @@ def _regional_row(
         "region_chains": [_described(c) for c in chains],
         "_chains": chains,
     }
+
+
+def _pick(held: list[Held], plain: list[bool]) -> int:
+    """The plain configuration `_one_se` picks among the plain ones, unless a checked one
+    (`plain[i]` False) beats it by more than one standard error (`_one_se` of that pick
+    followed by the checked ones)."""
+    firsts = [i for i, p in enumerate(plain) if p] or [0]
+    best = firsts[_one_se([held[i] for i in firsts])]
+    rest = [best, *(i for i in range(len(held)) if i not in firsts)]
+    return rest[_one_se([held[i] for i in rest])]
 
 
 def _one_se(held: list[tuple[float, float, list[float], float, np.ndarray]]) -> int:
