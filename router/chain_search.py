@@ -21,7 +21,10 @@ simulating candidates on the training replies:
   then a stronger expert whose reply answers alone, then optionally a fallback called only when
   the trusted one concludes nothing.
 - `simulate(...)`: `(n, N)` score and cost of every candidate on every training query, exactly
-  as `router.chains.ChainEpisode` would run it (a test holds them equal), in blocks of columns.
+  as `router.chains.ChainEpisode` would run it (a test holds them equal), in blocks of columns;
+  with `suspect` (which replies fail a check of their own text, `router.reply_checks`) the
+  candidates run *checked*: a suspect reply of a member before the last and before any trusted
+  one concludes nothing (`checked_positions`).
 - `fold_totals(...)`: per-fold sums, so that choosing on some folds and scoring on the others
   (`choose`) costs nothing more: the K-fold estimate of the whole selection procedure, the
   argmax over thousands of chains included, is what `router.chains` uses to pick the
@@ -40,7 +43,16 @@ from itertools import combinations, permutations
 
 import numpy as np
 
-__all__ = ["agreeing", "candidates", "choose", "fold_totals", "needs_of", "simulate", "trusting"]
+__all__ = [
+    "agreeing",
+    "candidates",
+    "checked_positions",
+    "choose",
+    "fold_totals",
+    "needs_of",
+    "simulate",
+    "trusting",
+]
 
 #: Candidate columns simulated at once (bounds the `(n, block)` working arrays) ...
 BLOCK = 2048
@@ -161,6 +173,17 @@ def needs_of(chains: np.ndarray, ks: np.ndarray) -> np.ndarray:
     return np.repeat(ks[:, None], chains.shape[1], axis=1)
 
 
+def checked_positions(chains: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """`(N, width)` the members whose suspect replies a checked chain disregards: all but the
+    last member and the trusted ones (`router.chains.Chain.checks`), whose replies answer."""
+    need = needs_of(chains, ks)
+    length = (chains >= 0).sum(axis=1)
+    k = np.where(chains >= 0, need, 0).max(axis=1)
+    trusted = (k[:, None] > 1) & (need == 1)
+    before_last = np.arange(chains.shape[1])[None, :] < length[:, None] - 1
+    return np.asarray(before_last & ~trusted, dtype=bool)
+
+
 def _block(
     keys: np.ndarray,
     scores: np.ndarray,
@@ -168,9 +191,11 @@ def _block(
     reliability: np.ndarray,
     chains: np.ndarray,
     ks: np.ndarray,
+    suspect: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     n, width = len(keys), chains.shape[1]
     need = needs_of(chains, ks)
+    checked = None if suspect is None else checked_positions(chains, need)
     shape = (n, len(chains))
     done = np.zeros(shape, dtype=bool)
     spent, got = np.zeros(shape), np.zeros(shape)
@@ -183,6 +208,8 @@ def _block(
         on = ~done & (e >= 0)[None, :]
         col = np.maximum(e, 0)
         key, score = keys[:, col], scores[:, col]
+        if checked is not None and suspect is not None:  # a checked member's suspect reply
+            key = np.where(checked[:, t][None, :] & suspect[:, col], -1, key)
         valid = key >= 0
         spent += np.where(on, costs[:, col], 0.0)
         votes = 1 + sum((prev == key).astype(np.int64) for prev in earlier)
@@ -211,13 +238,16 @@ def simulate(
     reliability: np.ndarray,
     chains: np.ndarray,
     ks: np.ndarray,
+    suspect: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(score, cost)`, each `(n, N)`: every chain run on every query of the recorded `(n, m)`
     replies (`keys`: conclusion codes, negative where none), `reliability` `(m,)` ranking the
-    fallback answer; `ks` `(N,)` each chain's k, or `(N, width)` its `needs`."""
+    fallback answer; `ks` `(N,)` each chain's k, or `(N, width)` its `needs`. With `suspect`
+    `(n, m)`, the chains are *checked*: a suspect reply of a member of `checked_positions`
+    counts as concluding nothing."""
     step = _width(len(keys))
     parts = [
-        _block(keys, scores, costs, reliability, chains[i : i + step], ks[i : i + step])
+        _block(keys, scores, costs, reliability, chains[i : i + step], ks[i : i + step], suspect)
         for i in range(0, len(chains), step)
     ]
     return np.concatenate([p[0] for p in parts], 1), np.concatenate([p[1] for p in parts], 1)
@@ -231,8 +261,10 @@ def fold_totals(
     chains: np.ndarray,
     ks: np.ndarray,
     folds: np.ndarray,
+    suspect: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`(score, cost)` summed per fold, each `(F, N)`; `folds[i]` is query i's fold in 0..F−1."""
+    """`(score, cost)` summed per fold, each `(F, N)`; `folds[i]` is query i's fold in 0..F−1
+    (`suspect`: as `simulate`'s)."""
     n_folds = int(folds.max()) + 1
     onehot = np.zeros((n_folds, len(keys)))
     onehot[folds, np.arange(len(keys))] = 1.0
@@ -240,7 +272,9 @@ def fold_totals(
     cost = np.zeros((n_folds, len(chains)))
     step = _width(len(keys))
     for i in range(0, len(chains), step):
-        s, c = _block(keys, scores, costs, reliability, chains[i : i + step], ks[i : i + step])
+        s, c = _block(
+            keys, scores, costs, reliability, chains[i : i + step], ks[i : i + step], suspect
+        )
         score[:, i : i + step] = onehot @ s
         cost[:, i : i + step] = onehot @ c
     return score, cost

@@ -17,6 +17,11 @@ is among the most shared, else the one whose latest reply is the most reliable (
 nothing is shared by then: the last reply if it concludes anything, else the most reliable
 reply that does, a reliability-weighted vote).
 
+A chain may be *checked* (`Chain.check`, a rule of `router.reply_checks`): a reply of a member
+before the last and before any trusted one that fails the check of its own text (a wrong
+arithmetic step) counts as concluding nothing, so cheap replies that agree on a miscomputed
+answer escalate; each family is also tried checked by each rule, chosen by the same K folds.
+
 `ChainRouter` (`coe train --router chain`) chooses one chain per cost budget, a share of the
 best single expert's mean training cost (`shares`), by K-fold cross-validation inside the
 training file (`router.chain_select`): on each fold it picks, among the candidates of each
@@ -49,6 +54,7 @@ from router.base import Router, register
 from router.chain_regions import Partition, partitions
 from router.chain_select import FAMILIES, Picked, choose_chains
 from router.data import RoutingData
+from router.reply_checks import RULES, suspect
 
 __all__ = [
     "FAMILIES",
@@ -74,6 +80,9 @@ class Chain:
     experts: tuple[str, ...]
     k: int
     trust_from: int | None = None
+    #: The check (`router.reply_checks.RULES`; "" none) whose failing replies count as
+    #: concluding nothing where a member `checks` them: they neither vote nor answer.
+    check: str = ""
 
     def need(self, position: int) -> int:
         """Agreeing replies that stop the chain after its member at `position`."""
@@ -81,13 +90,19 @@ class Chain:
             return 1
         return self.k
 
+    def checks(self, position: int) -> bool:
+        """Whether the member at `position` disregards its suspect reply: all but the last
+        and the trusted ones, whose replies answer (`chain_search.checked_positions`)."""
+        trusted = self.trust_from is not None and position >= self.trust_from
+        return bool(self.check) and position < len(self.experts) - 1 and not trusted
+
     @classmethod
-    def of(cls, experts: tuple[str, ...], needs: Sequence[int]) -> Chain:
+    def of(cls, experts: tuple[str, ...], needs: Sequence[int], check: str = "") -> Chain:
         """The chain whose members need `needs` agreeing replies (`chain_search` rows)."""
         needs = [int(x) for x in needs[: len(experts)]]
         k = max(needs)
         trust = next((t for t, x in enumerate(needs) if x == 1), None) if k > 1 else None
-        chain = cls(experts, k, trust)
+        chain = cls(experts, k, trust, check)
         if [chain.need(t) for t in range(len(experts))] != needs:
             raise ValueError(f"needs {needs} are not a k with a trusted tail")
         return chain
@@ -128,10 +143,19 @@ class ChainEpisode:
 
     def record(self, expert: str, cost_usd: float, answer_text: str | None = None) -> None:
         found = None if answer_text is None else conclusion(answer_text, self.prompt, self.math)
-        self.record_key(expert, cost_usd, found)
+        flagged = (
+            answer_text is not None
+            and self.chain.checks(self.chain.experts.index(expert))
+            and suspect(answer_text, self.chain.check, found)
+        )
+        self.record_key(expert, cost_usd, found, flagged)
 
-    def record_key(self, expert: str, cost_usd: float, key: Any) -> None:
-        """`record` with the reply's conclusion already read (None: it concludes nothing)."""
+    def record_key(self, expert: str, cost_usd: float, key: Any, flagged: bool = False) -> None:
+        """`record` with the reply's conclusion already read (None: it concludes nothing) and
+        whether it fails the chain's check (`router.reply_checks.suspect`; where the member
+        `checks`, it then counts as concluding nothing)."""
+        if flagged and self.chain.checks(self.chain.experts.index(expert)):
+            key = None
         self._take(expert)
         self.spent += cost_usd
         self.replies.append((expert, key))
@@ -213,11 +237,13 @@ class ChainRouter(Router):
         shares: Sequence[float] = SHARES,
         folds: int = 5,
         seed: int = 0,
+        checks: bool = True,
     ) -> None:
         self.share = share
         self.shares = shares
         self.folds = folds
         self.seed = seed
+        self.checks = checks
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         """Choose a chain per share of `shares` (and `share`) from `data.responses`."""
@@ -230,6 +256,11 @@ class ChainRouter(Router):
         tasks = [t for t in data.tasks if t]
         self.math_ = bool(tasks) and all(t.lower().startswith("math") for t in tasks)
         keys = answer_codes(data.responses, data.prompts, self.math_)
+        flags = (
+            {r: suspect_replies(data.responses, data.prompts, self.math_, r) for r in RULES}
+            if self.checks
+            else None
+        )
         self.reliability_ = np.asarray(data.scores.mean(axis=0), dtype=np.float64)
         self.partitions_: dict[str, Partition] = {}
         labels: dict[str, tuple[np.ndarray, int]] = {}
@@ -245,7 +276,9 @@ class ChainRouter(Router):
             self.folds,
             self.seed,
             labels,
+            flags,
         )
+        self.check_ = {r["share"]: _check_of(str(r["family"])) for r in self.cv_}
         self.chain_ = self.chain_for(self.share)
         return self
 
@@ -267,7 +300,8 @@ class ChainRouter(Router):
         if won is not None and embedding is not None:
             partition = self.partitions_[won[0]]
             members, needs = won[1][int(partition.labels(np.reshape(embedding, (1, -1)))[0])]
-        return Chain.of(tuple(self.models_[j] for j in members), needs)
+        check = getattr(self, "check_", {}).get(key, "")
+        return Chain.of(tuple(self.models_[j] for j in members), needs, check)
 
     def chains_for(self, share: float, embeddings: np.ndarray) -> list[Chain]:
         """`chain_for(share, row)` for every row of `embeddings`, the regions found at once."""
@@ -338,3 +372,20 @@ def answer_codes(responses: np.ndarray, prompts: Sequence[str], math: bool) -> n
         if found is not None:
             keys[i, j] = codes.setdefault(found, len(codes))
     return keys
+
+
+def suspect_replies(
+    responses: np.ndarray, prompts: Sequence[str], math: bool, rule: str = "arithmetic"
+) -> np.ndarray:
+    """`(n, m)` whether each recorded reply fails check `rule` (`router.reply_checks.suspect`;
+    False where there is no reply)."""
+    flags = np.zeros(responses.shape, dtype=bool)
+    for (i, j), text in np.ndenumerate(responses):
+        if isinstance(text, str):
+            flags[i, j] = suspect(text, rule, conclusion(text, prompts[i], math))
+    return flags
+
+
+def _check_of(family: str) -> str:
+    """The check a family's record name carries (`"trust3+arithmetic"` → `"arithmetic"`)."""
+    return family.split("+", 1)[1] if "+" in family else ""

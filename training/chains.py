@@ -24,8 +24,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from router.chains import SHARES, ChainEpisode, ChainRouter, RegionalChainRouter
+from router.answers import conclusion
+from router.chains import SHARES, Chain, ChainEpisode, ChainRouter, RegionalChainRouter
 from router.data import RoutingData
+from router.reply_checks import suspect
 from training.recorded import Ledger, ReplyTable
 from training.strategies import Episodes, Strategy
 
@@ -154,12 +156,23 @@ class ChainStrategy(Strategy):
             for i, e in enumerate(experts):
                 if e >= 0:
                     key = int(keys[i, e])
+                    flagged = _suspect(episodes[i].chain, router.math_, data, i, int(e))
                     episodes[i].record_key(ask[i] or "", ledger.spent[i] - before[i],
-                                           key if key >= 0 else None)  # fmt: skip
+                                           key if key >= 0 else None, flagged)  # fmt: skip
         answer = np.array([index.get(ep.answer_expert() or "", -1) for ep in episodes])
         run = Episodes.settled(ledger, answer)
         k = np.array([c.k for c in chains], dtype=np.int64)
         return ChainRun(run.answer, run.score, run.cost, run.calls, run.called, k)
+
+
+def _suspect(chain: Chain, math: bool, data: RoutingData, i: int, j: int) -> bool:
+    """Whether query i's recorded reply of expert j fails the chain's check, read from its
+    text as the served episode reads it (`ChainEpisode.record`); False when not checked."""
+    text = None if data.responses is None else data.responses[i, j]
+    if not chain.check or not isinstance(text, str):
+        return False
+    found = conclusion(text, data.prompts[i], math)
+    return suspect(text, chain.check, found)
 
 
 def _most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

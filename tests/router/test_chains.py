@@ -52,34 +52,41 @@ def _episode_scores(
     rel: np.ndarray,
     chain: np.ndarray,
     needs: np.ndarray,
+    suspect: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     names = [str(j) for j in range(keys.shape[1])]
     members = tuple(names[j] for j in chain if j >= 0)
     got, spent = np.zeros(len(keys)), np.zeros(len(keys))
+    check = "" if suspect is None else "arithmetic"
     for i in range(len(keys)):
-        ep = ChainEpisode(Chain.of(members, needs), dict(zip(names, map(float, rel), strict=True)))
+        rel_ = dict(zip(names, map(float, rel), strict=True))
+        ep = ChainEpisode(Chain.of(members, needs, check), rel_)
         while (e := ep.next_expert()) is not None:
             j = int(e)
-            ep.record_key(e, float(costs[i, j]), int(keys[i, j]) if keys[i, j] >= 0 else None)
+            key = int(keys[i, j]) if keys[i, j] >= 0 else None
+            ep.record_key(e, float(costs[i, j]), key, suspect is not None and bool(suspect[i, j]))
         got[i] = scores[i, int(ep.answer_expert() or 0)]
         spent[i] = ep.spent
     return got, spent
 
 
+@pytest.mark.parametrize("checked", [False, True], ids=["plain", "checked"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_search_simulation_equals_the_live_episode(family: str) -> None:
+def test_search_simulation_equals_the_live_episode(family: str, checked: bool) -> None:
     rng = np.random.default_rng(3)
     n, m = 60, 6
     keys = rng.integers(-1, 3, (n, m))  # few distinct answers: many agreements, some none
     scores = (keys == 0).astype(float)
     costs = rng.random((n, m)) * 1e-3
     rel = rng.random(m)
+    # checked: a quarter of the replies are suspect (the trusted and last members' still count)
+    suspect = rng.random((n, m)) < 0.25 if checked else None
     chains, ks = FAMILIES[family](m, rel)
     needs = needs_of(chains, ks)
     pick = rng.choice(len(chains), min(80, len(chains)), replace=False)
-    sim_s, sim_c = simulate(keys, scores, costs, rel, chains[pick], needs[pick])
+    sim_s, sim_c = simulate(keys, scores, costs, rel, chains[pick], needs[pick], suspect)
     for col, c in enumerate(pick):
-        got, spent = _episode_scores(keys, scores, costs, rel, chains[c], needs[c])
+        got, spent = _episode_scores(keys, scores, costs, rel, chains[c], needs[c], suspect)
         np.testing.assert_allclose(sim_s[:, col], got, err_msg=str(chains[c]))
         np.testing.assert_allclose(sim_c[:, col], spent)
 
