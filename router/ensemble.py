@@ -15,6 +15,7 @@ import numpy as np
 
 from router.base import ROUTERS, Router, register
 from router.data import RoutingData
+from router.neighbours import share_projections
 
 __all__ = ["DEFAULT_MEMBERS", "EnsembleRouter"]
 
@@ -51,6 +52,7 @@ class EnsembleRouter(Router):
         self.routers_ = [
             ROUTERS[name](**params).fit(data, embeddings) for name, _, params in self.members
         ]
+        share_projections(self.routers_)
         weights = np.array([w for _, w, _ in self.members], dtype=np.float64)
         self.weights_ = weights / weights.sum()
         return self
