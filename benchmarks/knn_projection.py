@@ -19,7 +19,7 @@ singular directions (`router.neighbours`). On the TRAINING file only, for each `
 once on the test file (read after the choice, never used for it).
 
     .venv/bin/python benchmarks/knn_projection.py --data /work/data/llmrouter \\
-        --embed-cache /work/cache/embeddings --test
+        --embed-cache /work/cache/embeddings --embedder minilm-onnx-int8 --models MODELS --test
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from router.embedder import load_embedder
 from router.ensemble import DEFAULT_MEMBERS
 from router.neighbours import Projection
 from training.cv import cross_validate
@@ -44,7 +45,7 @@ from training.fitting import fit_router
 def ensemble(dims: int | None) -> tuple[str, dict[str, Any]]:
     """The default ensemble with its neighbour members at `dims` (None: full width)."""
     members = [
-        (name, w, {**params, "dims": dims} if name == "knn" else params)
+        (name, w, {**params, "dims": dims} if name in ("knn", "irt") else params)
         for name, w, params in DEFAULT_MEMBERS
     ]
     return "ensemble", {"members": members}
@@ -106,6 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="train.parquet, test.parquet")
     parser.add_argument("--embed-cache", type=Path, default=Path(".cache/coe/embeddings"))
+    parser.add_argument("--embedder", default="minilm", help="as COE_EMBEDDER")
+    parser.add_argument("--models", type=Path, default=Path(".coe/models"),
+                        help="where the ONNX exports are built once")  # fmt: skip
     parser.add_argument("--dims", default="32,48,64,96,128")
     parser.add_argument("--k", type=int, default=100, help="the ensemble's knn k")
     parser.add_argument("--folds", type=int, default=5)
@@ -113,12 +117,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--test", action="store_true", help="evaluate the choice once on test")
+    parser.add_argument("--test-dims", type=int, default=None,
+                        help="with --test: evaluate these dims (fixed beforehand)")  # fmt: skip
     args = parser.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
     train_file = args.data / "train.parquet"
     data = to_routing_data(read_dataset(train_file), train_file)
-    x = embed_prompts(data.prompts, cache_dir=args.embed_cache)
-    print(f"{train_file}: {len(data)} queries, {len(data.models)} models, {x.shape[1]} dims")
+    embedder = load_embedder(args.embed_cache, args.embedder, args.models)
+    x = embed_prompts(data.prompts, embedder, show_progress=False)
+    print(f"{train_file}: {len(data)} queries, {len(data.models)} models, {x.shape[1]} dims,"
+          f" {args.embedder}", flush=True)  # fmt: skip
 
     shares = overlap(x, dims, args.k, args.folds)
     configs = [ensemble(None)] + [ensemble(d) for d in dims]
@@ -133,7 +141,7 @@ def main() -> None:
         print(f"| {d} | {mb:.1f} | {shares[d]:.3f} | {row['aiq']:.4f} ± {row['aiq_sd']:.4f} |")
     ok = [d for d, row in zip(dims, rows[1:], strict=True) if row["aiq"] >= full - args.tolerance]
     chosen = min(ok) if ok else None
-    print(f"\nchosen (smallest dims with CV AIQ ≥ full − {args.tolerance}): {chosen}")
+    print(f"\nchosen (smallest dims with CV AIQ ≥ full − {args.tolerance}): {chosen}", flush=True)
 
     if not args.no_timing:
         with threadpool_limits(1, user_api="blas"):
@@ -143,10 +151,12 @@ def main() -> None:
         for name, (cold, warm) in times.items():
             print(f"| {name} | {cold:.0f} | {warm:.0f} |")
 
+    if args.test_dims is not None:
+        chosen = args.test_dims
     if args.test and chosen is not None:
         test_file = args.data / "test.parquet"
         test = to_routing_data(read_dataset(test_file), test_file, models=data.models)
-        xt = embed_prompts(test.prompts, cache_dir=args.embed_cache)
+        xt = embed_prompts(test.prompts, embedder, show_progress=False)
         scale = float(data.costs.max(axis=1).mean())
         for d in (None, chosen):
             name, params = ensemble(d)
