@@ -90,7 +90,8 @@ def reduce(embeddings: np.ndarray, dims: int | None) -> tuple[Projection | None,
     if dims is None:
         return None, None
     projection = Projection.fit(embeddings, min(dims, embeddings.shape[1]))
-    reduced = np.array(projection.apply(embeddings))  # writeable: it is the router's own copy
+    # not `apply`: its memo would keep a copy of the whole training matrix
+    reduced = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32) @ projection.components)
     return projection, reduced
 
 
