@@ -6,6 +6,7 @@ passes the experts that are down as `unavailable`, and the policy ranks them las
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -105,6 +106,8 @@ class RoutingService:
         self.load_board = load_board
         self.scores = ScoreBatcher()
         self._unfit: dict[Needs, dict[str, str]] = {}
+        self._replies: OrderedDict[tuple[object, bytes], dict[str, float]] = OrderedDict()
+        self._policies: dict[tuple[Policy, float | None], Policy] = {}
 
     def unfit(self, need: Needs) -> dict[str, str]:
         """The experts that lack what `need` asks for, and why (a copy: callers may change it).
@@ -165,6 +168,34 @@ class RoutingService:
         tokens = router.cost_model_.reply_tokens(vector[None, :], 1)[0]
         return {m: float(t) for m, t in zip(router.models_, tokens, strict=False) if t > 0}
 
+    def _reply_tokens(self, router: Router, vector: np.ndarray | None) -> dict[str, float]:
+        """`predicted_reply_tokens`, remembered per cost model and vector (LRU, as the scores
+        are: a question asked again is a cache hit, and the prediction was a tenth of a hit's
+        routing CPU). Keyed by the cost model object: onboarding replaces it, never edits it.
+        The dict returned is shared: read it only."""
+        model = router.cost_model_
+        if model is None or vector is None:
+            return {}
+        key = (model, vector.tobytes())
+        known = self._replies.get(key)
+        if known is None:
+            known = self._replies[key] = self.predicted_reply_tokens(router, vector)
+            while len(self._replies) > self.scores.cache_size:
+                self._replies.popitem(last=False)
+        else:
+            self._replies.move_to_end(key)
+        return known
+
+    def _policy(self, cost_scale: float | None) -> Policy:
+        """The service's policy at a router's cost scale (built once per scale)."""
+        key = (self.policy, cost_scale)
+        policy = self._policies.get(key)
+        if policy is None:
+            if len(self._policies) >= 64:  # bounded: one entry per trained router in practice
+                self._policies.clear()
+            policy = self._policies[key] = replace(self.policy, cost_scale=cost_scale)
+        return policy
+
     async def route(
         self, request: ChatCompletionRequest, unavailable: set[str] | None = None
     ) -> RouteDecision:
@@ -218,14 +249,12 @@ class RoutingService:
             vector = None
             quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
         models = list(chosen.models_)
-        costs = self.estimated_costs(
-            messages, completion_limit, self.predicted_reply_tokens(chosen, vector)
-        )
+        costs = self.estimated_costs(messages, completion_limit, self._reply_tokens(chosen, vector))
         cost_vec = np.array([costs[m] for m in models])
         down = unavailable or set()
         # A trained router records the cost scale its curve was swept with (`coe eval`,
         # `coe calibrate`), so a calibrated cost_weight means here what it meant there.
-        policy = replace(self.policy, cost_scale=chosen.cost_scale_)
+        policy = self._policy(chosen.cost_scale_)
         lacking = self.unfit(need) if need is not None else {}
         fit = [i for i, m in enumerate(models) if m not in lacking]
         decision = policy.decide(

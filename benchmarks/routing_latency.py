@@ -20,8 +20,9 @@ For each embedder (`minilm` on torch, `minilm-onnx` and `minilm-onnx-int8` on ON
 
     .venv/bin/python benchmarks/routing_latency.py --embed-cache /work/cache/embeddings
 
-`--baseline DIR` measures another checkout (its gateway and its routing code, the same trained
-router) in the same run, row beside row; `--questions`, `--concurrent` and `--hits` bound a run
+`--baseline DIR` measures another checkout (its gateway, its routing code and its own default
+router, trained on the same embeddings: an artifact holds that checkout's classes) in the same
+run, row beside row; `--questions`, `--concurrent` and `--hits` bound a run
 on a busy machine. Quote `uptime` beside the table (printed at the end): the machine's other
 work moves the wall-clock numbers, not the CPU times or the call counts.
 """
@@ -196,6 +197,20 @@ def _probe_in(tree: Path, artifact: Path, variant: str, n: int) -> dict[str, flo
     return {k: float(v) for k, v in (kv.split("=") for kv in done.stdout.split()[-4:])}
 
 
+def _quality_in(tree: Path, variant: str, train_file: Path, test_file: Path,
+                args: argparse.Namespace, out: Path) -> float:  # fmt: skip
+    """`_quality` with `tree`'s routing code (its own default router, as its gateway would be
+    trained): an artifact of this checkout may hold classes an older one lacks."""
+    if tree == HERE:
+        return _quality(variant, train_file, test_file, args.embed_cache, args.models, out)
+    env = os.environ | {"PYTHONPATH": str(tree)}
+    argv = [sys.executable, __file__, "--train-only", str(out), "--variants", variant,
+            "--data", str(train_file.parent), "--embed-cache", str(args.embed_cache.resolve()),
+            "--models", str(args.models.resolve())]  # fmt: skip
+    done = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    return float(done.stdout.split()[-1].split("=")[1])
+
+
 @contextlib.contextmanager
 def _gateway(artifact: Path, variant: str, work: Path, tree: Path) -> Iterator[tuple[str, int]]:
     port = 18000 + os.getpid() % 1000
@@ -299,6 +314,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, default=400, help="asked by 16 clients")
     parser.add_argument("--hits", type=int, default=50, help="the same question repeated")
     parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train-only", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -325,6 +341,12 @@ def _table(rows: list[Row]) -> Table:
 
 def main() -> None:
     args = _args()
+    if args.train_only is not None:  # the child process of `_quality_in`
+        train_file, test_file = args.data / "train.parquet", args.data / "test.parquet"
+        aiq = _quality(args.variants, train_file, test_file, args.embed_cache, args.models,
+                       args.train_only)  # fmt: skip
+        print(f"aiq={aiq}")
+        return
     if args.probe is not None:  # the child process of `_probe_in`
         probe = _probe(args.probe, args.variants, args.hits)
         print(" ".join(f"{k}={v}" for k, v in probe.items()))
@@ -341,11 +363,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="coe-routing-") as tmp:
         work = Path(tmp)
         for variant in args.variants.split(","):
-            artifact = work / f"{variant}.pkl"
-            aiq = _quality(variant, train_file, test_file, args.embed_cache, args.models,
-                           artifact)  # fmt: skip
             floor = _floor(variant, questions[0], args.models)
-            for tree in trees:
+            for i, tree in enumerate(trees):
+                artifact = work / f"{variant}-{i}.pkl"
+                aiq = _quality_in(tree, variant, train_file, test_file, args, artifact)
                 rows.append(_measure(variant, tree, aiq, artifact, work, questions, floor, sizes))
     Console(width=240).print(_table(rows))
     for folder in args.also:

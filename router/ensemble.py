@@ -15,15 +15,19 @@ import numpy as np
 
 from router.base import ROUTERS, Router, register
 from router.data import RoutingData
+from router.neighbours import share_projections
 
 __all__ = ["DEFAULT_MEMBERS", "EnsembleRouter"]
 
 #: (family, weight, hyperparameters) of the default ensemble. Chosen by 5-fold CV on the
 #: training sides of LLMRouter and RouteLLM MMLU (`benchmarks/router_cv.py`): adding
-#: `classifier`, `mf` or `skills` to these two did not help on either.
+#: `classifier`, `mf` or `skills` to these two did not help on either. The neighbours are
+#: compared in 64 dims (`router.neighbours`; 1.4 MB for LLMRouter's 5,608 rows, in cache):
+#: CV AIQ on LLMRouter's training file within noise of the full width at 32-128 dims, and
+#: 64 as fast as fewer (`benchmarks/knn_projection.py`; README "Performance").
 DEFAULT_MEMBERS: tuple[tuple[str, float, dict[str, Any]], ...] = (
     ("category", 1.0, {}),
-    ("knn", 1.0, {"k": 100}),
+    ("knn", 1.0, {"k": 100, "dims": 64}),
 )
 
 
@@ -51,6 +55,7 @@ class EnsembleRouter(Router):
         self.routers_ = [
             ROUTERS[name](**params).fit(data, embeddings) for name, _, params in self.members
         ]
+        share_projections(self.routers_)
         weights = np.array([w for _, w, _ in self.members], dtype=np.float64)
         self.weights_ = weights / weights.sum()
         return self

@@ -36,6 +36,7 @@ import numpy as np
 from router.base import Router, register
 from router.data import RoutingData
 from router.mf import _Adam, _sigmoid
+from router.neighbours import Projection, reduce, similarity
 
 __all__ = ["IRTRouter", "fit_irt"]
 
@@ -70,6 +71,9 @@ class IRTRouter(Router):
     """Similarity-weighted mean of the neighbours' IRT-fitted success probabilities."""
 
     name = "irt"
+    #: As `KNNRouter`'s: the training vectors in `dims` leading singular directions, or None.
+    projection_: Projection | None = None
+    reduced_: np.ndarray | None = None
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class IRTRouter(Router):
         steps: int = 500,
         lr: float = 0.05,
         seed: int = 0,
+        dims: int | None = None,
     ) -> None:
         self.rank = rank
         self.k = k
@@ -88,6 +93,7 @@ class IRTRouter(Router):
         self.steps = steps
         self.lr = lr
         self.seed = seed
+        self.dims = dims
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         super().fit(data, embeddings)
@@ -95,13 +101,14 @@ class IRTRouter(Router):
         self.ability_, self.loadings_, self.traits_ = a, b, z
         self.fitted_ = np.asarray(_sigmoid(a + z @ b.T), dtype=np.float32)
         self.embeddings_ = np.asarray(embeddings, dtype=np.float32)
+        self.projection_, self.reduced_ = reduce(self.embeddings_, self.dims)
         return self
 
     def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
-        similarity = np.asarray(embeddings, dtype=np.float32) @ self.embeddings_.T
-        k = min(self.k, similarity.shape[1])
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        near = np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
+        sim = similarity(embeddings, self.embeddings_, self.projection_, self.reduced_)
+        k = min(self.k, sim.shape[1])
+        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        near = np.take_along_axis(sim, nearest, axis=1).astype(np.float64)
         weights = np.exp((near - near.max(axis=1, keepdims=True)) / self.temperature)
         weights /= weights.sum(axis=1, keepdims=True)
         mixed = np.einsum("nk,nkm->nm", weights, self.fitted_[nearest].astype(np.float64))

@@ -2,7 +2,9 @@
 
 A query's predicted quality for each expert is the mean score of that expert on the `k` training
 queries whose embeddings are most cosine-similar to it. With `weighted=True` neighbours count in
-proportion to `exp(similarity / temperature)`, so near-duplicates dominate.
+proportion to `exp(similarity / temperature)`, so near-duplicates dominate. With `dims` the
+similarities are computed in the training embeddings' leading `dims` singular directions
+(`router.neighbours`): the training vectors then fit in cache (64 dims: 1.4 MB for 5,608).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from router.base import Router, register
 from router.data import RoutingData
+from router.neighbours import Projection, reduce, similarity
 
 __all__ = ["KNNRouter"]
 
@@ -29,23 +32,34 @@ class KNNRouter(Router):
     """
 
     name = "knn"
+    #: Set by `fit` when `dims` is given; routers saved before `dims` existed have neither.
+    projection_: Projection | None = None
+    reduced_: np.ndarray | None = None
 
-    def __init__(self, k: int = 40, weighted: bool = False, temperature: float = 0.05) -> None:
+    def __init__(
+        self,
+        k: int = 40,
+        weighted: bool = False,
+        temperature: float = 0.05,
+        dims: int | None = None,
+    ) -> None:
         self.k = k
         self.weighted = weighted
         self.temperature = temperature
+        self.dims = dims
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         super().fit(data, embeddings)
         self.embeddings_ = np.asarray(embeddings, dtype=np.float32)
         self.scores_ = np.asarray(data.scores, dtype=np.float32)
+        self.projection_, self.reduced_ = reduce(self.embeddings_, self.dims)
         return self
 
     def score(self, embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
-        similarity = np.asarray(embeddings, dtype=np.float32) @ self.embeddings_.T
-        k = min(self.k, similarity.shape[1])
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        near_sim = np.take_along_axis(similarity, nearest, axis=1)
+        sim = similarity(embeddings, self.embeddings_, self.projection_, self.reduced_)
+        k = min(self.k, sim.shape[1])
+        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        near_sim = np.take_along_axis(sim, nearest, axis=1)
         if self.weighted:
             weights = np.exp((near_sim - near_sim.max(axis=1, keepdims=True)) / self.temperature)
         else:

@@ -23,6 +23,7 @@ import numpy as np
 
 from router.base import ROUTERS, Router, register
 from router.data import RoutingData
+from router.neighbours import share_projections
 
 __all__ = ["DEFAULT_STACK", "StackRouter"]
 
@@ -63,7 +64,9 @@ class StackRouter(Router):
         unknown = [name for name, _ in self.members if name not in ROUTERS]
         if unknown:
             raise ValueError(f"unknown stack members {unknown}; known: {sorted(ROUTERS)}")
-        return [ROUTERS[name](**params).fit(data, embeddings) for name, params in self.members]
+        routers = [ROUTERS[name](**params).fit(data, embeddings) for name, params in self.members]
+        share_projections(routers)
+        return routers
 
     def _features(self, routers: Sequence[Router], x: np.ndarray, prompts: Sequence[str]) -> Any:
         """`(n, m, members)` member logits."""

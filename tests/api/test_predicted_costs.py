@@ -28,3 +28,23 @@ def test_estimated_costs_use_each_experts_predicted_reply_length() -> None:
     # an old artifact without a cost model: the configured expectation for everyone
     router.cost_model_ = None
     assert service.predicted_reply_tokens(router, x[0]) == {}
+
+
+def test_reply_tokens_are_remembered_per_cost_model_and_vector() -> None:
+    data, x = pool(300, seed=0)
+    router = ClusterRouter(n_clusters=3).fit(only(data, OLD), x)
+    service = RoutingService(router.experts_, {"cluster": router}, "cluster", Policy(), None, 256)
+    first = service._reply_tokens(router, x[0])
+    assert first == service.predicted_reply_tokens(router, x[0])
+    assert service._reply_tokens(router, x[0].copy()) is first  # the same vector: remembered
+    assert service._reply_tokens(router, x[1]) == service.predicted_reply_tokens(router, x[1])
+    # a replaced cost model (onboarding builds a new one) is never answered from the old one
+    other = ClusterRouter(n_clusters=3).fit(only(data, ("beta", "cheap")), x)
+    router.cost_model_ = other.cost_model_
+    assert service._reply_tokens(router, x[0]) is not first
+    router.cost_model_ = None
+    assert service._reply_tokens(router, x[0]) == {}
+    service.scores.cache_size = 2  # bounded like the scores
+    for row in x[:5]:
+        service._reply_tokens(other, row)
+    assert len(service._replies) <= 2
