@@ -32,6 +32,7 @@ __all__ = [
     "calibrated_on_test",
     "family_params",
     "fit_router",
+    "load_router",
     "run_eval",
     "train_router",
 ]
@@ -143,13 +144,18 @@ def train_router(
         return fit_router(name, data, embeddings, params, seed)
 
 
+def load_router(path: Path) -> Router:
+    """The router pickled at `path`, or a `CoeTrainingError` that says why it is not one."""
+    try:
+        return Router.load(path)
+    except (OSError, ValueError) as exc:
+        raise CoeTrainingError(f"{path}: cannot load a router: {exc}") from exc
+
+
 def add_experts(base_file: Path, add_file: Path, cache_dir: Path | None) -> Router:
     """`coe train --base --add`: the router of `base_file` plus the new experts profiled in
     `add_file` (a canonical file, e.g. `coe profile`'s), without refitting it."""
-    try:
-        base = Router.load(base_file)
-    except (OSError, ValueError) as exc:
-        raise CoeTrainingError(f"{base_file}: cannot load a router: {exc}") from exc
+    base = load_router(base_file)
     adder = getattr(base, "add_experts", None)
     if adder is None:
         raise CoeTrainingError(

@@ -108,12 +108,9 @@ def _chooser(select: str, base: Path | None) -> Chooser | None:
         return None
     if base is None:
         raise CoeTrainingError(f"--select {select} needs the router: pass --base ROUTER.pkl")
-    from router import Router
+    from training.fitting import load_router
 
-    try:
-        router = Router.load(base)
-    except (OSError, ValueError) as exc:
-        raise CoeTrainingError(f"{base}: cannot load a router: {exc}") from exc
+    router = load_router(base)
     chooser = getattr(router, "select_training_profile", None)
     if chooser is None:
         raise CoeTrainingError(
