@@ -281,6 +281,12 @@ def _gap_ms(mode: str) -> int | None:
     return int(match[1]) if match else None
 
 
+def _path(mode: str) -> str:
+    """`route`: the routing decision alone (`POST /v1/route`, no expert called); `route
+    httpx`: the same from this process's httpx client, as `routing_latency.py` measures a hit."""
+    return "/route" if mode.startswith("route") else "/chat/completions"
+
+
 def _body(model: str, stream: bool) -> str:
     flag = ',"stream":true' if stream else ""
     return f'{{"model":"{model}","messages":{PROMPT},"max_tokens":16{flag}}}'
@@ -301,7 +307,7 @@ def _wrk(
     )
     argv = _pinned(
         ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(script), f"{url}/chat/completions"],
+         "-s", str(script), f"{url}{_path(mode)}"],
         GENERATOR_CPU,
     )  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -333,7 +339,7 @@ async def _python_load(
             while time.perf_counter() < stop:
                 start = time.perf_counter()
                 try:
-                    response = await client.post("/chat/completions", content=body, headers=headers)
+                    response = await client.post(_path(mode), content=body, headers=headers)
                     ok = response.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -354,7 +360,7 @@ def _measure(
     key: str | None, tmp: Path,
 ) -> Row:  # fmt: skip
     cpu_before = _tree_cpu_seconds(pid)
-    if shutil.which("wrk") and not args.python_load:
+    if shutil.which("wrk") and not args.python_load and mode != "route httpx":
         n, errors, rps, p50, p90, p99 = _wrk(url, model, mode, clients, args.seconds, key, tmp)
     else:
         n, errors, rps, p50, p90, p99 = asyncio.run(
@@ -432,6 +438,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each step")
     parser.add_argument("--stream-clients", default="8", help="client counts for streams")
     parser.add_argument("--gaps", default="", help="more unloaded rows: ms between requests")
+    parser.add_argument("--route-clients", default="", help="client counts for POST /v1/route "
+                        "(wrk and, at one client, httpx)")  # fmt: skip
     parser.add_argument("--model", default="coe-auto", help="model asked of the gateway")
     parser.add_argument("--redis-url", help="Redis on, and a key with limits on every request")
     parser.add_argument("--workers", default="1", help="worker counts of this gateway: 1,2")
@@ -496,6 +504,9 @@ def main() -> None:
         steps = [(f"idle {int(g)}ms", 1) for g in args.gaps.split(",") if g and int(g) != 100]
         steps += [("unloaded", 1)] + [("json", c) for c in levels]
         steps += [("stream", c) for c in stream_levels]
+        route_levels = [int(c) for c in args.route_clients.split(",") if c]
+        steps += [("route", c) for c in route_levels]
+        steps += [("route httpx", 1)] if 1 in route_levels else []
         console.print(
             f"{args.seconds:.0f} s per step, clients {levels}, {os.cpu_count()} CPUs, "
             f"{'wrk' if shutil.which('wrk') and not args.python_load else 'python'} load, "
@@ -507,6 +518,8 @@ def main() -> None:
         rows = []
         for mode, clients in steps:
             for target, (url, model, pid) in targets.items():
+                if target == "direct" and mode.startswith("route"):
+                    continue  # an expert does not route
                 rows.append(_measure(target, url, model, pid, mode, clients, args,
                                      key if target != "direct" else None, tmp))  # fmt: skip
         load = Path("/proc/loadavg").read_text().split()[:3]
