@@ -1,9 +1,12 @@
 """What the gateway itself costs: throughput, latency and CPU per request, with coe in the path.
 
-A fake OpenAI expert that answers instantly (`experts.testing.FakeExpert` under uvicorn) is
-called directly and through a real `coe serve`, at several numbers of clients, so whatever the
-gateway adds (auth, limits, validation, routing, the upstream hop, the request log) is the
-difference. Everything runs on 127.0.0.1 in separate processes. With `taskset` available the
+A fake OpenAI expert that answers instantly is called directly and through a real `coe serve`,
+at several numbers of clients, so whatever the gateway adds (auth, limits, validation, routing,
+the upstream hop, the request log) is the difference. The fake is nginx answering
+`experts.testing.FakeExpert`'s own bytes (`--fake native`, the default when nginx is installed)
+or `FakeExpert` itself under uvicorn (`--fake python`): under uvloop, uvicorn's p99 at 64
+connections is many times its mean, which the direct rows, and every row through coe, carried.
+Everything runs on 127.0.0.1 in separate processes. With `taskset` available the
 layout is fixed: the fake expert and the load generator on CPU 0, the gateway alone on CPU 1
 (`--workers 2` puts the gateway on both: then the generator shares its cores, say so when you
 quote it). The load generator is `wrk` (closed loop: each connection sends its next request when
@@ -23,6 +26,10 @@ row of the same gap, never against the loaded row.
 
     .venv/bin/python benchmarks/gateway_overhead.py --clients 1,8,32,64 --seconds 10 \\
         --redis-url redis://127.0.0.1:6379/7 --baseline /work/main
+
+`--route-clients 1` adds `POST /v1/route` rows (the decision alone), from wrk and from httpx
+(`route httpx`: the client `routing_latency.py` measures a hit with); `--loops uvloop,asyncio`
+measures this gateway on each event loop (`COE_LOOP`).
 """
 
 from __future__ import annotations
