@@ -78,6 +78,7 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        loop=settings.loop,
         timeout_graceful_shutdown=10,
     )
 

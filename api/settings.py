@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="uvicorn's line per request (the request log already records every one; "
         "the line cost ~0.1 ms of CPU per request under load)",
     )
+    loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description="the event loop `coe serve` runs on (uvicorn's `loop`): auto is uvloop "
+        "when installed. See the README's Performance section on the 64-client tail",
+    )
 
     # Shared state (api/store): Redis when set, else in-process. See the README's "Keys,
     # limits, cache, metrics and Redis".

@@ -131,6 +131,7 @@ def serve_workers(settings: Settings, workers: int) -> None:
             workers=workers,
             log_level=settings.log_level,
             access_log=settings.access_log,
+            loop=settings.loop,
             timeout_graceful_shutdown=10,
         )
 

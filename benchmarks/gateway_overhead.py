@@ -1,9 +1,12 @@
 """What the gateway itself costs: throughput, latency and CPU per request, with coe in the path.
 
-A fake OpenAI expert that answers instantly (`experts.testing.FakeExpert` under uvicorn) is
-called directly and through a real `coe serve`, at several numbers of clients, so whatever the
-gateway adds (auth, limits, validation, routing, the upstream hop, the request log) is the
-difference. Everything runs on 127.0.0.1 in separate processes. With `taskset` available the
+A fake OpenAI expert that answers instantly is called directly and through a real `coe serve`,
+at several numbers of clients, so whatever the gateway adds (auth, limits, validation, routing,
+the upstream hop, the request log) is the difference. The fake is nginx answering
+`experts.testing.FakeExpert`'s own bytes (`--fake native`, the default when nginx is installed)
+or `FakeExpert` itself under uvicorn (`--fake python`): under uvloop, uvicorn's p99 at 64
+connections is many times its mean, which the direct rows, and every row through coe, carried.
+Everything runs on 127.0.0.1 in separate processes. With `taskset` available the
 layout is fixed: the fake expert and the load generator on CPU 0, the gateway alone on CPU 1
 (`--workers 2` puts the gateway on both: then the generator shares its cores, say so when you
 quote it). The load generator is `wrk` (closed loop: each connection sends its next request when
@@ -23,6 +26,10 @@ row of the same gap, never against the loaded row.
 
     .venv/bin/python benchmarks/gateway_overhead.py --clients 1,8,32,64 --seconds 10 \\
         --redis-url redis://127.0.0.1:6379/7 --baseline /work/main
+
+`--route-clients 1` adds `POST /v1/route` rows (the decision alone), from wrk and from httpx
+(`route httpx`: the client `routing_latency.py` measures a hit with); `--loops uvloop,asyncio`
+measures this gateway on each event loop (`COE_LOOP`).
 """
 
 from __future__ import annotations
@@ -85,6 +92,116 @@ def _serve_fake(port: int) -> None:
 
     app = FakeExpert(EXPERT, default=REPLY).app
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- the native fake expert ---------------------------------------------------------------------
+
+_NGINX_CONF = """daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
+  keepalive_requests 1000000000;
+  keepalive_timeout 600s;
+  client_body_buffer_size 64k;
+  client_body_in_single_buffer on;
+  # the answer depends on the body, which nginx reads only to proxy it: the outer server reads
+  # it and names the answer in a header, the inner one returns that answer as it is
+  map $request_body $coe_answer {{ default json; "~\\"stream\\"\\s*:\\s*true" sse; }}
+  upstream coe_answers {{ server 127.0.0.1:{inner}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
+    location / {{
+      proxy_pass http://coe_answers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Coe-Answer $coe_answer;
+      proxy_buffering off;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{inner} backlog=4096;
+    location / {{
+      if ($http_x_coe_answer = sse) {{ rewrite ^ /coe-sse last; }}
+      default_type application/json;
+      return 200 '{json}';
+    }}
+    location = /coe-sse {{ default_type text/event-stream; return 200 '{sse}'; }}
+  }}
+}}
+"""
+
+
+def _nginx_string(body: bytes) -> str:
+    """`body` as the inside of a single-quoted nginx string (`return 200 '...'`)."""
+    text = body.decode()
+    if "$" in text:  # nginx expands variables in `return`, and has no escape for `$`
+        raise ValueError("an nginx `return` body cannot hold '$'")
+    return text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+
+
+def _fake_answers() -> tuple[bytes, bytes]:
+    """The Python fake's answers to the gateway's two requests, byte for byte: a chat completion,
+    and a stream with its usage event (the gateway asks streams for usage)."""
+    from experts.testing import FakeExpert
+
+    fake = FakeExpert(EXPERT, default=REPLY)
+    stream = f'{{"model":"{EXPERT}","messages":{PROMPT},"max_tokens":16,"stream":true,'
+    stream += '"stream_options":{"include_usage":true}}'
+
+    async def ask() -> tuple[bytes, bytes]:
+        transport = httpx.ASGITransport(app=fake.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake") as client:
+            whole = await client.post("/v1/chat/completions", content=_body(EXPERT, False))
+            events = await client.post("/v1/chat/completions", content=stream)
+        return whole.content, events.content
+
+    return asyncio.run(ask())
+
+
+def _nginx_conf(root: Path, port: int, inner: int) -> str:
+    """nginx answering as the fake expert does (same bytes), on `port`; `inner` is its own."""
+    whole, events = _fake_answers()
+    models = f'{{"object":"list","data":[{{"id":"{EXPERT}","object":"model"}}]}}'
+    return _NGINX_CONF.format(root=root, port=port, inner=inner, models=models,
+                              json=_nginx_string(whole), sse=_nginx_string(events))  # fmt: skip
+
+
+def _fake_kind(choice: str) -> str:
+    """`native` (nginx) or `python` (`FakeExpert` under uvicorn); `auto`: native if nginx is on
+    PATH."""
+    if choice == "auto":
+        return "native" if shutil.which("nginx") else "python"
+    if choice == "native" and shutil.which("nginx") is None:
+        raise SystemExit("--fake native needs nginx on PATH (Debian: apt-get install nginx-light)")
+    return choice
+
+
+def _fake_argv(kind: str, port: int, tmp: Path) -> list[str]:
+    if kind == "python":
+        return [sys.executable, __file__, "--serve-fake", str(port)]
+    root = tmp / "nginx"
+    root.mkdir()
+    conf = root / "nginx.conf"
+    conf.write_text(_nginx_conf(root, port, _free_port()))
+    return [
+        str(shutil.which("nginx")),
+        "-p",
+        str(root),
+        "-c",
+        str(conf),
+        "-e",
+        str(root / "error.log"),
+    ]
 
 
 def _pinned(argv: list[str], cpus: str | None) -> list[str]:
@@ -171,6 +288,12 @@ def _gap_ms(mode: str) -> int | None:
     return int(match[1]) if match else None
 
 
+def _path(mode: str) -> str:
+    """`route`: the routing decision alone (`POST /v1/route`, no expert called); `route
+    httpx`: the same from this process's httpx client, as `routing_latency.py` measures a hit."""
+    return "/route" if mode.startswith("route") else "/chat/completions"
+
+
 def _body(model: str, stream: bool) -> str:
     flag = ',"stream":true' if stream else ""
     return f'{{"model":"{model}","messages":{PROMPT},"max_tokens":16{flag}}}'
@@ -191,7 +314,7 @@ def _wrk(
     )
     argv = _pinned(
         ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(script), f"{url}/chat/completions"],
+         "-s", str(script), f"{url}{_path(mode)}"],
         GENERATOR_CPU,
     )  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -223,7 +346,7 @@ async def _python_load(
             while time.perf_counter() < stop:
                 start = time.perf_counter()
                 try:
-                    response = await client.post("/chat/completions", content=body, headers=headers)
+                    response = await client.post(_path(mode), content=body, headers=headers)
                     ok = response.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -244,7 +367,7 @@ def _measure(
     key: str | None, tmp: Path,
 ) -> Row:  # fmt: skip
     cpu_before = _tree_cpu_seconds(pid)
-    if shutil.which("wrk") and not args.python_load:
+    if shutil.which("wrk") and not args.python_load and mode != "route httpx":
         n, errors, rps, p50, p90, p99 = _wrk(url, model, mode, clients, args.seconds, key, tmp)
     else:
         n, errors, rps, p50, p90, p99 = asyncio.run(
@@ -322,12 +445,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each step")
     parser.add_argument("--stream-clients", default="8", help="client counts for streams")
     parser.add_argument("--gaps", default="", help="more unloaded rows: ms between requests")
+    parser.add_argument("--route-clients", default="", help="client counts for POST /v1/route "
+                        "(wrk and, at one client, httpx)")  # fmt: skip
     parser.add_argument("--model", default="coe-auto", help="model asked of the gateway")
     parser.add_argument("--redis-url", help="Redis on, and a key with limits on every request")
     parser.add_argument("--workers", default="1", help="worker counts of this gateway: 1,2")
+    parser.add_argument("--loops", default="", help="this gateway on each event loop "
+                        "(COE_LOOP): uvloop,asyncio; default: its own default")  # fmt: skip
     parser.add_argument("--baseline", type=Path, help="another checkout to measure alongside")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct rows")
     parser.add_argument("--python-load", action="store_true", help="never use wrk")
+    parser.add_argument("--fake", choices=("auto", "native", "python"), default="auto",
+                        help="the fake expert: nginx (native), FakeExpert under uvicorn "
+                        "(python); auto: native when nginx is installed")  # fmt: skip
     parser.add_argument("--serve-fake", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
@@ -338,9 +468,15 @@ def main() -> None:
     console = Console(width=200)
     here = Path(__file__).resolve().parents[1]
     counts = [int(w) for w in args.workers.split(",")]
-    codes = {(f"coe x{w}" if len(counts) > 1 else "coe"): (here, w) for w in counts}
+    loops = [loop for loop in args.loops.split(",") if loop] or [""]
+    codes: dict[str, tuple[Path, int, dict[str, str]]] = {}
+    for w in counts:
+        for loop in loops:
+            parts = ["coe", f"x{w}" if len(counts) > 1 else "", loop if len(loops) > 1 else ""]
+            name = " ".join(part for part in parts if part)
+            codes[name] = (here, w, {"COE_LOOP": loop} if loop else {})
     if args.baseline:
-        codes["baseline"] = (args.baseline.resolve(), 1)
+        codes["baseline"] = (args.baseline.resolve(), 1, {})
     prefix = f"coe-bench-{uuid.uuid4().hex[:8]}:"
     fake_port = _free_port()
     with contextlib.ExitStack() as stack:
@@ -355,15 +491,16 @@ def main() -> None:
             env |= {"COE_REDIS_URL": args.redis_url, "COE_REDIS_PREFIX": prefix}
             key = _add_key(args.redis_url, prefix)
             stack.callback(_drop_prefix, args.redis_url, prefix)
-        fake_argv = _pinned([sys.executable, __file__, "--serve-fake", str(fake_port)], "0")
+        fake = _fake_kind(args.fake)
+        fake_argv = _pinned(_fake_argv(fake, fake_port, tmp), GENERATOR_CPU)
         fake_url = f"http://127.0.0.1:{fake_port}"
         targets = {"direct": (f"{fake_url}/v1", EXPERT, stack.enter_context(
             _process(fake_argv, f"{fake_url}/v1/models", tmp / "fake.log", env)))}  # fmt: skip
-        for name, (code, workers) in codes.items():
+        for name, (code, workers, code_env) in codes.items():
             port = _free_port()
             argv = _gateway_argv(pool, port, workers)
             cpus = GATEWAY_CPU if max(counts) == 1 else None
-            code_env = env | {"PYTHONPATH": str(code)}
+            code_env = env | code_env | {"PYTHONPATH": str(code)}
             pid = stack.enter_context(
                 _process(_pinned(argv, cpus), f"http://127.0.0.1:{port}/ready",
                          tmp / f"{name.replace(' ', '-')}.log", code_env, code)
@@ -374,15 +511,22 @@ def main() -> None:
         steps = [(f"idle {int(g)}ms", 1) for g in args.gaps.split(",") if g and int(g) != 100]
         steps += [("unloaded", 1)] + [("json", c) for c in levels]
         steps += [("stream", c) for c in stream_levels]
+        route_levels = [int(c) for c in args.route_clients.split(",") if c]
+        steps += [("route", c) for c in route_levels]
+        steps += [("route httpx", 1)] if 1 in route_levels else []
         console.print(
             f"{args.seconds:.0f} s per step, clients {levels}, {os.cpu_count()} CPUs, "
             f"{'wrk' if shutil.which('wrk') and not args.python_load else 'python'} load, "
-            f"redis {'on + key with limits' if key else 'off'}, workers {counts}; "
+            f"redis {'on + key with limits' if key else 'off'}, workers {counts}, "
+            f"loops {[loop or 'default' for loop in loops]}, "
+            f"{fake} fake expert; "
             f"gateway model {args.model!r} -> expert {EXPERT!r}"
         )
         rows = []
         for mode, clients in steps:
             for target, (url, model, pid) in targets.items():
+                if target == "direct" and mode.startswith("route"):
+                    continue  # an expert does not route
                 rows.append(_measure(target, url, model, pid, mode, clients, args,
                                      key if target != "direct" else None, tmp))  # fmt: skip
         load = Path("/proc/loadavg").read_text().split()[:3]

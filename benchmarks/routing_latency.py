@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,7 +64,8 @@ class Row:
     route_cpu_ms: float  # the gateway's CPU time per decision, one at a time
     loop_cpu_ms: float  # of which its event loop's thread (all but the embedding call itself)
     hit_loop_cpu_ms: float  # the event loop's CPU time per cache hit over HTTP
-    hit_ms: float  # p50 of a repeated question
+    hit_ms: float  # p50 of a repeated question (this process's httpx client)
+    hit_wrk_ms: tuple[float, float] | None  # p50, p99 of the same from wrk -c1 (when installed)
     per_s: float  # decisions per second with 16 clients
     probe: dict[str, float]  # a cache hit in process: CPU ms and calls, route and decide
 
@@ -72,6 +75,7 @@ class Sizes:
     questions: int  # one at a time
     concurrent: int  # with 16 clients
     hits: int  # the same question repeated
+    wrk_seconds: int = 5  # the same question from wrk (0: not measured)
 
 
 def _percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -249,6 +253,37 @@ def _body(question: str) -> dict[str, object]:
     return {"model": "coe-auto", "messages": [{"role": "user", "content": question}]}
 
 
+_WRK_HIT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{body}]]
+done = function(summary, latency, requests)
+  io.write(string.format("COE %d %f %f\\n", summary.requests,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def _wrk_hits(url: str, question: str, seconds: int, work: Path) -> tuple[float, float] | None:
+    """p50, p99 (ms) of the same question asked back to back by `wrk -c1`, a client in C (on
+    CPU 0, the gateway's on CPU 1), beside this process's httpx figure; None without wrk."""
+    if shutil.which("wrk") is None or seconds <= 0:
+        return None
+    body = json.dumps(_body(question))
+    if "]]" in body:  # the end of a Lua long string
+        raise ValueError("the question cannot hold ']]'")
+    script = work / f"hit-{os.getpid()}.lua"
+    script.write_text(_WRK_HIT.format(body=body))
+    argv = ["wrk", "-t1", "-c1", f"-d{seconds}s", "-s", str(script), f"{url}/v1/route"]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        argv = ["taskset", "-c", "0", *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^COE (\d+) ([\d.]+) ([\d.]+)$", out, re.M)
+    if match is None or int(match[1]) == 0:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return float(match[2]), float(match[3])
+
+
 async def _decisions(url: str, pid: int, one_by_one: list[str], concurrent: list[str], hits_n: int
                      ) -> tuple[tuple[float, float, float], tuple[float, float, float], float,
                                 float]:  # fmt: skip
@@ -293,9 +328,10 @@ def _measure(variant: str, tree: Path, aiq: float, artifact: Path, work: Path,
     """One row: `tree`'s gateway and probe with `artifact`, beside the embedder's floor."""
     with _gateway(artifact, variant, work, tree) as (url, pid):
         route, cpu_ms, hit, rate = asyncio.run(_decisions(url, pid, *questions, sizes.hits))
+        hit_wrk = _wrk_hits(url, questions[0][0], sizes.wrk_seconds, work)
     probe = _probe_in(tree, artifact, variant, 10 * sizes.hits)
     label = "this" if tree == HERE else str(tree)
-    return Row(variant, label, aiq, floor[0], floor[1], route, *cpu_ms, hit, rate, probe)
+    return Row(variant, label, aiq, floor[0], floor[1], route, *cpu_ms, hit, hit_wrk, rate, probe)
 
 
 def _args() -> argparse.Namespace:
@@ -313,6 +349,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=200, help="asked one at a time")
     parser.add_argument("--concurrent", type=int, default=400, help="asked by 16 clients")
     parser.add_argument("--hits", type=int, default=50, help="the same question repeated")
+    parser.add_argument("--wrk-seconds", type=int, default=5,
+                        help="the same question from wrk -c1 for this long (0: not)")  # fmt: skip
     parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train-only", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -320,7 +358,8 @@ def _args() -> argparse.Namespace:
 
 def _table(rows: list[Row]) -> Table:
     table = Table(title="coe-auto's routing step on LLMRouter test questions (ms)")
-    for name in ("embedder", "tree", "AIQ", "embed p50/p90/p99", "route p50/p90/p99", "hit p50",
+    for name in ("embedder", "tree", "AIQ", "embed p50/p90/p99", "route p50/p90/p99",
+                 "hit p50 httpx", "hit p50/p99 wrk",
                  "decisions/s @16", "CPU embed", "CPU decision", "coe over embed",
                  "loop CPU cold/hit", "hit CPU route/decide",
                  "hit calls route/decide"):  # fmt: skip
@@ -329,7 +368,9 @@ def _table(rows: list[Row]) -> Table:
         p = r.probe
         table.add_row(
             r.variant, r.tree, f"{r.aiq:.4f}", "/".join(f"{v:.1f}" for v in r.embed_ms),
-            "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}", f"{r.per_s:.1f}",
+            "/".join(f"{v:.1f}" for v in r.route_ms), f"{r.hit_ms:.2f}",
+            "-" if r.hit_wrk_ms is None else "/".join(f"{v:.2f}" for v in r.hit_wrk_ms),
+            f"{r.per_s:.1f}",
             f"{r.embed_cpu_ms:.2f}", f"{r.route_cpu_ms:.2f}",
             f"{r.route_cpu_ms - r.embed_cpu_ms:.2f}",
             f"{r.loop_cpu_ms:.2f}/{r.hit_loop_cpu_ms:.2f}",
@@ -356,7 +397,7 @@ def main() -> None:
 
     test = to_routing_data(read_dataset(test_file), test_file)
     prompts = list(dict.fromkeys(test.prompts))
-    sizes = Sizes(args.questions, args.concurrent, args.hits)
+    sizes = Sizes(args.questions, args.concurrent, args.hits, args.wrk_seconds)
     questions = prompts[: sizes.questions], prompts[sizes.questions :][: sizes.concurrent]
     trees = [HERE] + ([args.baseline.resolve()] if args.baseline is not None else [])
     rows = []

@@ -15,6 +15,9 @@ import httpx
 import pytest
 import redis
 
+from api.schemas import ChatCompletionRequest
+from api.settings import Settings
+from api.settle import RequestLog
 from api.store import Charge, RequestRecord, StoreUnavailable
 from api.store.log_flusher import LogFlusher
 from api.store.memory import MemoryStore
@@ -240,3 +243,36 @@ async def _load_then_sigterm(url: str, gateway: subprocess.Popen[bytes]) -> list
     stop.set()
     await asyncio.gather(*clients)
     return answered
+
+
+class OrderStore(MemoryStore):
+    """Notes when a batch goes out, among the test's own events."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def log_requests(self, records: list[RequestRecord]) -> None:  # every batch's
+        self.events.append("batch")
+        await super().log_requests(records)
+
+
+@pytest.mark.parametrize("settles", [False, True])
+async def test_the_request_that_woke_the_flusher_answers_before_its_batch(settles: bool) -> None:
+    """An unloaded request does not carry its own log write: the pipeline's settle step
+    (`RequestLog.write`: the record, then `on_end`'s settling, in a shielded task) returns,
+    and the request answers, before the flusher packs and writes the batch."""
+    events: list[str] = []
+    store = LogFlusher(OrderStore(events))
+    taken = charge()
+    assert await store.admit(taken, None, None, 1_500) is None
+
+    async def on_end(_: RequestRecord) -> None:
+        await store.adjust(taken, -60, -900)  # what the limiter's settle does
+
+    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    await RequestLog(store, Settings()).write(record(0), request, None, on_end if settles else None)
+    events.append("answer")  # the request's next step: its response's bytes
+    await store.flush()
+    assert events == ["answer", "batch"]
+    await store.aclose()
