@@ -73,6 +73,8 @@ __all__ = ["ClusterRouter", "OnboardingError", "query_keys"]
 _EPS = 1e-3
 #: profiled queries found in the training file below which `cf` onboards as `irt`
 _MIN_MATCHED = 10
+#: profile resamples behind `onboard_lcb`'s spread of a newcomer's region estimates
+_LCB_RESAMPLES = 30
 
 
 class OnboardingError(ValueError):
@@ -114,6 +116,8 @@ class ClusterRouter(Router):
     onboard_costs = "pool"
     onboard_cf_c = 1.0
     onboard_cf_model = "ridge"
+    onboard_coupled = False
+    onboard_lcb = 0.0
     # what `cf` onboarding reads of the training file; None in artifacts pickled before it
     train_keys_: np.ndarray | None = None
     train_scores_: np.ndarray | None = None
@@ -137,6 +141,8 @@ class ClusterRouter(Router):
         onboard_prior: float = 50.0,
         onboard_cf_c: float = 1.0,
         onboard_cf_model: str = "ridge",
+        onboard_coupled: bool = False,
+        onboard_lcb: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -153,6 +159,8 @@ class ClusterRouter(Router):
         self.onboard_prior = onboard_prior
         self.onboard_cf_c = onboard_cf_c
         self.onboard_cf_model = onboard_cf_model
+        self.onboard_coupled = onboard_coupled
+        self.onboard_lcb = onboard_lcb
         self.seed = seed
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
@@ -286,25 +294,51 @@ class ClusterRouter(Router):
         profiled queries."""
         assert self.train_scores_ is not None
         seen = rows >= 0
-        at = rows[seen]
-        irt = self._irt_profile(weights, outcome)
+        at, y = rows[seen], outcome[seen]
         train_weights = self._training_weights()
-        offset = _logit(train_weights @ irt)
         m = self.table_.shape[1]
         residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
+        fit = (train_weights, residual)
+        column, imputed = self._cf_estimate(fit, weights, outcome, at, y)
+        if self.onboard_lcb > 0:
+            column = column - self.onboard_lcb * self._cf_spread(fit, weights[seen], at, y)
+        imputed[at] = y
+        return np.clip(column[:, None], 0.0, 1.0), imputed
+
+    def _cf_estimate(
+        self,
+        fit: tuple[np.ndarray, np.ndarray],
+        weights: np.ndarray,
+        outcome: np.ndarray,
+        at: np.ndarray,
+        y: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(k,)` region profile and `(N,)` imputed outcomes of a newcomer whose outcomes `y`
+        were seen on training rows `at`, the IRT prior fitted on `outcome` at `weights`; `fit`
+        is the training queries' weights and the incumbents' residuals there."""
+        train_weights, residual = fit
+        offset = _logit(train_weights @ self._irt_profile(weights, outcome))
         impute = impute_twin if self.onboard_cf_model == "twin" else impute_outcomes
-        imputed = impute(
-            residual[at], offset[at], outcome[seen], residual, offset, self.onboard_cf_c
-        )
-        column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
+        imputed = impute(residual[at], offset[at], y, residual, offset, self.onboard_cf_c)
+        column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)[:, 0]
         # what the imputation missed on the profiled queries corrects their regions, shrunk by
         # `onboard_prior` pseudo-queries as `irt` is (a newcomer unlike every existing expert
         # somewhere is seen there only through its own outcomes)
-        miss = outcome[seen] - imputed[at]
         w = train_weights[at]
-        column[:, 0] += (w.T @ miss) / (w.sum(axis=0) + self.onboard_prior)
-        imputed[at] = outcome[seen]
-        return np.clip(column, 0.0, 1.0), imputed
+        column += (w.T @ (y - imputed[at])) / (w.sum(axis=0) + self.onboard_prior)
+        return column, imputed
+
+    def _cf_spread(
+        self, fit: tuple[np.ndarray, np.ndarray], weights: np.ndarray, at: np.ndarray, y: np.ndarray
+    ) -> np.ndarray:
+        """`(k,)` the bootstrap standard deviation of each region's `cf` estimate over
+        `_LCB_RESAMPLES` resamples of the profile (seeded: the same profile, the same spread)."""
+        rng = np.random.default_rng(self.seed)
+        columns = []
+        for _ in range(_LCB_RESAMPLES):
+            i = rng.choice(len(y), len(y), replace=True)
+            columns.append(self._cf_estimate(fit, weights[i], y[i], at[i], y[i])[0])
+        return np.asarray(np.std(columns, axis=0), dtype=np.float64)
 
     def _matched_rows(self, data: RoutingData) -> np.ndarray:
         """`(n,)` the remembered training row of each profiled query, -1 where none."""
@@ -415,6 +449,7 @@ class ClusterRouter(Router):
             self.onboard_strength,
             self.onboard_caution,
             self.onboard_ability,
+            self.onboard_coupled,
         )
 
     def _predicted_profile(
