@@ -13,10 +13,12 @@ all, so its region profile comes from a low-rank IRT model of the existing table
 (`router.onboard`, `onboard="irt"`, and the prior of `cf` below): the regions' difficulty
 for the existing experts, shifted by the newcomer's fitted ability, plus `onboard_rank`
 loadings on the table's main contrasts, held `onboard_strength` times tighter than the
-existing experts' spread. That profile is then corrected by its own outcomes in each region,
-shrunk by `onboard_prior` pseudo-queries. The prior on its ability is flat (`onboard_ability=0`;
-1 is the existing experts' spread, which put a newcomer stronger than all of them,
-gemini-1.5-pro, 0.035 below full retraining per region).
+existing experts' spread about their line on ability (`onboard_coupled`, the default: strong
+models share a shape over regions, so the newcomer's fitted ability sets its expected shape;
+False centres the loadings on the existing experts' mean). That profile is then corrected by
+its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The prior on its
+ability is flat (`onboard_ability=0`; 1 is the existing experts' spread, which put a newcomer
+stronger than all of them, gemini-1.5-pro, 0.035 below full retraining per region).
 Its reply cost per region is the existing experts' length pattern at its own measured level,
 corrected by its replies in each region (`onboard_costs="pool"`; `"own"`: its own mean). The
 earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
@@ -37,7 +39,10 @@ the reply cost per query likewise (`impute_reply_costs`). `onboard_cf_model="twi
 one-feature models instead ("the newcomer is like expert j", `impute_twin`); on the training
 file's CV it did no better than the ridge (`"ridge"`, the default). `select_training_profile`
 picks which remembered training queries to profile (`coe profile --from-training --select`).
-The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
+`onboard_lcb` takes that many bootstrap standard deviations (profile resampled) off each
+region's `cf` estimate, so a newcomer takes a region only on strong evidence; on the training
+file's CV it cost the strong newcomers more than it saved on an over-placed one, so it is off.
+The defaults were chosen by leave-one-model-out on 80/20 splits of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
 Example::
@@ -110,13 +115,13 @@ class ClusterRouter(Router):
     # Artifacts pickled before these parameters existed onboard with today's defaults.
     onboard = "cf"
     onboard_rank = 2
-    onboard_strength = 1.0
+    onboard_strength = 0.5
     onboard_caution = 0.0
     onboard_ability = 0.0
     onboard_costs = "pool"
     onboard_cf_c = 1.0
     onboard_cf_model = "ridge"
-    onboard_coupled = False
+    onboard_coupled = True
     onboard_lcb = 0.0
     # what `cf` onboarding reads of the training file; None in artifacts pickled before it
     train_keys_: np.ndarray | None = None
@@ -133,7 +138,7 @@ class ClusterRouter(Router):
         prior: float = 5.0,
         onboard: str = "cf",
         onboard_rank: int = 2,
-        onboard_strength: float = 1.0,
+        onboard_strength: float = 0.5,
         onboard_caution: float = 0.0,
         onboard_ability: float = 0.0,
         onboard_costs: str = "pool",
@@ -141,7 +146,7 @@ class ClusterRouter(Router):
         onboard_prior: float = 50.0,
         onboard_cf_c: float = 1.0,
         onboard_cf_model: str = "ridge",
-        onboard_coupled: bool = False,
+        onboard_coupled: bool = True,
         onboard_lcb: float = 0.0,
         seed: int = 0,
     ) -> None:
