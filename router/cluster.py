@@ -13,10 +13,12 @@ all, so its region profile comes from a low-rank IRT model of the existing table
 (`router.onboard`, `onboard="irt"`, and the prior of `cf` below): the regions' difficulty
 for the existing experts, shifted by the newcomer's fitted ability, plus `onboard_rank`
 loadings on the table's main contrasts, held `onboard_strength` times tighter than the
-existing experts' spread. That profile is then corrected by its own outcomes in each region,
-shrunk by `onboard_prior` pseudo-queries. The prior on its ability is flat (`onboard_ability=0`;
-1 is the existing experts' spread, which put a newcomer stronger than all of them,
-gemini-1.5-pro, 0.035 below full retraining per region).
+existing experts' spread about their line on ability (`onboard_coupled`, the default: strong
+models share a shape over regions, so the newcomer's fitted ability sets its expected shape;
+False centres the loadings on the existing experts' mean). That profile is then corrected by
+its own outcomes in each region, shrunk by `onboard_prior` pseudo-queries. The prior on its
+ability is flat (`onboard_ability=0`; 1 is the existing experts' spread, which put a newcomer
+stronger than all of them, gemini-1.5-pro, 0.035 below full retraining per region).
 Its reply cost per region is the existing experts' length pattern at its own measured level,
 corrected by its replies in each region (`onboard_costs="pool"`; `"own"`: its own mean). The
 earlier model, a logistic regression (`onboard_c`) of its outcomes on every existing expert's
@@ -37,7 +39,10 @@ the reply cost per query likewise (`impute_reply_costs`). `onboard_cf_model="twi
 one-feature models instead ("the newcomer is like expert j", `impute_twin`); on the training
 file's CV it did no better than the ridge (`"ridge"`, the default). `select_training_profile`
 picks which remembered training queries to profile (`coe profile --from-training --select`).
-The defaults were chosen by leave-one-model-out on an 80/20 split of the MMLU-Pro training file
+`onboard_lcb` takes that many bootstrap standard deviations (profile resampled) off each
+region's `cf` estimate, so a newcomer takes a region only on strong evidence; on the training
+file's CV it cost the strong newcomers more than it saved on an over-placed one, so it is off.
+The defaults were chosen by leave-one-model-out on 80/20 splits of the MMLU-Pro training file
 (`benchmarks/onboard_cv.py`), never on a test file.
 
 Example::
@@ -73,6 +78,8 @@ __all__ = ["ClusterRouter", "OnboardingError", "query_keys"]
 _EPS = 1e-3
 #: profiled queries found in the training file below which `cf` onboards as `irt`
 _MIN_MATCHED = 10
+#: profile resamples behind `onboard_lcb`'s spread of a newcomer's region estimates
+_LCB_RESAMPLES = 30
 
 
 class OnboardingError(ValueError):
@@ -108,12 +115,14 @@ class ClusterRouter(Router):
     # Artifacts pickled before these parameters existed onboard with today's defaults.
     onboard = "cf"
     onboard_rank = 2
-    onboard_strength = 1.0
+    onboard_strength = 0.5
     onboard_caution = 0.0
     onboard_ability = 0.0
     onboard_costs = "pool"
     onboard_cf_c = 1.0
     onboard_cf_model = "ridge"
+    onboard_coupled = True
+    onboard_lcb = 0.0
     # what `cf` onboarding reads of the training file; None in artifacts pickled before it
     train_keys_: np.ndarray | None = None
     train_scores_: np.ndarray | None = None
@@ -129,7 +138,7 @@ class ClusterRouter(Router):
         prior: float = 5.0,
         onboard: str = "cf",
         onboard_rank: int = 2,
-        onboard_strength: float = 1.0,
+        onboard_strength: float = 0.5,
         onboard_caution: float = 0.0,
         onboard_ability: float = 0.0,
         onboard_costs: str = "pool",
@@ -137,6 +146,8 @@ class ClusterRouter(Router):
         onboard_prior: float = 50.0,
         onboard_cf_c: float = 1.0,
         onboard_cf_model: str = "ridge",
+        onboard_coupled: bool = True,
+        onboard_lcb: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -153,6 +164,8 @@ class ClusterRouter(Router):
         self.onboard_prior = onboard_prior
         self.onboard_cf_c = onboard_cf_c
         self.onboard_cf_model = onboard_cf_model
+        self.onboard_coupled = onboard_coupled
+        self.onboard_lcb = onboard_lcb
         self.seed = seed
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
@@ -286,25 +299,51 @@ class ClusterRouter(Router):
         profiled queries."""
         assert self.train_scores_ is not None
         seen = rows >= 0
-        at = rows[seen]
-        irt = self._irt_profile(weights, outcome)
+        at, y = rows[seen], outcome[seen]
         train_weights = self._training_weights()
-        offset = _logit(train_weights @ irt)
         m = self.table_.shape[1]
         residual = self.train_scores_[:, :m].astype(np.float64) - train_weights @ self.table_
+        fit = (train_weights, residual)
+        column, imputed = self._cf_estimate(fit, weights, outcome, at, y)
+        if self.onboard_lcb > 0:
+            column = column - self.onboard_lcb * self._cf_spread(fit, weights[seen], at, y)
+        imputed[at] = y
+        return np.clip(column[:, None], 0.0, 1.0), imputed
+
+    def _cf_estimate(
+        self,
+        fit: tuple[np.ndarray, np.ndarray],
+        weights: np.ndarray,
+        outcome: np.ndarray,
+        at: np.ndarray,
+        y: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(k,)` region profile and `(N,)` imputed outcomes of a newcomer whose outcomes `y`
+        were seen on training rows `at`, the IRT prior fitted on `outcome` at `weights`; `fit`
+        is the training queries' weights and the incumbents' residuals there."""
+        train_weights, residual = fit
+        offset = _logit(train_weights @ self._irt_profile(weights, outcome))
         impute = impute_twin if self.onboard_cf_model == "twin" else impute_outcomes
-        imputed = impute(
-            residual[at], offset[at], outcome[seen], residual, offset, self.onboard_cf_c
-        )
-        column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)
+        imputed = impute(residual[at], offset[at], y, residual, offset, self.onboard_cf_c)
+        column = self._profile(imputed[:, None], train_weights, imputed.mean(), self.prior)[:, 0]
         # what the imputation missed on the profiled queries corrects their regions, shrunk by
         # `onboard_prior` pseudo-queries as `irt` is (a newcomer unlike every existing expert
         # somewhere is seen there only through its own outcomes)
-        miss = outcome[seen] - imputed[at]
         w = train_weights[at]
-        column[:, 0] += (w.T @ miss) / (w.sum(axis=0) + self.onboard_prior)
-        imputed[at] = outcome[seen]
-        return np.clip(column, 0.0, 1.0), imputed
+        column += (w.T @ (y - imputed[at])) / (w.sum(axis=0) + self.onboard_prior)
+        return column, imputed
+
+    def _cf_spread(
+        self, fit: tuple[np.ndarray, np.ndarray], weights: np.ndarray, at: np.ndarray, y: np.ndarray
+    ) -> np.ndarray:
+        """`(k,)` the bootstrap standard deviation of each region's `cf` estimate over
+        `_LCB_RESAMPLES` resamples of the profile (seeded: the same profile, the same spread)."""
+        rng = np.random.default_rng(self.seed)
+        columns = []
+        for _ in range(_LCB_RESAMPLES):
+            i = rng.choice(len(y), len(y), replace=True)
+            columns.append(self._cf_estimate(fit, weights[i], y[i], at[i], y[i])[0])
+        return np.asarray(np.std(columns, axis=0), dtype=np.float64)
 
     def _matched_rows(self, data: RoutingData) -> np.ndarray:
         """`(n,)` the remembered training row of each profiled query, -1 where none."""
@@ -415,6 +454,7 @@ class ClusterRouter(Router):
             self.onboard_strength,
             self.onboard_caution,
             self.onboard_ability,
+            self.onboard_coupled,
         )
 
     def _predicted_profile(

@@ -67,36 +67,59 @@ class IrtTable:
         outcomes: np.ndarray,
         strength: float,
         ability_strength: float = 1.0,
+        coupled: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """MAP `theta = (ability, *loadings)` of a new expert from its `outcomes` `(n,)` in
         [0, 1] on queries whose region weights are `weights` `(n, k)`, and its posterior
         covariance (Laplace: the inverse Hessian of the objective at the MAP).
         `ability_strength` scales the prior's precision on ability (below 1: a newcomer
-        stronger or weaker than every existing expert is pulled less toward their mean)."""
+        stronger or weaker than every existing expert is pulled less toward their mean).
+        `coupled`: the prior mean of the loadings is their least-squares line on ability
+        across the existing experts (and its variance what that line leaves), not their
+        mean: strong models share a shape over regions (a 2PL-like discrimination), so a
+        newcomer's fitted ability moves its expected shape too."""
         from scipy.optimize import minimize
 
         offset = weights @ self.difficulty
         design = np.column_stack([np.ones(len(outcomes)), weights @ self.regions])
-        mean = np.concatenate([[self.ability.mean()], self.loadings.mean(axis=0)])
-        spread = np.concatenate([[self.ability.var()], self.loadings.var(axis=0)])
+        start, coupling, spread = self._loading_prior(coupled)
         # precision of the prior: the population's for ability, `strength` × it for loadings
         scale = np.concatenate([[ability_strength], np.full(self.rank, strength)])
         precision = scale / np.maximum(spread, 1e-6)
+        # the prior is Gaussian in u = M (theta - start), M = [[1, 0], [-coupling, I]]:
+        # loadings measured from the line through the existing experts
+        lift = np.eye(self.rank + 1)
+        lift[1:, 0] = -coupling
+        prior_hessian = lift.T @ (precision[:, None] * lift)
         y = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             z = offset + design @ theta
             # log(1 + e^z) - y z, computed stably; its gradient is (σ(z) - y)
             nll = np.logaddexp(0.0, z) - y * z
-            diff = theta - mean
-            value = float(nll.sum() + 0.5 * (precision * diff**2).sum())
-            grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + precision * diff
+            diff = theta - start
+            value = float(nll.sum() + 0.5 * diff @ prior_hessian @ diff)
+            grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + prior_hessian @ diff
             return value, np.asarray(grad, dtype=np.float64)
 
-        theta = np.asarray(minimize(loss, mean, jac=True, method="L-BFGS-B").x, dtype=np.float64)
+        theta = np.asarray(minimize(loss, start, jac=True, method="L-BFGS-B").x, dtype=np.float64)
         p = 1.0 / (1.0 + np.exp(-(offset + design @ theta)))
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + np.diag(precision)
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + prior_hessian
         return theta, np.asarray(np.linalg.inv(hessian), dtype=np.float64)
+
+    def _loading_prior(self, coupled: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The prior's centre `(1 + rank,)`, the slope `(rank,)` of the loadings' centre on
+        ability, and the variances `(1 + rank,)` (ability's, then each loading's about that
+        centre), from the existing experts."""
+        centre = np.concatenate([[self.ability.mean()], self.loadings.mean(axis=0)])
+        spread = np.concatenate([[self.ability.var()], self.loadings.var(axis=0)])
+        coupling = np.zeros(self.rank)
+        if coupled and self.rank and len(self.ability) > 2 and self.ability.var() > 0:
+            ability = self.ability - self.ability.mean()
+            coupling = ability @ (self.loadings - centre[1:]) / (ability @ ability)
+            left = self.loadings - centre[1:] - np.outer(ability, coupling)
+            spread[1:] = (left**2).sum(axis=0) / (len(ability) - 2)
+        return centre, coupling, spread
 
     def predict(
         self, theta: np.ndarray, covariance: np.ndarray | None = None, caution: float = 0.0
@@ -118,12 +141,14 @@ def onboard_profile(
     strength: float,
     caution: float = 0.0,
     ability_strength: float = 1.0,
+    coupled: bool = False,
 ) -> np.ndarray:
     """`(k,)` predicted accuracy per region of a new expert, from the existing `table` `(k, m)`
     and its `outcomes` `(n,)` on queries with region `weights` `(n, k)`; `caution` posterior
-    standard deviations below the MAP (a newcomer takes a region only on strong evidence)."""
+    standard deviations below the MAP (a newcomer takes a region only on strong evidence);
+    `coupled`: the loadings' prior follows ability (`IrtTable.fit_new`)."""
     irt = IrtTable(table, rank)
-    theta, covariance = irt.fit_new(weights, outcomes, strength, ability_strength)
+    theta, covariance = irt.fit_new(weights, outcomes, strength, ability_strength, coupled)
     return irt.predict(theta, covariance, caution)
 
 

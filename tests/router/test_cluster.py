@@ -183,3 +183,20 @@ def test_the_remembered_training_file_is_small() -> None:
     )
     assert kept + router.train_log_reply_.nbytes == 600 * (8 + 4 * 4 + 2 + 2)
     assert router._training_weights() == pytest.approx(router._weights(x), abs=1e-3)
+
+
+def test_the_lower_bound_lowers_the_newcomer_by_its_uncertainty_and_keeps_its_topic() -> None:
+    full, x = pool(600, seed=0)
+    picked = np.sort(np.random.default_rng(4).choice(len(full), 100, replace=False))
+    profile = only(full.take(picked), ("newbie",))
+    columns = {}
+    for lcb in (0.0, 1.0):
+        router = ClusterRouter(n_clusters=6, top=1, onboard_lcb=lcb).fit(only(full, OLD), x)
+        columns[lcb] = router.add_experts(profile, x[picked]).table_[:, -1]
+    lowered = columns[0.0] - columns[1.0]
+    assert (lowered >= 0).all() and lowered.max() > 0.005
+    # deterministic: the same profile, the same bound
+    again = ClusterRouter(n_clusters=6, top=1, onboard_lcb=1.0).fit(only(full, OLD), x)
+    assert again.add_experts(profile, x[picked]).table_[:, -1] == pytest.approx(columns[1.0])
+    centroid_topic = np.argmax(router.centroids_[:, :3], axis=1)
+    assert columns[1.0][centroid_topic == 2].min() > router.table_[centroid_topic == 2].max() + 0.3

@@ -171,3 +171,31 @@ def test_twin_imputation_finds_the_expert_the_newcomer_copies() -> None:
     alone = (rng.random(3000) < 0.3).astype(float)
     flat = impute_twin(known[rows], prior[rows], alone[rows], known, prior, c=1.0)
     assert flat.std() < 0.05 and abs(flat.mean() - alone[rows].mean()) < 0.05
+
+
+def test_the_coupled_prior_gives_a_strong_newcomer_the_strong_experts_shape() -> None:
+    # 2PL-like table: regions differ in how much ability helps (logit = d + a (1 + s)), so the
+    # loadings follow ability; 100 outcomes of a newcomer stronger than all fix its ability,
+    # and the coupled prior carries the strong experts' shape along, the plain one does not
+    rng = np.random.default_rng(5)
+    k, m = 40, 8
+    difficulty, slope = rng.normal(0, 1, k), rng.normal(0, 0.5, k)
+    ability = np.linspace(-1.5, 1.0, m)
+    table = 1 / (1 + np.exp(-(difficulty[:, None] + np.outer(1 + slope, ability))))
+    truth = 1 / (1 + np.exp(-(difficulty + 1.6 * (1 + slope))))
+    regions = rng.integers(0, k, 100)
+    weights = np.eye(k)[regions]
+    outcomes = (rng.random(100) < truth[regions]).astype(float)
+    errors = {
+        coupled: np.abs(
+            onboard_profile(table, weights, outcomes, 1, 4.0, ability_strength=0.0, coupled=coupled)
+            - truth
+        ).mean()
+        for coupled in (False, True)
+    }
+    assert errors[True] < 0.6 * errors[False]
+    irt = IrtTable(table, rank=1)
+    _, coupling, spread = irt._loading_prior(coupled=True)
+    # an existing expert's loadings lie on the line, so what it leaves is ~0
+    assert spread[1] < 1e-3 * irt.loadings.var() and abs(coupling[0]) > 0.1
+    assert irt._loading_prior(coupled=False)[1] == pytest.approx([0.0])

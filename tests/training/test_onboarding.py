@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from router.cluster import ClusterRouter
-from tests.router.pools import pool
-from training.onboarding import _draws, lomo, lomo_cv
+from router.policy import choose
+from tests.router.pools import OLD, pool
+from training.onboarding import _draws, columns, lomo, lomo_cv
 
 SMALL = {"n_clusters": 6, "top": 1}
 
@@ -64,3 +65,30 @@ def test_the_designs_that_profile_the_topic_the_newcomer_is_best_on(select: str)
     assert all(abs(a - row.full) < 0.05 for a in row.added[0]) and row.share_added[0] > 0.15
     (plain,) = lomo(train, x, test, xt, ["newbie"], [{"select": "doptimal"}], SMALL, draws=1)
     assert plain.added[0][0] == pytest.approx(plain.left_out)  # the blind spot
+
+
+def test_the_coupled_prior_places_the_topic_expert_and_not_an_idle_one() -> None:
+    # `meh` is right on a random 30% everywhere at newbie's price (no better than `cheap`):
+    # what it gets (ties on topic 2, where everyone is right 30% of the time) must cost
+    # nothing, while newbie still gets its topic
+    configs = [{"select": "half-doptimal", "onboard_coupled": True}]
+    train, x = pool(600, seed=0)
+    test, xt = pool(300, seed=1)
+    (row,) = lomo(train, x, test, xt, ["newbie"], configs, SMALL, draws=3)
+    assert all(abs(a - row.full) < 0.05 for a in row.added[0]) and row.share_added[0] > 0.15
+    models = (*OLD, "meh")
+    train, x = pool(600, seed=0, models=models)
+    test, xt = pool(300, seed=1, models=models)
+    (idle,) = lomo(train, x, test, xt, ["meh"], configs, SMALL, draws=3)
+    assert idle.share_full < 0.05 and min(idle.added[0]) >= idle.left_out - 0.002
+    # from the router's own design (what `coe profile --from-training --base` asks): never
+    # on the topics an incumbent is always right on, and little at a moderate price weight
+    router = ClusterRouter(**SMALL).fit(columns(train, OLD), x)
+    for seed in range(3):
+        p = router.select_profile(x, 100, "half-doptimal", seed=seed)
+        grown = router.add_experts(columns(train.take(p), ["meh"]), x[p])
+        quality = grown.score(xt, test.prompts)
+        predicted = grown.predicted_costs(xt, test.prompt_tokens)
+        topic = np.arange(len(test)) % 3
+        assert (choose(quality, predicted, 0.0, grown.cost_scale_)[topic != 2] == 3).mean() == 0
+        assert (choose(quality, predicted, 0.1, grown.cost_scale_) == 3).mean() <= 0.05
