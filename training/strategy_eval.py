@@ -11,19 +11,22 @@ changes none of the metrics), plus:
   `cost_usd`, `accuracy`, `calls_per_query`, `escalated`), for analyses such as a vote's gain
   against its k;
 - `calls_per_query` and `escalated` at the operating point of `acc_at_best_single_cost`;
-- `calibrated`: the point chosen on a validation split of the *training* file (the strategy
-  refitted on the rest) for "mean cost ≤ the best single model's", then run once on the test
-  file by the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
-  cost_share, calls_per_query, escalated, met_on_validation, won, lost}`, where `won` / `lost`
-  are the shares of test queries the strategy gets right / wrong where the best single model
-  gets them wrong / right (where composition loses);
-- for the agreement chain, two points chosen by K-fold CV on the whole training file
-  (`training.chains.ChainStrategy.cv_points`), same fields: `calibrated_safe` (the most
-  accurate budget whose held-out cost stayed ≤ the best single model's on every fold: a margin
-  against overshooting it on new queries) and `calibrated_match` (the cheapest budget whose
-  held-out accuracy matched the best single model's held out: "match it at least cost"); the
-  chain's `calibrated` is chosen on the same folds, not on a validation split (`chosen_by`):
-  the most accurate budget whose held-out cost share is at most the best single model's own.
+- `calibrated` and `calibrated_match`: the points chosen on the *training* file for "mean cost
+  ≤ the best single model's" and "accuracy ≥ the best single model's" (`coe eval
+  --calibration`: by default on the out-of-fold curve of K strategies each fitted on K−1 folds,
+  `training.calibrate`; `split`: one 25% validation split), then run once on the test file by
+  the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
+  cost_share, calls_per_query, escalated, met_on_validation, won, lost, chosen_by}`, where
+  `won` / `lost` are the shares of test queries the strategy gets right / wrong where the best
+  single model gets them wrong / right (where composition loses);
+- for the agreement chain, points chosen on the folds its own fit already cuts
+  (`training.chains.ChainStrategy.cv_points`; these folds also chose each budget's chain, so
+  their estimates lean optimistic), same fields: `calibrated_safe` (the most accurate budget
+  whose held-out cost stayed ≤ the best single model's on every fold), `calibrated_folds` and
+  `calibrated_match_folds` (most accurate within the best single model's cost; cheapest
+  matching its accuracy). Under `--calibration split` these last two are the chain's
+  `calibrated` and `calibrated_match` (`chosen_by: "chain folds"`), as before; under `cv` the
+  chain is calibrated like every other entry, on chains fitted without the held fold.
 """
 
 from __future__ import annotations
