@@ -20,9 +20,11 @@ reads the report already in `--out`) and prints:
    train-CV accuracy and cost share beside the test's, calls per query, how often it
    escalates past its first k members (k = 2: past the agreeing pair), and with
    `--params '{"chain": {"regions": true}}'` whether a partition won the budget on train-CV;
-5. the chain's operating points chosen on the training file's K folds: `calibrated_safe`
-   (held-out cost ≤ 1.0× on every fold; also the chain's `calibrated`) and `calibrated_match`
-   (the cheapest budget matching the best single model held out).
+5. the chain's operating points: `calibrated` and `calibrated_match` chosen as every entry's
+   (`--calibration cv`: on the pooled out-of-fold curve of 5 chains, each fitted on 4 folds of
+   the training file), `calibrated_folds` and `calibrated_match_folds` chosen on the chain's
+   own fitting folds (what `--calibration split` keeps for a chain), `calibrated_safe` (held-out
+   cost ≤ 1.0× on every fitting fold).
 
 `--no-embed` runs strategies that read no query embedding (`chain`) without embedding the
 prompts at all (the routers' and the other strategies' embeddings are not computed, so only
@@ -105,7 +107,8 @@ def chain_points(report: dict[str, Any]) -> list[str]:
         "| won | lost |",
         "|---" * 8 + "|",
     ]
-    for label in ("calibrated", "calibrated_safe", "calibrated_match"):
+    labels = ("calibrated", "calibrated_match", "calibrated_folds", "calibrated_match_folds")
+    for label in (*labels, "calibrated_safe"):
         p = entry.get(label)
         if p:
             lines.append(
@@ -171,7 +174,12 @@ EMBEDDING_FREE = ("chain",)
 
 
 def run_without_embeddings(
-    data_dir: Path, names: list[str], out: Path, seed: int, params: dict[str, Any]
+    data_dir: Path,
+    names: list[str],
+    out: Path,
+    seed: int,
+    params: dict[str, Any],
+    calibration: str = "cv",
 ) -> dict[str, Any]:
     """`coe eval`'s report for embedding-free strategies, with no embedder loaded."""
     import numpy as np
@@ -194,7 +202,10 @@ def run_without_embeddings(
     test = to_routing_data(frames[1], files[1], models=train.models)
     x_train, x_test = np.zeros((len(train), 1)), np.zeros((len(test), 1))
     results = {
-        n: evaluate_strategy(n, train, x_train, test, x_test, params.get(n), seed) for n in names
+        n: evaluate_strategy(
+            n, train, x_train, test, x_test, params.get(n), seed, calibration=calibration
+        )
+        for n in names
     }
     cost_scale = float(train.costs.max(axis=1).mean())
     results.update(reference_results(test, cost_scale))
@@ -204,6 +215,7 @@ def run_without_embeddings(
         "name": data_dir.name,
         "n_train": len(train),
         "n_test": len(test),
+        "calibration": calibration,
         "models": list(train.models),
         "costs_estimated": any(costs_are_estimated(f) for f in frames),
         "cost_note": "as `coe data import` estimated them"
@@ -227,19 +239,29 @@ def main() -> None:
     parser.add_argument(
         "--no-embed", action="store_true", help="embedding-free strategies only (chain)"
     )
+    parser.add_argument(
+        "--calibration",
+        choices=("cv", "split"),
+        default="cv",
+        help="`coe eval --calibration`: K-fold out-of-fold (cv) or one validation split",
+    )
     args = parser.parse_args()
     names = [n for n in args.routers.split(",") if n]
     if args.reuse:
         report = json.loads((args.out / "report.json").read_text())
     elif args.no_embed:
         params = json.loads(args.params) if args.params else {}
-        report = run_without_embeddings(args.data, names, args.out, args.seed, params)
+        report = run_without_embeddings(
+            args.data, names, args.out, args.seed, params, args.calibration
+        )
     else:
         from training.fitting import run_eval
 
         params = json.loads(args.params) if args.params else {}
         train, test = args.data / "train.parquet", args.data / "test.parquet"
-        report, _ = run_eval(train, test, names, args.out, args.seed, args.embed_cache, params)
+        report, _ = run_eval(
+            train, test, names, args.out, args.seed, args.embed_cache, params, args.calibration
+        )
     names = [n for n in [*names, *(f"{n}-steps" for n in names)] if n in report["routers"]]
     best = report["best_single"]
     single = report["singles"][best]

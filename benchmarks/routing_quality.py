@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/routing_quality.py [--data ../shared/data] [--out reports/quality]
         [--cases llmrouter,mmlu-pro,math-l5] [--seeds 0,1,2] [--routers cluster,knn,...]
         [--embed-cache /work/cache/embeddings] [--lomo MODEL,MODEL,MODEL]
+        [--calibrations cv | split | split,cv]
 
 Each case is imported into canonical files (`coe data import`), every router family is trained on
 the training side only, and `coe eval`'s figures are printed: AIQ, the calibrated operating point
@@ -129,7 +130,11 @@ def _folder(args: argparse.Namespace, case: str, seed: int) -> Path:
 
 
 def run_case(
-    case: str, args: argparse.Namespace, names: list[str], seeds: Sequence[int]
+    case: str,
+    args: argparse.Namespace,
+    names: list[str],
+    seeds: Sequence[int],
+    calibration: str = "cv",
 ) -> list[dict[str, Any]]:
     fmt, source, fraction, priced = CASES[case]
     opts = LoadOptions(**({"prices": args.data / "multimodel" / "prices.json"} if priced else {}))
@@ -142,12 +147,35 @@ def run_case(
             folder / "train.parquet",
             folder / "test.parquet",
             names,
-            args.out / f"{case}-seed{seed}",
+            args.out / f"{case}-seed{seed}" / calibration,
             seed=seed,
             cache_dir=args.embed_cache,
+            calibration=calibration,
         )
         reports.append(report)
     return reports
+
+
+#: (label, path) of the calibrated figures `compare_table` sets side by side
+CALIBRATED = FIGURES[1:5]
+
+
+def compare_table(by_method: dict[str, Sequence[dict[str, Any]]]) -> str:
+    """The calibrated figures of each router under each calibration method, side by side."""
+    methods = list(by_method)
+    head = "| router | " + " | ".join(f"{label} ({m})" for label, _ in CALIBRATED for m in methods)
+    lines = [head + " |", "|---" * (len(CALIBRATED) * len(methods) + 1) + "|"]
+    first = by_method[methods[0]]
+    for name in first[0]["routers"]:
+        if first[0]["routers"][name].get("kind") == "reference":
+            continue
+        cells = [
+            _cell([_get(r["routers"][name], path) for r in by_method[m]])
+            for _, path in CALIBRATED
+            for m in methods
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def lomo_table(args: argparse.Namespace, held_out: Sequence[str], n_profile: int = 100) -> str:
@@ -231,12 +259,21 @@ def main() -> None:
         default="minilm",
         help="lexical: TF-IDF + SVD(64) fitted on the training prompts, a stand-in for MiniLM",
     )
+    parser.add_argument(
+        "--calibrations",
+        default="cv",
+        help="comma-separated `coe eval --calibration` methods (split,cv: both, side by side)",
+    )
     args = parser.parse_args()
     names = args.routers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m for m in args.calibrations.split(",") if m]
     for case in [c for c in args.cases.split(",") if c]:
-        reports = run_case(case, args, names, seeds)
-        print(f"## {case}\n\n{table(reports)}\n", flush=True)
+        by_method = {m: run_case(case, args, names, seeds, m) for m in methods}
+        for m, reports in by_method.items():
+            print(f"## {case} (calibration: {m})\n\n{table(reports)}\n", flush=True)
+        if len(methods) > 1:
+            print(f"## {case}: calibrated points by method\n\n{compare_table(by_method)}\n")
     if args.lomo:
         print(f"## onboarding, MMLU-Pro seed 0\n\n{lomo_table(args, args.lomo.split(','))}")
 

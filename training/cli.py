@@ -189,6 +189,13 @@ def eval_(
             help='Hyperparameters per family as JSON, e.g. \'{"rl": {"validation": 0.2}}\'.'
         ),
     ] = None,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="How the calibrated points are chosen on --train: cv (5-fold out-of-fold, "
+            "5 extra fits per entry) or split (one 20% validation split, 1 extra fit)."
+        ),
+    ] = "cv",
 ) -> None:
     """Train each router on --train, sweep cost_weight on --test, write report.json + plots."""
     from training.errors import CoeTrainingError
@@ -198,7 +205,14 @@ def eval_(
     names = [r.strip() for r in routers.split(",") if r.strip()]
     try:
         report, written = run_eval(
-            train_file, test_file, names, out, seed, embed_cache, _family_params(params, names)
+            train_file,
+            test_file,
+            names,
+            out,
+            seed,
+            embed_cache,
+            _family_params(params, names),
+            calibration,
         )
     except CoeTrainingError as exc:
         raise _fail(exc) from exc

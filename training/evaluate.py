@@ -13,7 +13,7 @@
                    "cost_share_to_match_best_single": float | null,
                    "cost_share_at_95pct_best_quality": float | null,
                    "calibrated": {"lambda": float, "accuracy": float, "cost_usd": float,
-                                  "cost_share": float} | null,
+                                  "cost_share": float, "chosen_by": "cv" | "split"} | null,
                    "calibrated_match": {...the same} | null,
                    "selected": {"router": str, "params": {}, "metric": str, "folds": int,
                                 "table": [{CV row}, ...]}   (only for `auto`),
@@ -26,12 +26,15 @@
 Every decision weighs predicted quality against *predicted* costs (`Router.predicted_costs`:
 prompt tokens and each expert's predicted reply, learned from the training file), never the
 realised cost of the reply being evaluated; each decision is charged its realised cost.
-`calibrated` is the operating point a deployment gets: λ chosen on a validation split carved
-from the training file for "mean cost ≤ the best single model's (on that split)", then applied
-once to the test file (`training.fitting.calibrated_on_test`); `cost_share` is its mean cost over
-the test best single model's (null: no λ met the target on validation; absent on references).
-`calibrated_match` is the same for the target "accuracy ≥ the best single model's" (the
-cheapest such λ on validation): its `cost_share` is what matching the best single costs.
+`calibrated` is the operating point a deployment gets: λ chosen on the training file for "mean
+cost ≤ the best single model's", then applied once to the test file
+(`training.fitting.calibrated_on_test`); by default on the out-of-fold curve of 5 routers each
+fitted on 4 folds of the training file (the curve and its best single model cover the whole
+file; `coe eval --calibration split`: one 20% validation split, as before); `chosen_by` names
+the method; `cost_share` is its mean cost over the test best single model's (null: no λ met
+the target on the training side; absent on references). `calibrated_match` is the same for the
+target "accuracy ≥ the best single model's" (the cheapest such λ): its `cost_share` is what
+matching the best single costs.
 
 `best_single` and `oracle` are references computed on the test set itself (the most accurate
 single model; the per-query best model, cheapest on ties, swept with the same knob); every other

@@ -12,11 +12,19 @@ import numpy as np
 from router.base import Router
 from router.data import RoutingData
 from training.auto import AUTO, check_auto_params, fit_auto
-from training.calibrate import best_single, best_single_cost, calibrated_point
+from training.calibrate import (
+    CALIBRATIONS,
+    MATCH_MARGIN,
+    best_single_cost,
+    calibration_parts,
+    choose_points,
+    out_of_fold,
+)
 from training.dataset import costs_are_estimated, read_dataset, to_routing_data
 from training.embed import embed_prompts
 from training.errors import CoeTrainingError
 from training.evaluate import (
+    COST_WEIGHTS,
     RouterResult,
     build_router,
     evaluate_curve,
@@ -61,9 +69,31 @@ def fit_router(
 
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (fit rows, validation rows) of `n` training queries."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, round(n * fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    return calibration_parts(n, "split", seed, fraction=fraction)[0]
+
+
+def router_sweeper(
+    name: str,
+    data: RoutingData,
+    x: np.ndarray,
+    params: dict[str, Any],
+    seed: int,
+    cost_scale: float,
+) -> Any:
+    """`training.calibrate.SweepPart` of family `name` on `data`: fitted on the fit rows,
+    swept over `COST_WEIGHTS` on the held rows (each query charged its realised outcome)."""
+
+    def sweep_part(fit_rows: np.ndarray, held_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        router = fit_router(name, data.take(fit_rows), x[fit_rows], dict(params), seed)
+        held = data.take(held_rows)
+        _, picks = router_curve(router, x[held_rows], held, cost_scale)
+        rows = np.arange(len(held))
+        return (
+            np.stack([held.scores[rows, p] for p in picks]),
+            np.stack([held.costs[rows, p] for p in picks]),
+        )
+
+    return sweep_part
 
 
 def calibrated_on_test(
@@ -75,28 +105,40 @@ def calibrated_on_test(
     cost_scale: float,
     test: RoutingData,
     test_curve: list[list[float]],
+    calibration: str = "cv",
+    margin: float = MATCH_MARGIN,
 ) -> dict[str, dict[str, Any] | None]:
-    """The deployable operating points of family `name`, λ chosen on a validation split carved
-    from `train` (a router fitted on the rest) and read once off `test_curve` (the curve of the
-    router fitted on all of `train`):
+    """The deployable operating points of family `name`, λ chosen on the training file only and
+    read once off `test_curve` (the curve of the router fitted on all of `train`):
 
     - `calibrated`: the most accurate λ with mean cost ≤ the best single model's;
-    - `calibrated_match`: the cheapest λ with accuracy ≥ the best single model's.
+    - `calibrated_match`: the cheapest λ with accuracy ≥ the best single model's
+      (+ `margin` paired SEs, `training.calibrate.choose_points`).
 
-    "Best single" is judged on the validation split. Nothing from `test` enters the choice of
-    λ; `test` only prices the result (cost shares are over its best single model's cost)."""
-    fit_rows, val_rows = validation_split(len(train), VALIDATION_FRACTION, seed)
-    part, val = train.take(fit_rows), train.take(val_rows)
-    router = fit_router(name, part, x_train[fit_rows], dict(params), seed)
-    val_curve, _ = router_curve(router, x_train[val_rows], val, cost_scale)
-    val_acc, val_cost = best_single(val)
+    `calibration="cv"`: λ chosen on the out-of-fold curve of K routers, each fitted on K−1
+    folds of `train` (the pooled curve and its best single model cover all of `train`);
+    `"split"`: on one `VALIDATION_FRACTION` split (a router fitted on the rest). Nothing from
+    `test` enters the choice; `test` only prices the result (cost shares are over its best
+    single model's cost)."""
+    parts = calibration_parts(len(train), calibration, seed, fraction=VALIDATION_FRACTION)
+    sweep_part = router_sweeper(name, train, x_train, params, seed, cost_scale)
+    chosen = choose_points(out_of_fold(parts, sweep_part), train, margin)
     test_cost = best_single_cost(test)
-    return {
-        "calibrated": calibrated_point(val_curve, val_cost, test_curve, test_cost),
-        "calibrated_match": calibrated_point(
-            val_curve, None, test_curve, test_cost, validation_min_accuracy=val_acc
-        ),
-    }
+    out: dict[str, dict[str, Any] | None] = {}
+    for label, index in chosen.items():
+        if index is None:
+            out[label] = None
+            continue
+        lam = COST_WEIGHTS[index]
+        point = min(test_curve, key=lambda p: abs(p[2] - lam))
+        out[label] = {
+            "lambda": lam,
+            "accuracy": float(point[1]),
+            "cost_usd": float(point[0]),
+            "cost_share": float(point[0] / test_cost) if test_cost > 0 else None,
+            "chosen_by": calibration,
+        }
+    return out
 
 
 def family_params(
@@ -179,12 +221,17 @@ def run_eval(
     seed: int,
     cache_dir: Path | None,
     params: dict[str, dict[str, Any]] | None = None,
+    calibration: str = "cv",
 ) -> tuple[dict[str, Any], list[Path]]:
     """Fit each named router on the train file, evaluate on the test file, write the report.
 
     `params` maps a family to its hyperparameters (`coe eval --params`); others use defaults.
+    `calibration` is how the calibrated points are chosen on the train file (`"cv"`: K-fold
+    out-of-fold, `"split"`: one validation split; `training.calibrate.calibration_parts`).
     """
     params = params or {}
+    if calibration not in CALIBRATIONS:
+        raise CoeTrainingError(f"unknown calibration {calibration!r}; choose from {CALIBRATIONS}")
     train_frame, test_frame = read_dataset(train_file), read_dataset(test_file)
     train = to_routing_data(train_frame, train_file)
     test = to_routing_data(test_frame, test_file, models=train.models)
@@ -207,7 +254,7 @@ def run_eval(
             continue
         if is_strategy(name):  # vote, cascade: run on the recorded replies, call by call
             results[name] = evaluate_strategy(
-                name, train, x_train, test, x_test, params.get(name), seed
+                name, train, x_train, test, x_test, params.get(name), seed, calibration=calibration
             )
             continue
         router = fit_router(name, train, x_train, params.get(name, {}), seed)
@@ -215,7 +262,15 @@ def run_eval(
         results[name] = evaluate_curve(curve, picks, test)
         results[name].metrics.update(
             calibrated_on_test(
-                name, train, x_train, params.get(name, {}), seed, cost_scale, test, curve
+                name,
+                train,
+                x_train,
+                params.get(name, {}),
+                seed,
+                cost_scale,
+                test,
+                curve,
+                calibration,
             )
         )
         if router.selection_ is not None:  # auto: what it chose, and the CV table it chose by
@@ -230,6 +285,7 @@ def run_eval(
         "name": Path(test_file).parent.name or Path(test_file).stem,
         "n_train": len(train),
         "n_test": len(test),
+        "calibration": calibration,
         "models": list(train.models),
         "costs_estimated": estimated,
         "cost_note": (

@@ -11,19 +11,22 @@ changes none of the metrics), plus:
   `cost_usd`, `accuracy`, `calls_per_query`, `escalated`), for analyses such as a vote's gain
   against its k;
 - `calls_per_query` and `escalated` at the operating point of `acc_at_best_single_cost`;
-- `calibrated`: the point chosen on a validation split of the *training* file (the strategy
-  refitted on the rest) for "mean cost ≤ the best single model's", then run once on the test
-  file by the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
-  cost_share, calls_per_query, escalated, met_on_validation, won, lost}`, where `won` / `lost`
-  are the shares of test queries the strategy gets right / wrong where the best single model
-  gets them wrong / right (where composition loses);
-- for the agreement chain, two points chosen by K-fold CV on the whole training file
-  (`training.chains.ChainStrategy.cv_points`), same fields: `calibrated_safe` (the most
-  accurate budget whose held-out cost stayed ≤ the best single model's on every fold: a margin
-  against overshooting it on new queries) and `calibrated_match` (the cheapest budget whose
-  held-out accuracy matched the best single model's held out: "match it at least cost"); the
-  chain's `calibrated` is chosen on the same folds, not on a validation split (`chosen_by`):
-  the most accurate budget whose held-out cost share is at most the best single model's own.
+- `calibrated` and `calibrated_match`: the points chosen on the *training* file for "mean cost
+  ≤ the best single model's" and "accuracy ≥ the best single model's" (`coe eval
+  --calibration`: by default on the out-of-fold curve of K strategies each fitted on K−1 folds,
+  `training.calibrate`; `split`: one 25% validation split), then run once on the test file by
+  the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
+  cost_share, calls_per_query, escalated, met_on_validation, won, lost, chosen_by}`, where
+  `won` / `lost` are the shares of test queries the strategy gets right / wrong where the best
+  single model gets them wrong / right (where composition loses);
+- for the agreement chain, points chosen on the folds its own fit already cuts
+  (`training.chains.ChainStrategy.cv_points`; these folds also chose each budget's chain, so
+  their estimates lean optimistic), same fields: `calibrated_safe` (the most accurate budget
+  whose held-out cost stayed ≤ the best single model's on every fold), `calibrated_folds` and
+  `calibrated_match_folds` (most accurate within the best single model's cost; cheapest
+  matching its accuracy). Under `--calibration split` these last two are the chain's
+  `calibrated` and `calibrated_match` (`chosen_by: "chain folds"`), as before; under `cv` the
+  chain is calibrated like every other entry, on chains fitted without the held fold.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from router.data import RoutingData
+from training.calibrate import calibration_parts, choose_points, out_of_fold
 from training.chains import ChainStrategy
 from training.errors import CoeTrainingError
 from training.evaluate import RouterResult, evaluate_curve
@@ -132,6 +136,24 @@ def _pick(runs: list[tuple[dict[str, float], Episodes]], max_cost: float) -> tup
     return max(fits, key=lambda i: (runs[i][1].score.mean(), -runs[i][1].cost.mean())), True
 
 
+def strategy_sweeper(
+    name: str, params: dict[str, Any], data: RoutingData, x: np.ndarray, table: ReplyTable
+) -> Any:
+    """`training.calibrate.SweepPart` of strategy `name`: fitted on the fit rows, run at every
+    grid point on the held rows."""
+    from training.cv import subset
+
+    def sweep_part(fit_rows: np.ndarray, held_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        part = ALL_STRATEGIES[name](**params)
+        part.fit(subset(data, fit_rows), x[fit_rows], table.take(fit_rows))
+        held = subset(data, held_rows)
+        quality = part.quality(x[held_rows], held.prompts)
+        runs = sweep_strategy(part, held, table.take(held_rows), quality)
+        return np.stack([r.score for _, r in runs]), np.stack([r.cost for _, r in runs])
+
+    return sweep_part
+
+
 def _calibrated(
     name: str,
     params: dict[str, Any],
@@ -139,18 +161,28 @@ def _calibrated(
     fitted: Strategy,
     test: tuple[RoutingData, np.ndarray, ReplyTable],
     seed: int,
-) -> dict[str, Any]:
-    from training.cv import subset
-
+    calibration: str = "cv",
+) -> dict[str, dict[str, Any]]:
+    """`calibrated` and `calibrated_match`, chosen on the training file
+    (`training.calibrate.choose_points` on the pooled held-out curve of `calibration_parts`),
+    run once on the test file. Where no grid point meets a target on the training side, the
+    cheapest (`calibrated`) or most accurate (`calibrated_match`) point, `met_on_validation`
+    False."""
     data, x, table = train
-    order = np.random.default_rng(seed).permutation(len(data))
-    cut = max(1, round(len(data) * VALIDATION))
-    held, rest = np.sort(order[:cut]), np.sort(order[cut:])
-    part = ALL_STRATEGIES[name](**params).fit(subset(data, rest), x[rest], table.take(rest))
-    val = subset(data, held)
-    runs = sweep_strategy(part, val, table.take(held), part.quality(x[held], val.prompts))
-    i, met = _pick(runs, _best_single(val)[1])
-    return _on_test(fitted, test, runs[i][0], met)
+    parts = calibration_parts(len(data), calibration, seed, fraction=VALIDATION)
+    pooled = out_of_fold(parts, strategy_sweeper(name, params, data, x, table))
+    chosen = choose_points(pooled, data)
+    curve = pooled.curve()
+    fallback = {
+        "calibrated": min(range(len(curve)), key=lambda i: (curve[i][0], -curve[i][1])),
+        "calibrated_match": max(range(len(curve)), key=lambda i: (curve[i][1], -curve[i][0])),
+    }
+    grid = fitted.grid()
+    out = {}
+    for label, index in chosen.items():
+        point = grid[fallback[label] if index is None else index]
+        out[label] = {**_on_test(fitted, test, point, index is not None), "chosen_by": calibration}
+    return out
 
 
 def _on_test(
@@ -188,10 +220,14 @@ def evaluate_strategy(
     params: dict[str, Any] | None = None,
     seed: int = 0,
     key: AnswerKey | None = None,
+    calibration: str = "cv",
 ) -> RouterResult:
     """Fit strategy `name` on `train`, sweep it on `test`, and report it like a router.
 
     `key` reads a reply's conclusion (default: `reply_key`, as the graders read it).
+    `calibration` chooses the calibrated points (`training.calibrate.calibration_parts`: `"cv"`
+    K-fold out-of-fold, `"split"` one validation split; a chain under `"split"` keeps the
+    points of its own fitting folds, `ChainStrategy.cv_points`).
     """
     params = {"seed": seed, **(params or {})}
     try:
@@ -212,21 +248,18 @@ def evaluate_strategy(
     op, _ = _pick([runs[i] for i in keep], _best_single(test)[1])
     m["calls_per_query"] = curve[op][3]
     m["escalated"] = m["points"][op]["escalated"]
+    train_parts = (train, x_train, train_table)
+    test_parts = (test, x_test, test_table)
     if isinstance(strategy, ChainStrategy):
         m["cv"] = strategy.report(runs)
-        test_parts = (test, x_test, test_table)
         for label, (point, met) in strategy.cv_points().items():
             m[f"calibrated_{label}"] = _on_test(strategy, test_parts, point, met)
         # one validation split of a few hundred queries picked cheap chains that lost 3.7
-        # points on MATH-L5: the chain's calibrated point is chosen on all K folds instead
-        m["calibrated"] = {**m.pop("calibrated_cost"), "chosen_by": "k-fold"}
-        return RouterResult(kind="router", metrics=m)
-    m["calibrated"] = _calibrated(
-        name,
-        params,
-        (train, x_train, train_table),
-        strategy,
-        (test, x_test, test_table),
-        seed,
-    )
+        # points on MATH-L5: the chain's `split` calibration is its fitting folds' estimate
+        m["calibrated"] = {**m.pop("calibrated_cost"), "chosen_by": "chain folds"}
+        m["calibrated_match"] |= {"chosen_by": "chain folds"}
+        if calibration == "split":
+            return RouterResult(kind="router", metrics=m)
+        m["calibrated_folds"], m["calibrated_match_folds"] = m["calibrated"], m["calibrated_match"]
+    m.update(_calibrated(name, params, train_parts, strategy, test_parts, seed, calibration))
     return RouterResult(kind="router", metrics=m)

@@ -8,7 +8,13 @@ import pytest
 from router import ROUTERS
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
-from training.calibrate import calibrate
+from training.calibrate import (
+    Pooled,
+    calibrate,
+    calibration_parts,
+    choose_points,
+    out_of_fold,
+)
 from training.cv import cross_validate
 from training.errors import CoeTrainingError
 
@@ -54,3 +60,68 @@ def test_cross_validation_prefers_a_learner_to_random() -> None:
     rows = cross_validate(data, x, [("category", {}), ("random", {})], folds=4)
     assert rows[0]["cost_share_to_match_best_single"] == pytest.approx(0.55, abs=0.02)
     assert rows[0]["aiq"] > rows[1]["aiq"]
+
+
+def test_k_fold_parts_hold_every_query_out_once() -> None:
+    parts = calibration_parts(23, "cv", seed=3)
+    held = np.concatenate([h for _, h in parts])
+    assert len(parts) == 5 and sorted(held.tolist()) == list(range(23))
+    for fit_rows, held_rows in parts:
+        assert not set(fit_rows) & set(held_rows) and len(fit_rows) + len(held_rows) == 23
+    (fit_rows, held_rows), *rest = calibration_parts(20, "split", seed=3)
+    assert not rest and len(held_rows) == 4 and len(fit_rows) == 16
+    with pytest.raises(CoeTrainingError, match="unknown calibration"):
+        calibration_parts(20, "holdout")
+
+
+def test_pooling_puts_each_held_out_outcome_on_its_own_query() -> None:
+    # 10 queries, 2 models: "strong" right on all but query 9 at cost 1, "cheap" right on the
+    # even ones at 0.1. Grid point g of the fake candidate answers query i with cheap when
+    # i < 3g; the folds hold the queries out in a shuffled order, so an outcome pooled onto
+    # the wrong query would show.
+    n = 10
+    scores = np.column_stack([np.r_[np.ones(n - 1), 0.0], (np.arange(n) % 2 == 0) * 1.0])
+    data = RoutingData(
+        [f"q{i}" for i in range(n)],
+        [f"p{i}" for i in range(n)],
+        [None] * n,
+        ("strong", "cheap"),
+        scores,
+        np.tile([1.0, 0.1], (n, 1)),
+        (ExpertDescriptor("strong", 1, 1), ExpertDescriptor("cheap", 0.1, 0.1)),
+    )
+    seen: list[np.ndarray] = []
+
+    def sweep_part(fit_rows: np.ndarray, held_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(fit_rows)
+        pick = np.array([[int(i < 3 * g) for i in held_rows] for g in range(4)])
+        rows = np.arange(len(held_rows))
+        held = data.take(held_rows)
+        return (
+            np.stack([held.scores[rows, p] for p in pick]),
+            np.stack([held.costs[rows, p] for p in pick]),
+        )
+
+    parts = calibration_parts(n, "cv", seed=0, folds=5)
+    pooled = out_of_fold(parts, sweep_part)
+    assert sorted(pooled.rows.tolist()) == list(range(n)) and len(seen) == 5
+    order = np.argsort(pooled.rows)
+    # grid point g: cheap on queries 0 … 3g−1 (half of them wrong), strong on the rest
+    for g in range(4):
+        cheap = np.arange(n) < 3 * g
+        want = np.where(cheap, scores[:, 1], scores[:, 0])
+        assert np.array_equal(pooled.score[g][order], want)
+        assert pooled.curve()[g][0] == pytest.approx((0.1 * cheap.sum() + (~cheap).sum()) / n)
+    # point 0 is strong alone (0.9 at 1.0), the only point ≥ its accuracy; point 1 (cheap on
+    # 0–2, wrong on 1) 0.8 at 0.73, the most accurate within its cost apart from it
+    assert [round(p[1], 2) for p in pooled.curve()] == [0.9, 0.8, 0.6, 0.5]
+    assert choose_points(pooled, data) == {"calibrated": 0, "calibrated_match": 0}
+    # a point as accurate as strong at half its cost, wrong on another query (3 instead of
+    # 9): it matches strong, but not by a paired SE; strong alone (zero SE) still does
+    other = np.r_[np.ones(n - 1), 1.0]
+    other[3] = 0.0
+    tie = Pooled(
+        np.arange(n), np.stack([scores[:, 0], other]), np.stack([np.ones(n)] * 2) / [[1], [2]]
+    )
+    assert choose_points(tie, data)["calibrated_match"] == 1
+    assert choose_points(tie, data, margin=1.0)["calibrated_match"] == 0

@@ -61,20 +61,27 @@ def test_pick_lambda_takes_the_most_accurate_point_within_the_cost() -> None:
     assert point == {"lambda": 0.2, "accuracy": 0.74, "cost_usd": 1.2, "cost_share": 0.6}
 
 
-def test_calibrated_lambda_comes_from_the_training_file_only() -> None:
+@pytest.mark.parametrize("calibration", ["cv", "split"])
+def test_calibrated_lambda_comes_from_the_training_file_only(calibration: str) -> None:
     train, x = pool(300, seed=0)
     test, xt = pool(60, seed=1)
     scale = float(train.costs.max(axis=1).mean())
     router = fit_router("cluster", train, x, {}, seed=0)
     curve, _ = router_curve(router, xt, test, scale)
-    got = calibrated_on_test("cluster", train, x, {}, 0, scale, test, curve)["calibrated"]
-    # Another test file (other outcomes, other costs) changes what λ gives, never which λ.
+    args = ("cluster", train, x, {}, 0, scale)
+    points = calibrated_on_test(*args, test, curve, calibration)
+    got = points["calibrated"]
+    # Another test file (scrambled labels and costs) changes what λ gives, never which λ.
     flipped = dataclasses.replace(scrambled(test, 9), scores=1.0 - test.scores)
     curve2, _ = router_curve(router, xt, flipped, scale)
-    got2 = calibrated_on_test("cluster", train, x, {}, 0, scale, flipped, curve2)["calibrated"]
+    points2 = calibrated_on_test(*args, flipped, curve2, calibration)
+    got2 = points2["calibrated"]
     assert got is not None and got2 is not None
-    assert got["lambda"] == got2["lambda"]
+    assert got["lambda"] == got2["lambda"] and got["chosen_by"] == calibration
     assert got["accuracy"] != got2["accuracy"]
+    match, match2 = points["calibrated_match"], points2["calibrated_match"]
+    assert (match is None) == (match2 is None)
+    assert match is None or match2 is None or match["lambda"] == match2["lambda"]
     # The test file is read once, at that λ.
     at = next(p for p in curve if p[2] == got["lambda"])
     assert (got["cost_usd"], got["accuracy"]) == (at[0], at[1])

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -170,6 +172,27 @@ def test_eval_entry_has_the_router_fields_and_a_calibrated_point() -> None:
     assert calibrated["accuracy"] == 1.0
     costs = [row[0] for row in m["curve"]]
     assert costs == sorted(costs) and len(m["points"]) == len(costs)
+
+
+@pytest.mark.parametrize("calibration", ["cv", "split"])
+def test_calibrated_points_come_from_the_training_file_only(calibration: str) -> None:
+    train, x_train = marker_pool(300, seed=8)
+    test, x_test = marker_pool(120, seed=9)
+    # the same test queries with every outcome flipped and the costs reshuffled
+    rng = np.random.default_rng(4)
+    costs = rng.permutation(test.costs.ravel()).reshape(test.costs.shape)
+    flipped = dataclasses.replace(test, scores=1.0 - test.scores, costs=costs)
+    got = [
+        evaluate_strategy(
+            "cascade", train, x_train, t, x_test, PROFILE, seed=0, calibration=calibration
+        ).metrics
+        for t in (test, flipped)
+    ]
+    for label in ("calibrated", "calibrated_match"):
+        a, b = got[0][label], got[1][label]
+        assert a["params"] == b["params"] and a["chosen_by"] == calibration, label
+        assert a["met_on_validation"] == b["met_on_validation"], label
+    assert got[0]["calibrated"]["accuracy"] != got[1]["calibrated"]["accuracy"]
 
 
 def test_pareto_keeps_only_undominated_points() -> None:
