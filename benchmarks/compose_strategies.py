@@ -40,6 +40,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.calibrate import CALIBRATIONS, DEFAULT_CALIBRATION
+
 SHARES = (0.3, 1.0)
 
 
@@ -179,7 +181,7 @@ def run_without_embeddings(
     out: Path,
     seed: int,
     params: dict[str, Any],
-    calibration: str = "cv",
+    calibration: str = DEFAULT_CALIBRATION,
 ) -> dict[str, Any]:
     """`coe eval`'s report for embedding-free strategies, with no embedder loaded."""
     import numpy as np
@@ -241,8 +243,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--calibration",
-        choices=("cv", "split"),
-        default="cv",
+        choices=CALIBRATIONS,
+        default=DEFAULT_CALIBRATION,
         help="`coe eval --calibration`: K-fold out-of-fold (cv) or one validation split",
     )
     args = parser.parse_args()

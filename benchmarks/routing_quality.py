@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.calibrate import DEFAULT_CALIBRATION
 from training.dataset import read_dataset, to_routing_data
 from training.embed import embed_prompts, lexical_embeddings
 from training.fitting import run_eval
@@ -134,7 +135,7 @@ def run_case(
     args: argparse.Namespace,
     names: list[str],
     seeds: Sequence[int],
-    calibration: str = "cv",
+    calibration: str = DEFAULT_CALIBRATION,
 ) -> list[dict[str, Any]]:
     fmt, source, fraction, priced = CASES[case]
     opts = LoadOptions(**({"prices": args.data / "multimodel" / "prices.json"} if priced else {}))
@@ -261,7 +262,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--calibrations",
-        default="cv",
+        default=DEFAULT_CALIBRATION,
         help="comma-separated `coe eval --calibration` methods (split,cv: both, side by side)",
     )
     args = parser.parse_args()

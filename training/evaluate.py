@@ -28,9 +28,10 @@ prompt tokens and each expert's predicted reply, learned from the training file)
 realised cost of the reply being evaluated; each decision is charged its realised cost.
 `calibrated` is the operating point a deployment gets: λ chosen on the training file for "mean
 cost ≤ the best single model's", then applied once to the test file
-(`training.fitting.calibrated_on_test`); by default on the out-of-fold curve of 5 routers each
-fitted on 4 folds of the training file (the curve and its best single model cover the whole
-file; `coe eval --calibration split`: one 20% validation split, as before); `chosen_by` names
+(`training.fitting.calibrated_on_test`); by default on one 20% validation split of the
+training file (`coe eval --calibration cv`: on the out-of-fold curve of 5 routers each fitted
+on 4 folds of the training file, the curve and its best single model covering the whole
+file); `chosen_by` names
 the method; `cost_share` is its mean cost over the test best single model's (null: no λ met
 the target on the training side; absent on references). `calibrated_match` is the same for the
 target "accuracy ≥ the best single model's" (the cheapest such λ): its `cost_share` is what

@@ -14,6 +14,7 @@ from router.data import RoutingData
 from training.auto import AUTO, check_auto_params, fit_auto
 from training.calibrate import (
     CALIBRATIONS,
+    DEFAULT_CALIBRATION,
     MATCH_MARGIN,
     best_single_cost,
     calibration_parts,
@@ -105,7 +106,7 @@ def calibrated_on_test(
     cost_scale: float,
     test: RoutingData,
     test_curve: list[list[float]],
-    calibration: str = "cv",
+    calibration: str = DEFAULT_CALIBRATION,
     margin: float = MATCH_MARGIN,
 ) -> dict[str, dict[str, Any] | None]:
     """The deployable operating points of family `name`, λ chosen on the training file only and
@@ -221,7 +222,7 @@ def run_eval(
     seed: int,
     cache_dir: Path | None,
     params: dict[str, dict[str, Any]] | None = None,
-    calibration: str = "cv",
+    calibration: str = DEFAULT_CALIBRATION,
 ) -> tuple[dict[str, Any], list[Path]]:
     """Fit each named router on the train file, evaluate on the test file, write the report.
 

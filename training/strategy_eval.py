@@ -13,8 +13,8 @@ changes none of the metrics), plus:
 - `calls_per_query` and `escalated` at the operating point of `acc_at_best_single_cost`;
 - `calibrated` and `calibrated_match`: the points chosen on the *training* file for "mean cost
   ≤ the best single model's" and "accuracy ≥ the best single model's" (`coe eval
-  --calibration`: by default on the out-of-fold curve of K strategies each fitted on K−1 folds,
-  `training.calibrate`; `split`: one 25% validation split), then run once on the test file by
+  --calibration`: by default `split`, one 25% validation split; `cv`: on the out-of-fold curve
+  of K strategies each fitted on K−1 folds, `training.calibrate`), then run once on the test file by
   the strategy fitted on the whole training file: `{params, lambda, accuracy, cost_usd,
   cost_share, calls_per_query, escalated, met_on_validation, won, lost, chosen_by}`, where
   `won` / `lost` are the shares of test queries the strategy gets right / wrong where the best
@@ -36,7 +36,12 @@ from typing import Any
 import numpy as np
 
 from router.data import RoutingData
-from training.calibrate import calibration_parts, choose_points, out_of_fold
+from training.calibrate import (
+    DEFAULT_CALIBRATION,
+    calibration_parts,
+    choose_points,
+    out_of_fold,
+)
 from training.chains import ChainStrategy
 from training.errors import CoeTrainingError
 from training.evaluate import RouterResult, evaluate_curve
@@ -161,7 +166,7 @@ def _calibrated(
     fitted: Strategy,
     test: tuple[RoutingData, np.ndarray, ReplyTable],
     seed: int,
-    calibration: str = "cv",
+    calibration: str = DEFAULT_CALIBRATION,
 ) -> dict[str, dict[str, Any]]:
     """`calibrated` and `calibrated_match`, chosen on the training file
     (`training.calibrate.choose_points` on the pooled held-out curve of `calibration_parts`),
@@ -220,7 +225,7 @@ def evaluate_strategy(
     params: dict[str, Any] | None = None,
     seed: int = 0,
     key: AnswerKey | None = None,
-    calibration: str = "cv",
+    calibration: str = DEFAULT_CALIBRATION,
 ) -> RouterResult:
     """Fit strategy `name` on `train`, sweep it on `test`, and report it like a router.
 
