@@ -46,6 +46,7 @@ from experts import tracing
 from experts.client import Timeouts
 from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
+from experts.shutdown import bounded
 from router.base import Router
 from router.episodes import runs_episodes
 from router.policy import Policy
@@ -78,7 +79,8 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
         embedder = BatchingEmbedder(
-            load_embedder(None, settings.embedder, settings.work_dir / "models")
+            load_embedder(None, settings.embedder, settings.work_dir / "models"),
+            shutdown_timeout_s=settings.shutdown_timeout_s,
         )
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
@@ -119,7 +121,8 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
         from router.embedder import load_embedder  # loads the model at the first lookup
 
         embedder = BatchingEmbedder(
-            load_embedder(None, settings.embedder, settings.work_dir / "models")
+            load_embedder(None, settings.embedder, settings.work_dir / "models"),
+            shutdown_timeout_s=settings.shutdown_timeout_s,
         )
     return ResponseCache(store, settings, embedder)
 
@@ -152,18 +155,24 @@ def _state(
 
 
 async def _close(
-    app: FastAPI, routing: RoutingService | None, store: Store | None, pool: LivePool
+    app: FastAPI,
+    routing: RoutingService | None,
+    store: Store | None,
+    pool: LivePool,
+    timeout_s: float,
 ) -> None:
-    """Stop what the lifespan started, embedders first, the expert processes last."""
+    """Stop what the lifespan started, embedders first, the expert processes last; each step
+    bounded by `timeout_s` (`COE_SHUTDOWN_TIMEOUT_S`): one that hangs or fails is logged and
+    the next runs, so a shutdown always ends."""
     if routing is not None and routing.embedder is not None:
-        await routing.embedder.aclose()
+        await bounded(routing.embedder.aclose(), timeout_s, "closing the routing embedder")
     cache: ResponseCache | None = getattr(app.state, "cache", None)
     own = cache.embedder if cache is not None else None
     if own is not None and own is not getattr(routing, "embedder", None):
-        await own.aclose()
-    if store is not None:
-        await store.aclose()
-    await pool.stop()
+        await bounded(own.aclose(), timeout_s, "closing the cache's embedder")
+    if store is not None:  # the request log's last flush has its own 30 s bound inside
+        await bounded(store.aclose(), timeout_s, "closing the store")
+    await pool.stop()  # bounds each of its steps itself: a stuck one never skips the engines'
 
 
 @contextmanager
@@ -204,7 +213,12 @@ def create_app(
         stop_tracing = configure(settings)
         timeouts = Timeouts(connect=settings.connect_timeout_s, read=settings.read_timeout_s)
         pool = LivePool(
-            config, settings.work_dir, timeouts, settings.unhealthy_cooldown_s, transport
+            config,
+            settings.work_dir,
+            timeouts,
+            settings.unhealthy_cooldown_s,
+            transport,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
         )
         pool.scheduler.max_wait_s, pool.scheduler.mode = settings.max_wait_s, settings.scheduling
         pool.scheduler.max_queue = settings.max_queue
@@ -244,11 +258,11 @@ def create_app(
             with _steady_heap():
                 yield
         finally:
-            await _close(app, routing, store, pool)
+            await _close(app, routing, store, pool, settings.shutdown_timeout_s)
             if stop_tracing is not None:
                 stop_tracing()
             if lease is not None:
-                await lease.aclose()
+                await bounded(lease.aclose(), settings.shutdown_timeout_s, "closing the lease")
 
     traced = wanted(settings) or tracing.enabled()
     app = FastAPI(

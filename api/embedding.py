@@ -10,12 +10,13 @@ prompts come back run after run; a disk write per request would be waste here.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+
+from experts.shutdown import SHUTDOWN_TIMEOUT_S, cancel_and_wait
 
 __all__ = ["BatchingEmbedder", "ScoreBatcher", "SyncEmbedder"]
 
@@ -27,8 +28,15 @@ class SyncEmbedder(Protocol):
 class BatchingEmbedder:
     """`await embed_one(text)` → the text's vector, batched with whatever else is waiting."""
 
-    def __init__(self, embedder: SyncEmbedder, max_batch: int = 64, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        embedder: SyncEmbedder,
+        max_batch: int = 64,
+        cache_size: int = 4096,
+        shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
+    ) -> None:
         self.embedder = embedder
+        self.shutdown_timeout_s = shutdown_timeout_s  # bounds stopping the worker in `aclose`
         self.max_batch = max_batch
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -84,9 +92,7 @@ class BatchingEmbedder:
 
     async def aclose(self) -> None:
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker, self.shutdown_timeout_s, "the embedding worker")
             self._worker = None
 
 

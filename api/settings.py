@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="uvicorn's line per request (the request log already records every one; "
         "the line cost ~0.1 ms of CPU per request under load)",
     )
+    shutdown_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=40.0,
+        description="longest each shutdown step may take (stopping a background task, closing "
+        "the store, the experts, a client) before shutdown logs an error and goes on",
+    )
     loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto",
         description="the event loop `coe serve` runs on (uvicorn's `loop`): auto is uvloop "

@@ -9,7 +9,6 @@ Created and closed by the gateway's lifespan (never at import)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from experts.hop import AiohttpHop, Hop, HttpxHop
 from experts.pool import PoolConfig
 from experts.residency import ResidencyManager
 from experts.scheduler import Scheduler, SchedulingMode
+from experts.shutdown import SHUTDOWN_TIMEOUT_S, bounded, cancel_and_wait
 from experts.transport import ShardedTransport
 from router.descriptor import ExpertDescriptor
 from router.load import LoadBoard
@@ -46,8 +46,10 @@ class LivePool:
         supervise_every_s: float = 2.0,
         max_wait_s: float = 30.0,
         scheduling: SchedulingMode = "grouped",
+        shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
     ) -> None:
         self.config = config
+        self.shutdown_timeout_s = shutdown_timeout_s  # the bound on each step of `stop`
         self.engines: dict[str, Engine] = {e.name: make_engine(e, work_dir) for e in config.experts}
         # Small pools, not one big one: httpcore's pool does work per connection on every
         # request (experts/transport.py), which made throughput fall as clients were added.
@@ -141,20 +143,21 @@ class LivePool:
                     self.health.mark_ok(name)
 
     async def stop(self) -> None:
+        """Stop the background tasks, the engines and the HTTP clients; every step is bounded
+        by `shutdown_timeout_s` (`experts.shutdown`), so a task that lost its cancellation
+        cannot hang the gateway's shutdown."""
         self.scheduler.close()
+        timeout = self.shutdown_timeout_s
         if self._coordinator is not None:
-            self._coordinator.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._coordinator
+            await cancel_and_wait(self._coordinator, timeout, "the residency coordinator")
             self._coordinator = None
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            await cancel_and_wait(self._supervisor, timeout, "the expert supervisor")
             self._supervisor = None
-        await asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
-        await self.hop.aclose()
-        await self.http.aclose()
+        engines = asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
+        await bounded(engines, timeout, "stopping the engines")
+        await bounded(self.hop.aclose(), timeout, "closing the expert connections (hop)")
+        await bounded(self.http.aclose(), timeout, "closing the HTTP client")
 
     async def __aenter__(self) -> LivePool:
         await self.start()

@@ -40,6 +40,7 @@ async def open_store(settings: Settings) -> Store:
         local,
         settings.redis_retry_s,
         key_mirror=settings.work_dir / "keys-mirror.json",
+        shutdown_timeout_s=settings.shutdown_timeout_s,
     )
     await store.start()
-    return LogFlusher(store)
+    return LogFlusher(store, shutdown_timeout_s=settings.shutdown_timeout_s)

@@ -15,7 +15,6 @@ added to its counters, so the spend of the outage is charged to the keys' budget
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from api.store.base import (
     StoreUnavailable,
 )
 from api.store.memory import MemoryStore
+from experts.shutdown import SHUTDOWN_TIMEOUT_S, cancel_and_wait
 
 __all__ = ["FallbackStore", "KeysUnknown"]
 
@@ -64,8 +64,10 @@ class FallbackStore(Store):
         retry_s: float = 2.0,
         key_sync_s: float = 10.0,
         key_mirror: Path | None = None,
+        shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
     ) -> None:
         self.primary = primary
+        self.shutdown_timeout_s = shutdown_timeout_s
         self.local = local
         self.key_mirror = key_mirror
         self.retry_s = retry_s
@@ -105,9 +107,8 @@ class FallbackStore(Store):
 
     async def aclose(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            # it may be in a Redis call, where a cancellation can be lost (experts.shutdown)
+            await cancel_and_wait(self._watcher, self.shutdown_timeout_s, "the Redis watcher")
             self._watcher = None
         await self.primary.aclose()
 

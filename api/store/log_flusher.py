@@ -37,7 +37,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -51,6 +50,7 @@ from api.store.base import (
     Store,
     StoreUnavailable,
 )
+from experts.shutdown import SHUTDOWN_TIMEOUT_S, cancel_and_wait
 
 __all__ = ["LogFlusher"]
 
@@ -73,8 +73,10 @@ class LogFlusher(Store):
         max_buffer: int = 10_000,
         max_batch: int = 500,
         retry_s: float = 0.5,
+        shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
     ) -> None:
         self.inner = inner
+        self.shutdown_timeout_s = shutdown_timeout_s  # bounds stopping the flusher task
         self.max_buffer = max_buffer
         self.max_batch = max_batch
         self.retry_s = retry_s
@@ -206,9 +208,9 @@ class LogFlusher(Store):
             log.error("request log: %d records still unwritten at shutdown", len(self._buffer))
         finally:
             if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                # it may be in a Redis write, where a cancellation can be lost (experts.shutdown)
+                timeout = self.shutdown_timeout_s
+                await cancel_and_wait(self._task, timeout, "the request log's flusher")
                 self._task = None
             await self._write_here()  # whatever the task left: one last attempt
             await self.inner.aclose()

@@ -33,7 +33,9 @@ from experts.testing import FakeExpert
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = "redis://127.0.0.1:6379/7"
+REDIS_URL = os.environ.get("COE_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+#: how long a replica may take to exit on SIGTERM before it is killed and the test fails
+STOP_S = 30.0
 
 
 def _free_port() -> int:
@@ -134,6 +136,32 @@ def _wait_healthy(replica: Replica) -> None:
     raise AssertionError(f"replica did not start:\n{replica.log_path.read_text()}")
 
 
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(replicas: list[Replica]) -> str | None:
+    """SIGTERM every replica and wait, `STOP_S` for all of them; kill those still running.
+    Returns the failure (each hung replica's log tail), None when all exited in time: a
+    shutdown that hangs fails the test in seconds instead of running into CI's timeout."""
+    for replica in replicas:
+        replica.process.terminate()
+    deadline = time.monotonic() + STOP_S
+    hung = []
+    for replica in replicas:
+        try:
+            replica.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            replica.process.kill()
+            replica.process.wait()
+            hung.append(
+                f"replica {replica.url} (pid {replica.process.pid}) had not exited "
+                f"{STOP_S:.0f} s after SIGTERM and was killed; the end of {replica.log_path}:\n"
+                + _tail(replica.log_path)
+            )
+    return "\n\n".join(hung) or None
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("replicas")
@@ -156,23 +184,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     pool = tmp / "pool.yaml"
     pool.write_text(yaml.safe_dump({"experts": experts, "max_resident": 1}))
     prefix = f"coe:test-replicas-{uuid.uuid4().hex[:8]}:"
-    first = _start_replica(tmp, pool, prefix, 0)
-    _wait_healthy(first)  # the first replica takes the lease and sets residency up
-    replicas = [first, _start_replica(tmp, pool, prefix, 1)]
-    try:
+    replicas = [_start_replica(tmp, pool, prefix, 0)]
+    try:  # from here on every started replica is stopped, whatever fails
+        _wait_healthy(replicas[0])  # the first replica takes the lease and sets residency up
+        replicas.append(_start_replica(tmp, pool, prefix, 1))
         _wait_healthy(replicas[1])
         yield Cluster(replicas, fakes, log, prefix)
     finally:
-        for replica in replicas:
-            replica.process.terminate()
-        for replica in replicas:
-            replica.process.wait(timeout=20)
+        hung = _stop(replicas)
         for server in servers:
             server.should_exit = True
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
         client.close()
+        if hung:
+            pytest.fail(hung)
 
 
 def _never_both_awake(log: list[tuple[str, str]]) -> None:
