@@ -154,6 +154,7 @@ class LivePool:
         if self._supervisor is not None:
             await cancel_and_wait(self._supervisor, timeout, "the expert supervisor")
             self._supervisor = None
+        await bounded(self.residency.release_lease(), timeout, "releasing the residency lease")
         engines = asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
         await bounded(engines, timeout, "stopping the engines")
         await bounded(self.hop.aclose(), timeout, "closing the expert connections (hop)")

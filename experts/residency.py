@@ -194,12 +194,18 @@ class ResidencyManager:
         self.loads[name] += 1
         self.last_load_s[name] = time.perf_counter() - started
 
-    async def stop(self) -> None:
+    async def release_lease(self) -> None:
+        """Give up the lease if this replica holds it, so another replica drives at once
+        instead of when the lease expires."""
         if self.lease is not None and self.leading:
+            self.leading = False
             try:
-                await self.lease.release(self.holder)  # another replica takes over at once
+                await self.lease.release(self.holder)
             except Exception as exc:
                 log.warning("could not release the residency lease: %s", exc)
+
+    async def stop(self) -> None:
+        await self.release_lease()
         await asyncio.gather(*(e.stop() for e in self.engines.values()), return_exceptions=True)
 
     async def coordinate(

@@ -199,3 +199,23 @@ async def test_live_pool_stop_gives_up_on_a_coordinator_that_never_stops(
     assert pool.http.is_closed  # the steps after it ran
     lease.stubborn = lease.lose = False  # cleanup: let it honour the next cancellation
     assert await cancel_and_wait(coordinator, 2, "the coordinator")
+
+
+class RecordingLease(LosingLease):
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: list[str] = []
+
+    async def release(self, holder: str) -> None:
+        self.released.append(holder)
+
+
+async def test_live_pool_stop_gives_up_the_residency_lease(tmp_path: Path) -> None:
+    """Another replica drives residency as soon as this one stops, not when the lease expires."""
+    lease = RecordingLease()
+    pool = LivePool(vllm_pool(), tmp_path, transport=httpx.MockTransport(VLLMServers()))
+    pool.residency.share(lease, "replica-1")
+    await pool.start()
+    assert pool.residency.leading
+    await asyncio.wait_for(pool.stop(), 5)
+    assert lease.released == ["replica-1"]
