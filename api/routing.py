@@ -221,7 +221,8 @@ class RoutingService:
                 unavailable=unavailable,
                 need=(need := needs(request, messages)),
             )
-            traced.set(**decision.trace_attributes())
+            if traced.recording:  # built only for a real span: every request routes
+                traced.set(**decision.trace_attributes())
         if not decision.ranked:
             lacking = any(n in self.unfit(need) for n in decision.excluded)
             raise InvalidRequest(
