@@ -42,8 +42,7 @@ class Needs:
 def needs(
     request: ChatCompletionRequest, messages: Sequence[Mapping[str, Any]] | None = None
 ) -> Needs:
-    """What `request` needs; `messages`: its messages already dumped (`exclude_none`), when the
-    caller has them."""
+    """What `request` needs; `messages`: its `role_and_content()`, when the caller has it."""
     extra = request.model_extra or {}
     modalities = {"text"}
     for message in request.messages:
@@ -52,7 +51,7 @@ def needs(
                 kind = str(part.get("type", "text"))
                 modalities.add(_PART_MODALITY.get(kind, kind))
     if messages is None:
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        messages = request.role_and_content()
     return Needs(
         tools=bool(extra.get("tools") or extra.get("functions")),
         modalities=frozenset(modalities),

@@ -71,7 +71,7 @@ class Plan:
         (a composition's later prompts also hold the answers they read), never past
         `coe.max_cost_usd`."""
         request, pricing = self.request, self.pricing
-        messages = [m.model_dump() for m in request.messages]
+        messages = request.role_and_content()  # what the token bounds read
         cap = request.coe.max_cost_usd if request.coe else None
         experts = pricing.experts
         reachable = [experts[request.model]] if request.model in experts else experts.values()

@@ -210,7 +210,7 @@ class RoutingService:
         """The decision for a chat request under its `coe` options; a 400 naming
         `coe.max_cost_usd` when no expert fits the request's limits."""
         options = request.coe
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        messages = request.role_and_content()
         with span("coe.routing") as traced:
             decision = await self.decide(
                 messages,
