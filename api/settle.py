@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import types
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from api.errors import APIError
 from api.meta import CoeMeta, OnEnd, request_record
@@ -20,26 +18,6 @@ __all__ = ["Ended", "RequestLog"]
 
 #: Ends a stream once (see `RequestLog.ender`): called with the status and error to log.
 Ended = Callable[[int, str | None], Awaitable[None]]
-
-
-@types.coroutine
-def _rest(steps: Coroutine[Any, Any, None], waits_on: Any) -> Generator[Any, Any, None]:
-    """The rest of `steps`, a coroutine that suspended once (on `waits_on`) outside any task:
-    what it waits on is handed to the task running this, and the task's answers (a result,
-    a cancellation) back to it, as if the task had run it from its start."""
-    while True:
-        try:
-            answer = yield waits_on
-        except BaseException as exc:  # the task throws it in (a cancellation): pass it on
-            try:
-                waits_on = steps.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waits_on = steps.send(answer)
-            except StopIteration:
-                return
 
 
 class RequestLog:
@@ -69,16 +47,7 @@ class RequestLog:
             if on_end is not None:
                 await on_end(record)
 
-        # Run here up to its first suspension: usually there is none (the flusher buffers the
-        # record and queues the settling), and a coroutine that never suspends cannot be
-        # cancelled, so it needs no task (a task, its shield and the loop turns they take were
-        # ~3 % of a request's CPU). Where it does suspend, the rest runs in a shielded task.
-        steps = finish()
-        try:
-            waits_on = steps.send(None)
-        except StopIteration:
-            return
-        task = asyncio.create_task(_rest(steps, waits_on), name=f"coe-log-{record.request_id}")
+        task = asyncio.create_task(finish(), name=f"coe-log-{record.request_id}")
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
         await asyncio.shield(task)
