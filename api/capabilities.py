@@ -12,7 +12,9 @@ it answers a 400 naming what is missing, before any call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from api.errors import InvalidRequest
 from api.schemas import ChatCompletionRequest
@@ -37,7 +39,10 @@ class Needs:
         return "tools" if self.tools else "messages"
 
 
-def needs(request: ChatCompletionRequest) -> Needs:
+def needs(
+    request: ChatCompletionRequest, messages: Sequence[Mapping[str, Any]] | None = None
+) -> Needs:
+    """What `request` needs; `messages`: its `role_and_content()`, when the caller has it."""
     extra = request.model_extra or {}
     modalities = {"text"}
     for message in request.messages:
@@ -45,7 +50,8 @@ def needs(request: ChatCompletionRequest) -> Needs:
             for part in message.content:
                 kind = str(part.get("type", "text"))
                 modalities.add(_PART_MODALITY.get(kind, kind))
-    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    if messages is None:
+        messages = request.role_and_content()
     return Needs(
         tools=bool(extra.get("tools") or extra.get("functions")),
         modalities=frozenset(modalities),

@@ -5,21 +5,37 @@ fills a `CoeMeta`; the settle step logs it. Nothing here calls anything."""
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from api.schemas import ChatCompletionRequest
 from api.store import RequestRecord
 from experts.fallback import Attempt
 
-__all__ = ["CoeMeta", "Json", "OnEnd", "answer_text", "request_record"]
+__all__ = ["CoeMeta", "Json", "OnEnd", "answer_text", "new_request_id", "request_record"]
 
 Json = dict[str, Any]
 
 #: Called with a request's log record once it is logged (settles budgets, feeds metrics).
 OnEnd = Callable[[RequestRecord], Awaitable[None]]
+
+
+#: The bits a version-4 UUID fixes (RFC 4122: version 4, variant 10), as `uuid.UUID` sets them.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_request_id(prefix: str = "chatcmpl") -> str:
+    """`prefix-` and a random version-4 UUID's 32 hex digits: the same value as
+    `f"{prefix}-{uuid.uuid4().hex}"`, without building a `uuid.UUID` (its checks were a
+    couple of per cent of a request's CPU)."""
+    bits = int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET
+    return f"{prefix}-{bits:032x}"
 
 
 @dataclass
@@ -74,7 +90,7 @@ class CoeMeta:
             "x-coe-experts": ",".join(self.experts),
             "x-coe-tried": ",".join(a.expert for a in self.tried),
             "x-coe-router": self.router or "",
-            "x-coe-scores": json.dumps({k: round(v, 4) for k, v in self.scores.items()}),
+            "x-coe-scores": _scores_json(self.scores),
         }
         if final:
             headers |= {
@@ -84,6 +100,18 @@ class CoeMeta:
                 "x-coe-completion-tokens": str(self.completion_tokens),
             }
         return headers
+
+
+def _scores_json(scores: dict[str, float]) -> str:
+    """`json.dumps({k: round(v, 4) ...})`, the same text, written directly for the usual str
+    names and finite floats (`json.dumps` builds an encoder per call: 3 µs of a request)."""
+    parts = []
+    for name, value in scores.items():
+        rounded = round(value, 4)
+        if type(name) is not str or type(rounded) is not float or not math.isfinite(rounded):
+            return json.dumps({k: round(v, 4) for k, v in scores.items()})
+        parts.append(f"{encode_basestring_ascii(name)}: {float.__repr__(rounded)}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def answer_text(answer: Json) -> str:

@@ -16,7 +16,6 @@ embedding. The executors only call experts and fill a `CoeMeta`; they never rout
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -28,7 +27,7 @@ from api.compose import ComposeService
 from api.errors import APIError, RateLimited
 from api.jsonio import JSONBody, loads
 from api.limits import Limiter
-from api.meta import CoeMeta, Json, OnEnd, answer_text, request_record
+from api.meta import CoeMeta, Json, OnEnd, answer_text, new_request_id, request_record
 from api.metrics import Metrics
 from api.plan import Plan, Planner
 from api.schemas import ChatCompletionRequest
@@ -103,7 +102,7 @@ class ChatPipeline:
             self.metrics.rejected(exc.reason)
             record = RequestRecord(
                 ts=arrived,
-                request_id=f"chatcmpl-{uuid.uuid4().hex}",
+                request_id=new_request_id(),
                 model=plan.request.model,
                 status=exc.status_code,
                 latency_ms=(time.time() - arrived) * 1000,
@@ -139,7 +138,7 @@ class ChatPipeline:
         plan = plan or self.planner.shape(request)
         charge = await self._admit(key, plan)
         key_id, on_end = (key.id if key else None), self.on_end(charge)
-        arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
+        arrived, request_id = time.time(), new_request_id()
         started = time.perf_counter()
         cache = self.cache if self.cache is not None and self.cache.cacheable(request) else None
         scope = cache.scope(key_id) if cache is not None else None
@@ -167,7 +166,7 @@ class ChatPipeline:
         plan = self.planner.shape(request)
         charge = await self._admit(key, plan)
         key_id, on_end = (key.id if key else None), self.on_end(charge)
-        arrived, request_id = time.time(), f"chatcmpl-{uuid.uuid4().hex}"
+        arrived, request_id = time.time(), new_request_id()
         started = time.perf_counter()
         try:
             plan = await self.planner.route(plan)
@@ -225,7 +224,7 @@ class ChatPipeline:
         self, request: ChatCompletionRequest, hit: CacheHit, key_id: str | None, on_end: OnEnd
     ) -> JSONResponse:
         started, arrived = time.perf_counter(), time.time()
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        request_id = new_request_id()
         cached: dict[str, Any] = hit.entry.get("coe") or {}
         meta = CoeMeta(
             router=cached.get("router"),

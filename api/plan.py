@@ -17,7 +17,7 @@ routed plan; none routes again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from api.capabilities import check_expert
@@ -71,7 +71,7 @@ class Plan:
         (a composition's later prompts also hold the answers they read), never past
         `coe.max_cost_usd`."""
         request, pricing = self.request, self.pricing
-        messages = [m.model_dump() for m in request.messages]
+        messages = request.role_and_content()  # what the token bounds read
         cap = request.coe.max_cost_usd if request.coe else None
         experts = pricing.experts
         reachable = [experts[request.model]] if request.model in experts else experts.values()
@@ -161,7 +161,8 @@ class Planner:
         request = plan.request
         if request.model in self.pool.engines:
             check_expert(self.routing.experts[request.model], request)
-            return replace(plan, ranked=[request.model], routed=True)
+            ranked = [request.model]
+            return Plan(request, plan.kind, plan.max_calls, plan.pricing, None, ranked, True)
         if request.model not in VIRTUAL_MODELS:
             raise ModelNotFound(
                 f"model {request.model!r} does not exist; valid models: "
@@ -180,7 +181,8 @@ class Planner:
             )
             stepwise = embedded and self._steps(decision.router) > 0
             kind = "cascade" if stepwise else "single"
-        return replace(plan, kind=kind, decision=decision, ranked=decision.ranked, routed=True)
+        # the constructor, not `dataclasses.replace`, which inspects every field per call
+        return Plan(request, kind, plan.max_calls, plan.pricing, decision, decision.ranked, True)
 
     async def plan(self, request: ChatCompletionRequest) -> Plan:
         """`route(shape(request))`: for callers with no admission in between (`/v1/route`)."""

@@ -27,6 +27,10 @@ from router.query import estimate_tokens, routing_text
 
 __all__ = ["RouteDecision", "RoutingService", "build_routers"]
 
+#: What a router that reads no embedding is given for one query (shared: read-only).
+_NO_EMBEDDINGS = np.zeros((1, 0), dtype=np.float32)
+_NO_EMBEDDINGS.flags.writeable = False
+
 
 @dataclass(frozen=True)
 class RouteDecision:
@@ -107,7 +111,10 @@ class RoutingService:
         self.scores = ScoreBatcher()
         self._unfit: dict[Needs, dict[str, str]] = {}
         self._replies: OrderedDict[tuple[object, bytes], dict[str, float]] = OrderedDict()
-        self._policies: dict[tuple[Policy, float | None], Policy] = {}
+        #: per cost scale, for `_policies_of` (keyed by the scale alone: hashing the policy,
+        #: a dataclass, on every request cost more than the lookup)
+        self._policies: dict[float | None, Policy] = {}
+        self._policies_of = policy
 
     def unfit(self, need: Needs) -> dict[str, str]:
         """The experts that lack what `need` asks for, and why (a copy: callers may change it).
@@ -188,12 +195,13 @@ class RoutingService:
 
     def _policy(self, cost_scale: float | None) -> Policy:
         """The service's policy at a router's cost scale (built once per scale)."""
-        key = (self.policy, cost_scale)
-        policy = self._policies.get(key)
+        if self._policies_of is not self.policy:  # the service's policy was replaced
+            self._policies, self._policies_of = {}, self.policy
+        policy = self._policies.get(cost_scale)
         if policy is None:
             if len(self._policies) >= 64:  # bounded: one entry per trained router in practice
                 self._policies.clear()
-            policy = self._policies[key] = replace(self.policy, cost_scale=cost_scale)
+            policy = self._policies[cost_scale] = replace(self.policy, cost_scale=cost_scale)
         return policy
 
     async def route(
@@ -202,17 +210,19 @@ class RoutingService:
         """The decision for a chat request under its `coe` options; a 400 naming
         `coe.max_cost_usd` when no expert fits the request's limits."""
         options = request.coe
+        messages = request.role_and_content()
         with span("coe.routing") as traced:
             decision = await self.decide(
-                [m.model_dump(exclude_none=True) for m in request.messages],
+                messages,
                 router=options.router if options else None,
                 cost_weight=options.cost_weight if options else None,
                 max_cost_usd=options.max_cost_usd if options else None,
                 completion_limit=request.completion_limit,
                 unavailable=unavailable,
-                need=(need := needs(request)),
+                need=(need := needs(request, messages)),
             )
-            traced.set(**decision.trace_attributes())
+            if traced.recording:  # built only for a real span: every request routes
+                traced.set(**decision.trace_attributes())
         if not decision.ranked:
             lacking = any(n in self.unfit(need) for n in decision.excluded)
             raise InvalidRequest(
@@ -247,10 +257,10 @@ class RoutingService:
             quality = await self.scores.score(chosen, vector, text)
         else:
             vector = None
-            quality = chosen.score(np.zeros((1, 0), dtype=np.float32), [text])[0]
+            quality = chosen.score(_NO_EMBEDDINGS, [text])[0]
         models = list(chosen.models_)
         costs = self.estimated_costs(messages, completion_limit, self._reply_tokens(chosen, vector))
-        cost_vec = np.array([costs[m] for m in models])
+        qualities: list[float] = np.asarray(quality, dtype=float).tolist()
         down = unavailable or set()
         # A trained router records the cost scale its curve was swept with (`coe eval`,
         # `coe calibrate`), so a calibrated cost_weight means here what it meant there.
@@ -259,8 +269,8 @@ class RoutingService:
         fit = [i for i, m in enumerate(models) if m not in lacking]
         decision = policy.decide(
             [models[i] for i in fit],
-            np.asarray(quality, dtype=float)[fit],
-            cost_vec[fit],
+            [qualities[i] for i in fit],
+            [costs[models[i]] for i in fit],
             cost_weight=cost_weight,
             max_cost_usd=max_cost_usd,
             unavailable=down,
@@ -269,7 +279,7 @@ class RoutingService:
         return RouteDecision(
             router=chosen.name,
             ranked=decision.ranked,
-            scores={m: float(q) for m, q in zip(models, quality, strict=True)},
+            scores=dict(zip(models, qualities, strict=True)),
             estimated_cost_usd={m: costs[m] for m in models},
             utility=decision.utility,
             excluded={**decision.excluded, **lacking},

@@ -103,6 +103,12 @@ class ChatCompletionRequest(BaseModel):
         body["max_tokens"] = limit
         return body
 
+    def role_and_content(self) -> list[dict[str, Any]]:
+        """Each message's `role` and `content`: all that routing and the token estimates read
+        of it (`router.query`), without dumping the whole message (three dumps a request were
+        2 % of its CPU)."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
     @property
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

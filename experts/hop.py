@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 
 import aiohttp
 import httpx
+import yarl
 
 __all__ = ["AiohttpHop", "Hop", "HopError", "HopResponse", "HopTimeouts", "HttpxHop"]
 
@@ -141,6 +142,9 @@ class AiohttpHop:
     def __init__(self, max_connections: int = 512) -> None:
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        #: built once per value: a `ClientTimeout` and a parsed URL per call were measurable
+        self._timeouts: dict[HopTimeouts, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, yarl.URL] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -159,15 +163,22 @@ class AiohttpHop:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: HopTimeouts
     ) -> HopResponse:
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.connect + timeouts.read,  # a free connection, then connecting
-            sock_connect=timeouts.connect,
-            sock_read=timeouts.read,
-        )
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=None,
+                connect=timeouts.connect + timeouts.read,  # a free connection, then connecting
+                sock_connect=timeouts.connect,
+                sock_read=timeouts.read,
+            )
+        address = self._urls.get(url)
+        if address is None:
+            if len(self._urls) > 1_000:  # base URLs change only when a local expert restarts
+                self._urls.clear()
+            address = self._urls[url] = yarl.URL(url)
         try:
             response = await self._open().post(
-                url, data=body, headers={**JSON_HEADERS, **headers}, timeout=timeout
+                address, data=body, headers={**JSON_HEADERS, **headers}, timeout=timeout
             )
         except _AIOHTTP_ERRORS as exc:
             raise _aiohttp_error(exc) from exc

@@ -166,6 +166,14 @@ class Scheduler:
             raise ExpertOverloaded(
                 expert, f"{len(queue)} calls are already waiting for it", self._retry_after()
             )
+        if self.claims is None and self._free_now(expert):
+            # What the slow path below does when its ticket is granted on arrival, without the
+            # ticket, its future and the timeout's timer (most calls, under every load but
+            # saturation): take the slot, then the pump's decisions on the new state.
+            next(self._seq)  # the number the ticket would have taken
+            self._in_flight[expert] += 1
+            self._pump()
+            return
         try:
             async with asyncio.timeout(self.queue_timeout_s):
                 while True:
@@ -191,6 +199,15 @@ class Scheduler:
             log.info("%s went to sleep before a granted call started; waiting again", expert)
             self._give_back(expert)
         return claimed
+
+    def _free_now(self, expert: str) -> bool:
+        """A call to `expert` arriving now would be granted by the pump at once: it is open with
+        a free slot and no call waits for it (nor, first come first served, for any other)."""
+        if self._queues[expert] or not self._open(expert):
+            return False
+        if self._in_flight[expert] >= self.limits[expert]:
+            return False
+        return self.mode != "fcfs" or self._head() is None
 
     def _retry_after(self) -> float:
         return min(self.queue_timeout_s or 5.0, 30.0)

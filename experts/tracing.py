@@ -88,6 +88,11 @@ class Span:
         self._cm: Any = None
         self._span: Any = None
 
+    @property
+    def recording(self) -> bool:
+        """False for the no-op span: attributes that take work to build can be skipped."""
+        return self._span is not None
+
     def set(self, **attributes: Any) -> None:
         if self._span is not None:
             self._span.set_attributes(_attrs(attributes))

@@ -92,8 +92,8 @@ class Policy:
     def decide(
         self,
         models: Sequence[str],
-        quality: np.ndarray,
-        cost_usd: np.ndarray,
+        quality: Sequence[float] | np.ndarray,
+        cost_usd: Sequence[float] | np.ndarray,
         *,
         cost_weight: float | None = None,
         max_cost_usd: float | None = None,
@@ -105,22 +105,24 @@ class Policy:
         weight = self.cost_weight if cost_weight is None else cost_weight
         if len(models) == 0:
             return Decision(ranked=[], utility={}, excluded={})
-        utility = utilities(
-            np.asarray(quality, dtype=np.float64),
-            np.asarray(cost_usd, dtype=np.float64),
-            weight,
-            self.cost_scale,
-        )
+        # One query's few experts: plain floats, the same IEEE arithmetic as `utilities` (its
+        # numpy calls on arrays this small cost more than the ranking itself, on every request).
+        costs = [float(c) for c in cost_usd]
+        scale = self.cost_scale
+        if scale is None or not scale > 0:
+            dearest = max(costs)
+            scale = dearest if dearest > 0 else 1.0
+        utility = [float(q) - weight * c / scale for q, c in zip(quality, costs, strict=True)]
         excluded: dict[str, str] = {}
         keep = []
         for j, name in enumerate(models):
-            if max_cost_usd is not None and cost_usd[j] > max_cost_usd:
-                excluded[name] = f"estimated cost {cost_usd[j]:.3g} USD > max_cost_usd"
+            if max_cost_usd is not None and costs[j] > max_cost_usd:
+                excluded[name] = f"estimated cost {costs[j]:.3g} USD > max_cost_usd"
             else:
                 keep.append(j)
-        order = sorted(keep, key=lambda j: (models[j] in unavailable, -utility[j], cost_usd[j]))
+        order = sorted(keep, key=lambda j: (models[j] in unavailable, -utility[j], costs[j]))
         ranked = [models[j] for j in order]
-        scores = {models[j]: float(utility[j]) for j in range(len(models))}
+        scores = dict(zip(models, utility, strict=True))
         moved = None
         if load:
             ranked, moved = reroute(ranked, scores, load, self.load_tolerance, unavailable)

@@ -146,3 +146,27 @@ def test_a_composition_reserves_every_call_it_may_make(gateway: Gateway) -> None
     assert 2 * auto_usd < estimate(k=2, strategy="vote")[1] < usd  # no closing call
     assert estimate(k=2, strategy="moa", layers=2)[1] > 5 * auto_usd
     assert estimate(k=2, max_cost_usd=auto_usd)[1] == pytest.approx(auto_usd)  # never past it
+
+
+def _period_window_reference(period: str, now: float) -> tuple[str, int, float]:
+    """`period_window` as it was computed per request, before it was remembered per day."""
+    import calendar
+
+    t = time.gmtime(now)
+    if period == "month":
+        days = calendar.monthrange(t.tm_year, t.tm_mon)[1]
+        start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+        return time.strftime("%Y-%m", t), 62 * 86_400, start + days * 86_400 - now
+    start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
+    return time.strftime("%Y-%m-%d", t), 2 * 86_400, start + 86_400 - now
+
+
+def test_the_period_window_remembered_per_day_is_the_one_computed_per_request() -> None:
+    import random
+
+    rng = random.Random(0)
+    days = (0, 19_722, 20_454, 20_485)  # 1970-01-01, 2023-12-31, 2026-01-01, 2026-02-01
+    boundaries = [86_400 * d + offset for d in days for offset in (-1e-6, 0, 1e-6)]
+    for now in [*boundaries, *(rng.uniform(0, 4e9) for _ in range(20_000))]:
+        for period in ("day", "month"):
+            assert period_window(period, now) == _period_window_reference(period, now)

@@ -58,3 +58,31 @@ async def test_routing_a_plan_sets_its_experts_once(gateway: Gateway) -> None:
     assert (named.ranked, named.decision) == (["beta"], None)  # named directly: not routed
     with pytest.raises(ModelNotFound, match="no-such-model"):
         await planner(gateway).plan(request("no-such-model"))
+
+
+async def test_role_and_content_reads_as_the_dumped_messages_do() -> None:
+    """Routing and the token bounds read each message's role and content only: the cheap view
+    gives them what the whole dumps gave."""
+    from router.query import estimate_tokens, max_prompt_tokens, routing_text
+
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "coe-auto",
+            "messages": [
+                {"role": "system", "content": "Be brief.", "name": "rules"},
+                {"role": "user", "content": [{"type": "text", "text": "Ünïcode? "},
+                                             {"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+                {"role": "tool", "content": "42", "tool_call_id": "c1"},
+                {"role": "user", "content": "  and what is 2+2?  "},
+            ],
+        }
+    )  # fmt: skip
+    view = request.role_and_content()
+    for dumped in (
+        [m.model_dump() for m in request.messages],
+        [m.model_dump(exclude_none=True) for m in request.messages],
+    ):
+        assert estimate_tokens(view) == estimate_tokens(dumped)
+        assert max_prompt_tokens(view) == max_prompt_tokens(dumped)
+        assert routing_text(view) == routing_text(dumped)
