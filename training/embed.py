@@ -10,10 +10,18 @@ import numpy as np
 from router.embedder import Embedder, load_embedder
 from router.query import MAX_ROUTING_CHARS
 
-__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts", "lexical_embeddings"]
+__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts", "lexical_embeddings", "training_embedder"]
 
 #: Where `coe train`/`coe eval` keep embeddings between runs unless told otherwise.
 DEFAULT_CACHE_DIR = Path(".cache/coe/embeddings")
+
+
+def training_embedder(cache_dir: Path | None, name: str | None = None) -> Embedder:
+    """The embedder the training commands embed with: `name`, else `COE_EMBEDDER`, else
+    `minilm` (`router.embedder.load_embedder`), caching to `cache_dir`."""
+    if name is None:
+        return load_embedder(cache_dir)
+    return load_embedder(cache_dir, name)
 
 
 def embed_prompts(
@@ -27,7 +35,7 @@ def embed_prompts(
 
     A rich progress bar shows when `show_progress` is set and there is something to embed.
     """
-    embedder = embedder or load_embedder(cache_dir)
+    embedder = embedder or training_embedder(cache_dir)
     texts = [p.strip()[-MAX_ROUTING_CHARS:] for p in prompts]
     if not show_progress:
         return embedder.embed(texts)
