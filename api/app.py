@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -48,6 +49,7 @@ from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from experts.shutdown import bounded
 from router.base import Router
+from router.embedder import Embedder, EmbedderMismatchError, EmbedderRecord, resolve_embedder
 from router.episodes import runs_episodes
 from router.policy import Policy
 
@@ -59,10 +61,36 @@ __all__ = ["create_app"]
 log = logging.getLogger("coe.api")
 
 
+def _embedder_name(settings: Settings, artifact: Router | None, path: Path | None) -> str:
+    """`COE_EMBEDDER` resolved against the embedder the artifact was trained with: unset, the
+    artifact's; another than the artifact's, refused (`EmbedderMismatchError`, at start)."""
+    recorded = artifact.embedder_ if artifact is not None else None
+    name = resolve_embedder(settings.embedder, recorded, f"the router artifact {path}")
+    if artifact is not None and artifact.uses_embeddings and recorded is None:
+        log.warning(
+            "the router artifact %s does not record the embedder it was trained with (written "
+            "before coe recorded it): queries are embedded with %r (COE_EMBEDDER, default "
+            "minilm), which must be the one it was trained with; retrain it to have it recorded",
+            path,
+            name,
+        )
+    return name
+
+
+def _check_model(embedder: Embedder, recorded: EmbedderRecord | None) -> None:
+    """Refuse an embedder whose model is not the recorded one (its name now means another)."""
+    if recorded is not None and embedder.model_id != recorded.model_id:
+        raise EmbedderMismatchError(
+            f"the router artifact was trained with embedder {recorded.name!r} as model "
+            f"{recorded.model_id}, but {recorded.name!r} is now {embedder.model_id}; retrain it"
+        )
+
+
 def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
     config: PoolConfig = pool.config
     artifact_path = settings.router_artifact or config.router.artifact
     artifact = Router.load(artifact_path) if artifact_path else None
+    embedder_name = _embedder_name(settings, artifact, artifact_path)
     routers = build_routers(pool.descriptors(), artifact)
     default = settings.router or (artifact.name if artifact else config.router.name)
     if default not in routers:
@@ -78,10 +106,9 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
     if any(r.uses_embeddings for r in routers.values()):
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
-        embedder = BatchingEmbedder(
-            load_embedder(None, settings.embedder, settings.work_dir / "models"),
-            shutdown_timeout_s=settings.shutdown_timeout_s,
-        )
+        loaded = load_embedder(None, embedder_name, settings.work_dir / "models")
+        _check_model(loaded, artifact.embedder_ if artifact is not None else None)
+        embedder = BatchingEmbedder(loaded, shutdown_timeout_s=settings.shutdown_timeout_s)
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
     )
@@ -93,6 +120,7 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
         embedder,
         settings.expected_completion_tokens,
         load_board=pool.load_board,
+        embedder_name=embedder_name,
     )
 
 
@@ -120,8 +148,8 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
     if settings.cache == "semantic" and embedder is None:
         from router.embedder import load_embedder  # loads the model at the first lookup
 
-        embedder = BatchingEmbedder(
-            load_embedder(None, settings.embedder, settings.work_dir / "models"),
+        embedder = BatchingEmbedder(  # the routing step's resolved choice, as it would embed
+            load_embedder(None, routing.embedder_name, settings.work_dir / "models"),
             shutdown_timeout_s=settings.shutdown_timeout_s,
         )
     return ResponseCache(store, settings, embedder)
