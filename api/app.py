@@ -69,8 +69,9 @@ def _embedder_name(settings: Settings, artifact: Router | None, path: Path | Non
     if artifact is not None and artifact.uses_embeddings and recorded is None:
         log.warning(
             "the router artifact %s does not record the embedder it was trained with (written "
-            "before coe recorded it): queries are embedded with %r (COE_EMBEDDER, default "
-            "minilm), which must be the one it was trained with; retrain it to have it recorded",
+            "before coe recorded it, or fitted outside `coe train`): queries are embedded with "
+            "%r (COE_EMBEDDER, default minilm), which must be the one it was trained with; "
+            "retrain it with `coe train` to have it recorded",
             path,
             name,
         )
@@ -86,11 +87,19 @@ def _check_model(embedder: Embedder, recorded: EmbedderRecord | None) -> None:
         )
 
 
-def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
+def _load_artifact(settings: Settings, config: PoolConfig) -> tuple[Router | None, str]:
+    """The trained router, if one is configured, and the embedder its queries are embedded
+    with. Read before any expert starts: an artifact or a `COE_EMBEDDER` that cannot be served
+    fails in a second, not after the pool's processes have come up."""
+    path = settings.router_artifact or config.router.artifact
+    artifact = Router.load(path) if path else None
+    return artifact, _embedder_name(settings, artifact, path)
+
+
+def _load_routing(
+    settings: Settings, pool: LivePool, artifact: Router | None, embedder_name: str
+) -> RoutingService:
     config: PoolConfig = pool.config
-    artifact_path = settings.router_artifact or config.router.artifact
-    artifact = Router.load(artifact_path) if artifact_path else None
-    embedder_name = _embedder_name(settings, artifact, artifact_path)
     routers = build_routers(pool.descriptors(), artifact)
     default = settings.router or (artifact.name if artifact else config.router.name)
     if default not in routers:
@@ -238,6 +247,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = load_pool(settings.pool)
+        artifact, embedder_name = _load_artifact(settings, config)
         stop_tracing = configure(settings)
         timeouts = Timeouts(connect=settings.connect_timeout_s, read=settings.read_timeout_s)
         pool = LivePool(
@@ -261,7 +271,7 @@ def create_app(
         routing: RoutingService | None = None
         store: Store | None = None
         try:
-            routing = _load_routing(settings, pool)
+            routing = _load_routing(settings, pool, artifact, embedder_name)
             if routing.embedder is not None:  # load the model now, not on the first request
                 await routing.embedder.embed_one("warm-up")
             app.state.settings = settings

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings
+from experts.live import LivePool
 from experts.testing import FakeExpert, FakeNetwork
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
@@ -98,7 +99,13 @@ async def test_unset_or_the_same_embeds_with_the_artifacts_embedder(
         assert app.state.cache.embedder is routing.embedder  # the cache follows the same choice
 
 
-async def test_another_embedder_than_the_artifacts_is_refused_at_start(tmp_path: Path) -> None:
+async def test_another_embedder_than_the_artifacts_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def start(self: LivePool) -> None:
+        raise AssertionError("the pool started before the embedder was checked")
+
+    monkeypatch.setattr(LivePool, "start", start)
     app = _app(tmp_path, _artifact(tmp_path, INT8), embedder="minilm")
     with pytest.raises(EmbedderMismatchError) as refused:
         async with app.router.lifespan_context(app):
