@@ -7,10 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from router.embedder import Embedder, load_embedder
+from router.base import Router
+from router.embedder import (
+    Embedder,
+    EmbedderMismatchError,
+    load_embedder,
+    requested_embedder,
+    resolve_embedder,
+)
 from router.query import MAX_ROUTING_CHARS
+from training.errors import CoeTrainingError
 
-__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts", "lexical_embeddings", "training_embedder"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "artifact_embedder",
+    "embed_prompts",
+    "lexical_embeddings",
+    "training_embedder",
+]
 
 #: Where `coe train`/`coe eval` keep embeddings between runs unless told otherwise.
 DEFAULT_CACHE_DIR = Path(".cache/coe/embeddings")
@@ -22,6 +36,19 @@ def training_embedder(cache_dir: Path | None, name: str | None = None) -> Embedd
     if name is None:
         return load_embedder(cache_dir)
     return load_embedder(cache_dir, name)
+
+
+def artifact_embedder(router: Router, path: Path, cache_dir: Path | None) -> Embedder:
+    """The embedder to embed queries for the trained `router` (read from `path`) with: the one
+    its training vectors were made with when it records it, else as `training_embedder`.
+
+    Raises `CoeTrainingError` when `COE_EMBEDDER` names another than the recorded one."""
+    recorded = router.embedder_
+    try:
+        name = None if recorded is None else resolve_embedder(requested_embedder(), recorded)
+    except EmbedderMismatchError as exc:
+        raise CoeTrainingError(f"{path}: {exc}") from exc
+    return training_embedder(cache_dir, name)
 
 
 def embed_prompts(

@@ -11,12 +11,7 @@ import numpy as np
 
 from router.base import Router
 from router.data import RoutingData
-from router.embedder import (
-    EmbedderMismatchError,
-    EmbedderRecord,
-    requested_embedder,
-    resolve_embedder,
-)
+from router.embedder import EmbedderRecord
 from training.auto import AUTO, check_auto_params, fit_auto
 from training.calibrate import (
     CALIBRATIONS,
@@ -28,7 +23,7 @@ from training.calibrate import (
     out_of_fold,
 )
 from training.dataset import costs_are_estimated, read_dataset, to_routing_data
-from training.embed import embed_prompts, training_embedder
+from training.embed import artifact_embedder, embed_prompts, training_embedder
 from training.errors import CoeTrainingError
 from training.evaluate import (
     COST_WEIGHTS,
@@ -221,12 +216,7 @@ def add_experts(base_file: Path, add_file: Path, cache_dir: Path | None) -> Rout
             "`cluster` router (`coe train --router cluster`) to onboard experts from a profile"
         )
     data = to_routing_data(read_dataset(add_file), add_file)
-    recorded = base.embedder_  # the profile is embedded as the base's training set was
-    try:
-        name = None if recorded is None else resolve_embedder(requested_embedder(), recorded)
-    except EmbedderMismatchError as exc:
-        raise CoeTrainingError(f"{base_file}: {exc}") from exc
-    embedder = training_embedder(cache_dir, name)
+    embedder = artifact_embedder(base, base_file, cache_dir)  # as its training set was
     embeddings = embed_prompts(data.prompts, embedder, description="embedding profile")
     try:
         grown: Router = adder(data, embeddings)

@@ -117,3 +117,20 @@ def test_onboarding_refuses_another_coe_embedder(
     assert result.exit_code == 2
     assert "COE_EMBEDDER is 'minilm-onnx'" in result.output and "'minilm'" in result.output
     assert not grown.exists()
+
+
+def test_calibrate_embeds_with_the_artifacts_embedder(
+    tmp_path: Path, seen: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COE_EMBEDDER", "minilm-onnx-int8")
+    _train(tmp_path, "knn", tmp_path / "knn.pkl")
+    args = ["calibrate", "--router", str(tmp_path / "knn.pkl"), "--cost-share", "0.5"]
+    args += ["--data", str(tmp_path / "train.parquet"), "--embed-cache", str(tmp_path / "c2")]
+    monkeypatch.delenv("COE_EMBEDDER")
+    seen.clear()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen and all(t.startswith("fake-minilm-onnx-int8:") for t in seen)
+    monkeypatch.setenv("COE_EMBEDDER", "minilm")
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "COE_EMBEDDER is 'minilm'" in refused.output
