@@ -49,7 +49,7 @@ from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from experts.shutdown import bounded
 from router.base import Router
-from router.embedder import Embedder, EmbedderMismatchError, EmbedderRecord, resolve_embedder
+from router.embedder import check_recorded, resolve_embedder
 from router.episodes import runs_episodes
 from router.policy import Policy
 
@@ -76,15 +76,6 @@ def _embedder_name(settings: Settings, artifact: Router | None, path: Path | Non
             name,
         )
     return name
-
-
-def _check_model(embedder: Embedder, recorded: EmbedderRecord | None) -> None:
-    """Refuse an embedder whose model is not the recorded one (its name now means another)."""
-    if recorded is not None and embedder.model_id != recorded.model_id:
-        raise EmbedderMismatchError(
-            f"the router artifact was trained with embedder {recorded.name!r} as model "
-            f"{recorded.model_id}, but {recorded.name!r} is now {embedder.model_id}; retrain it"
-        )
 
 
 def _load_artifact(settings: Settings, config: PoolConfig) -> tuple[Router | None, str]:
@@ -116,7 +107,7 @@ def _load_routing(
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
         loaded = load_embedder(None, embedder_name, settings.work_dir / "models")
-        _check_model(loaded, artifact.embedder_ if artifact is not None else None)
+        check_recorded(loaded, artifact.embedder_ if artifact is not None else None)
         embedder = BatchingEmbedder(loaded, shutdown_timeout_s=settings.shutdown_timeout_s)
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight

@@ -43,6 +43,7 @@ __all__ = [
     "EmbedderUnavailableError",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "check_recorded",
     "default_memory_size",
     "load_embedder",
     "requested_embedder",
@@ -402,6 +403,18 @@ def resolve_embedder(
             f"have (it has: {', '.join(EMBEDDERS)}); retrain it with one of those"
         )
     return recorded.name
+
+
+def check_recorded(
+    embedder: Embedder, recorded: EmbedderRecord | None, source: str = "the router artifact"
+) -> None:
+    """Refuse `embedder` when its model is not the `recorded` one: the name the router was
+    trained under now means another model (another export, another text length)."""
+    if recorded is not None and embedder.model_id != recorded.model_id:
+        raise EmbedderMismatchError(
+            f"{source} was trained with embedder {recorded.name!r} as model "
+            f"{recorded.model_id}, but {recorded.name!r} is now {embedder.model_id}; retrain it"
+        )
 
 
 def load_embedder(

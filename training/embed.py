@@ -11,6 +11,7 @@ from router.base import Router
 from router.embedder import (
     Embedder,
     EmbedderMismatchError,
+    check_recorded,
     load_embedder,
     requested_embedder,
     resolve_embedder,
@@ -33,7 +34,7 @@ DEFAULT_CACHE_DIR = Path(".cache/coe/embeddings")
 def training_embedder(cache_dir: Path | None, name: str | None = None) -> Embedder:
     """The embedder the training commands embed with: `name`, else `COE_EMBEDDER`, else
     `minilm` (`router.embedder.load_embedder`), caching to `cache_dir`."""
-    if name is None:
+    if name is None:  # the call the tests' stand-ins for `load_embedder` take
         return load_embedder(cache_dir)
     return load_embedder(cache_dir, name)
 
@@ -42,13 +43,16 @@ def artifact_embedder(router: Router, path: Path, cache_dir: Path | None) -> Emb
     """The embedder to embed queries for the trained `router` (read from `path`) with: the one
     its training vectors were made with when it records it, else as `training_embedder`.
 
-    Raises `CoeTrainingError` when `COE_EMBEDDER` names another than the recorded one."""
+    Raises `CoeTrainingError` when `COE_EMBEDDER` names another than the recorded one, or the
+    recorded name now means another model."""
     recorded = router.embedder_
     try:
         name = None if recorded is None else resolve_embedder(requested_embedder(), recorded)
+        embedder = training_embedder(cache_dir, name)
+        check_recorded(embedder, recorded)
     except EmbedderMismatchError as exc:
         raise CoeTrainingError(f"{path}: {exc}") from exc
-    return training_embedder(cache_dir, name)
+    return embedder
 
 
 def embed_prompts(

@@ -134,3 +134,15 @@ def test_calibrate_embeds_with_the_artifacts_embedder(
     monkeypatch.setenv("COE_EMBEDDER", "minilm")
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2 and "COE_EMBEDDER is 'minilm'" in refused.output
+
+
+def test_onboarding_refuses_a_recorded_model_the_embedder_no_longer_is(
+    tmp_path: Path, seen: list[str]
+) -> None:
+    _train(tmp_path, "cluster", tmp_path / "base.pkl")
+    base = Router.load(tmp_path / "base.pkl")
+    base.embedder_ = EmbedderRecord("minilm", "an-older-model")
+    base.save(tmp_path / "base.pkl")
+    _, args = _onboard(tmp_path, tmp_path / "base.pkl")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "an-older-model" in result.output
