@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -48,6 +49,7 @@ from experts.live import LivePool
 from experts.pool import VIRTUAL_MODELS, PoolConfig, load_pool
 from experts.shutdown import bounded
 from router.base import Router
+from router.embedder import check_recorded, resolve_embedder
 from router.episodes import runs_episodes
 from router.policy import Policy
 
@@ -59,10 +61,36 @@ __all__ = ["create_app"]
 log = logging.getLogger("coe.api")
 
 
-def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
+def _embedder_name(settings: Settings, artifact: Router | None, path: Path | None) -> str:
+    """`COE_EMBEDDER` resolved against the embedder the artifact was trained with: unset, the
+    artifact's; another than the artifact's, refused (`EmbedderMismatchError`, at start)."""
+    recorded = artifact.embedder_ if artifact is not None else None
+    name = resolve_embedder(settings.embedder, recorded, f"the router artifact {path}")
+    if artifact is not None and artifact.uses_embeddings and recorded is None:
+        log.warning(
+            "the router artifact %s does not record the embedder it was trained with (written "
+            "before coe recorded it, or fitted outside `coe train`): queries are embedded with "
+            "%r (COE_EMBEDDER, default minilm), which must be the one it was trained with; "
+            "retrain it with `coe train` to have it recorded",
+            path,
+            name,
+        )
+    return name
+
+
+def _load_artifact(settings: Settings, config: PoolConfig) -> tuple[Router | None, str]:
+    """The trained router, if one is configured, and the embedder its queries are embedded
+    with. Read before any expert starts: an artifact or a `COE_EMBEDDER` that cannot be served
+    fails in a second, not after the pool's processes have come up."""
+    path = settings.router_artifact or config.router.artifact
+    artifact = Router.load(path) if path else None
+    return artifact, _embedder_name(settings, artifact, path)
+
+
+def _load_routing(
+    settings: Settings, pool: LivePool, artifact: Router | None, embedder_name: str
+) -> RoutingService:
     config: PoolConfig = pool.config
-    artifact_path = settings.router_artifact or config.router.artifact
-    artifact = Router.load(artifact_path) if artifact_path else None
     routers = build_routers(pool.descriptors(), artifact)
     default = settings.router or (artifact.name if artifact else config.router.name)
     if default not in routers:
@@ -78,10 +106,9 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
     if any(r.uses_embeddings for r in routers.values()):
         from router.embedder import load_embedder  # torch is heavy: only when a router needs it
 
-        embedder = BatchingEmbedder(
-            load_embedder(None, settings.embedder, settings.work_dir / "models"),
-            shutdown_timeout_s=settings.shutdown_timeout_s,
-        )
+        loaded = load_embedder(None, embedder_name, settings.work_dir / "models")
+        check_recorded(loaded, artifact.embedder_ if artifact is not None else None)
+        embedder = BatchingEmbedder(loaded, shutdown_timeout_s=settings.shutdown_timeout_s)
     cost_weight = (
         settings.cost_weight if settings.cost_weight is not None else config.router.cost_weight
     )
@@ -93,6 +120,7 @@ def _load_routing(settings: Settings, pool: LivePool) -> RoutingService:
         embedder,
         settings.expected_completion_tokens,
         load_board=pool.load_board,
+        embedder_name=embedder_name,
     )
 
 
@@ -120,8 +148,8 @@ def _cache(settings: Settings, store: Store, routing: RoutingService) -> Respons
     if settings.cache == "semantic" and embedder is None:
         from router.embedder import load_embedder  # loads the model at the first lookup
 
-        embedder = BatchingEmbedder(
-            load_embedder(None, settings.embedder, settings.work_dir / "models"),
+        embedder = BatchingEmbedder(  # the routing step's resolved choice, as it would embed
+            load_embedder(None, routing.embedder_name, settings.work_dir / "models"),
             shutdown_timeout_s=settings.shutdown_timeout_s,
         )
     return ResponseCache(store, settings, embedder)
@@ -210,6 +238,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = load_pool(settings.pool)
+        artifact, embedder_name = _load_artifact(settings, config)
         stop_tracing = configure(settings)
         timeouts = Timeouts(connect=settings.connect_timeout_s, read=settings.read_timeout_s)
         pool = LivePool(
@@ -233,7 +262,7 @@ def create_app(
         routing: RoutingService | None = None
         store: Store | None = None
         try:
-            routing = _load_routing(settings, pool)
+            routing = _load_routing(settings, pool, artifact, embedder_name)
             if routing.embedder is not None:  # load the model now, not on the first request
                 await routing.embedder.embed_one("warm-up")
             app.state.settings = settings

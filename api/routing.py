@@ -98,14 +98,17 @@ class RoutingService:
         embedder: BatchingEmbedder | None,
         expected_completion_tokens: int,
         load_board: LoadBoard | None = None,
+        embedder_name: str | None = None,
     ) -> None:
         """`load_board`: the pool's live load, which makes routing load-aware (the policy's
-        `load_tolerance` bounds what it may give up)."""
+        `load_tolerance` bounds what it may give up). `embedder_name`: the `EMBEDDERS` name
+        queries are embedded with (`COE_EMBEDDER` resolved against the artifact's record)."""
         self.experts = {e.name: e for e in experts}
         self.routers = dict(routers)
         self.default = default
         self.policy = policy
         self.embedder = embedder
+        self.embedder_name = embedder_name
         self.expected_completion_tokens = expected_completion_tokens
         self.load_board = load_board
         self.scores = ScoreBatcher()

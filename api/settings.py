@@ -36,10 +36,11 @@ class Settings(BaseSettings):
         default=None, description="default quality/cost trade-off; overrides the pool file's"
     )
 
-    embedder: Literal["minilm", "minilm-onnx", "minilm-onnx-int8"] = Field(
-        default="minilm",
+    embedder: Literal["minilm", "minilm-onnx", "minilm-onnx-int8"] | None = Field(
+        default=None,
         description="how the routing query is embedded: MiniLM on torch, or on ONNX Runtime "
-        "(fp32 or int8; exported once into work_dir/models)",
+        "(fp32 or int8; exported once into work_dir/models). Unset: the embedder the router "
+        "artifact was trained with, else minilm; one that differs from the artifact's is refused",
     )
 
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0

@@ -24,6 +24,7 @@ import numpy as np
 from router.costs import ReplyCostModel
 from router.data import RoutingData
 from router.descriptor import ExpertDescriptor
+from router.embedder import EmbedderRecord
 
 __all__ = ["ASSUMED_REPLY_TOKENS", "ROUTERS", "PoolMismatchError", "Router", "register"]
 
@@ -55,6 +56,11 @@ class Router(ABC):
     #: Set by `coe train --router auto` (`training.auto`): the family and parameters chosen by
     #: cross-validation on the training file, and the CV table. None for a family fitted as named.
     selection_: dict[str, Any] | None = None
+    #: The embedder that made the training vectors, set by `coe train` (and kept by
+    #: `coe train --base --add`); the gateway embeds queries with it. None for a router that
+    #: reads no embedding, one fitted outside `coe train`, or an artifact from before it was
+    #: recorded (the class default is what such a pickle loads with).
+    embedder_: EmbedderRecord | None = None
 
     def fit(self, data: RoutingData, embeddings: np.ndarray) -> Self:
         """Learn from outcomes on `data`; `embeddings[i]` embeds `data.prompts[i]`.

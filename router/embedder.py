@@ -27,20 +27,27 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_EMBEDDER",
     "DEFAULT_MODEL_ID",
     "EMBEDDERS",
     "Embedder",
+    "EmbedderMismatchError",
+    "EmbedderRecord",
     "EmbedderUnavailableError",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "check_recorded",
     "default_memory_size",
     "load_embedder",
+    "requested_embedder",
+    "resolve_embedder",
     "text_key",
 ]
 
@@ -62,6 +69,10 @@ class EmbedderUnavailableError(RuntimeError):
     """The embedding model cannot be loaded (package missing, files missing)."""
 
 
+class EmbedderMismatchError(ValueError):
+    """The embedder asked for is not the one a router's training vectors were made with."""
+
+
 def text_key(model_id: str, text: str) -> str:
     """The cache key of `text` under `model_id`: hex SHA-256 of both."""
     return hashlib.sha256(f"{model_id}\x00{text}".encode()).hexdigest()
@@ -76,6 +87,9 @@ class Embedder(ABC):
 
     #: Identifies the model in cache keys: two embedders with the same id must agree.
     model_id: str = "unknown"
+    #: The `EMBEDDERS` name it was made under (`load_embedder` sets it); None for one built
+    #: directly (a test double), which a router artifact then cannot record.
+    name: str | None = None
     batch_size: int = 64
 
     def __init__(self, cache_dir: Path | None = None, memory_size: int | None = None) -> None:
@@ -331,6 +345,22 @@ def _onnx(quantize: bool) -> Callable[[Path | None, Path | None], Embedder]:
     return make
 
 
+@dataclass(frozen=True)
+class EmbedderRecord:
+    """The embedder a router's training vectors were made with, kept in its artifact
+    (`Router.embedder_`), so the gateway embeds queries with the same one."""
+
+    #: Its `EMBEDDERS` name, as `COE_EMBEDDER` spells it.
+    name: str
+    #: Its `Embedder.model_id` when the router was trained.
+    model_id: str
+
+    @classmethod
+    def of(cls, embedder: Embedder) -> EmbedderRecord | None:
+        """The record of `embedder`; None for one outside `EMBEDDERS` (it has no name)."""
+        return None if embedder.name is None else cls(embedder.name, embedder.model_id)
+
+
 #: The embedders by name (`COE_EMBEDDER`): one model, three ways to run it. Each has its own
 #: `model_id`, so their vectors never mix in a shared cache folder.
 EMBEDDERS: dict[str, Callable[[Path | None, Path | None], Embedder]] = {
@@ -338,6 +368,53 @@ EMBEDDERS: dict[str, Callable[[Path | None, Path | None], Embedder]] = {
     "minilm-onnx": _onnx(quantize=False),
     "minilm-onnx-int8": _onnx(quantize=True),
 }
+
+
+#: The embedder used when neither `COE_EMBEDDER` nor a router artifact names one.
+DEFAULT_EMBEDDER = "minilm"
+
+
+def requested_embedder() -> str | None:
+    """`COE_EMBEDDER` as the environment gives it to the training commands; None when unset."""
+    return os.environ.get("COE_EMBEDDER") or None
+
+
+def resolve_embedder(
+    asked: str | None, recorded: EmbedderRecord | None, source: str = "the router artifact"
+) -> str:
+    """The embedder name to embed queries for a router whose artifact records `recorded`:
+    `asked` (`COE_EMBEDDER`) when given, else the recorded one, else `DEFAULT_EMBEDDER`.
+
+    Raises `EmbedderMismatchError` when `asked` is not the recorded embedder (its vectors would
+    not be the ones the router learned from), or the recorded one is not in `EMBEDDERS`.
+    """
+    if recorded is None:
+        return asked or DEFAULT_EMBEDDER
+    if asked is not None and asked != recorded.name:
+        raise EmbedderMismatchError(
+            f"COE_EMBEDDER is {asked!r}, but {source} was trained with embedder "
+            f"{recorded.name!r} ({recorded.model_id}): its query vectors would not match the "
+            f"training vectors; unset COE_EMBEDDER (or set it to {recorded.name!r}), or "
+            f"retrain the router with COE_EMBEDDER={asked} coe train"
+        )
+    if recorded.name not in EMBEDDERS:
+        raise EmbedderMismatchError(
+            f"{source} was trained with embedder {recorded.name!r}, which this coe does not "
+            f"have (it has: {', '.join(EMBEDDERS)}); retrain it with one of those"
+        )
+    return recorded.name
+
+
+def check_recorded(
+    embedder: Embedder, recorded: EmbedderRecord | None, source: str = "the router artifact"
+) -> None:
+    """Refuse `embedder` when its model is not the `recorded` one: the name the router was
+    trained under now means another model (another export, another text length)."""
+    if recorded is not None and embedder.model_id != recorded.model_id:
+        raise EmbedderMismatchError(
+            f"{source} was trained with embedder {recorded.name!r} as model "
+            f"{recorded.model_id}, but {recorded.name!r} is now {embedder.model_id}; retrain it"
+        )
 
 
 def load_embedder(
@@ -348,9 +425,11 @@ def load_embedder(
 
     Loading the model is deferred to the first `embed` call, so this is cheap.
     """
-    name = name or os.environ.get("COE_EMBEDDER") or "minilm"
+    name = name or requested_embedder() or DEFAULT_EMBEDDER
     if name not in EMBEDDERS:
         raise EmbedderUnavailableError(
             f"unknown embedder {name!r}; choose one of: {', '.join(EMBEDDERS)}"
         )
-    return EMBEDDERS[name](cache_dir, model_dir)
+    embedder = EMBEDDERS[name](cache_dir, model_dir)
+    embedder.name = name
+    return embedder

@@ -38,7 +38,7 @@ import numpy as np
 from router.base import Router
 from router.data import RoutingData
 from training.dataset import read_dataset, to_routing_data
-from training.embed import embed_prompts
+from training.embed import artifact_embedder, embed_prompts
 from training.errors import CoeTrainingError
 from training.evaluate import COST_WEIGHTS, router_curve
 
@@ -275,14 +275,15 @@ def calibrate_file(
     quality_share: float | None,
     cache_dir: Path | None,
 ) -> dict[str, Any]:
-    """Load a router artifact and a canonical file, then `calibrate`."""
+    """Load a router artifact and a canonical file, embed it with the embedder the artifact
+    records (`training.embed.artifact_embedder`), then `calibrate`."""
     try:
         router = Router.load(router_file)
     except (OSError, ValueError) as exc:
         raise CoeTrainingError(f"{router_file}: cannot load a router: {exc}") from exc
     data = to_routing_data(read_dataset(data_file), data_file, models=router.models_)
     embeddings = (
-        embed_prompts(data.prompts, cache_dir=cache_dir)
+        embed_prompts(data.prompts, artifact_embedder(router, router_file, cache_dir))
         if router.uses_embeddings
         else np.zeros((len(data), 0), dtype=np.float32)
     )

@@ -7,13 +7,52 @@ from pathlib import Path
 
 import numpy as np
 
-from router.embedder import Embedder, load_embedder
+from router.base import Router
+from router.embedder import (
+    Embedder,
+    EmbedderMismatchError,
+    check_recorded,
+    load_embedder,
+    requested_embedder,
+    resolve_embedder,
+)
 from router.query import MAX_ROUTING_CHARS
+from training.errors import CoeTrainingError
 
-__all__ = ["DEFAULT_CACHE_DIR", "embed_prompts", "lexical_embeddings"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "artifact_embedder",
+    "embed_prompts",
+    "lexical_embeddings",
+    "training_embedder",
+]
 
 #: Where `coe train`/`coe eval` keep embeddings between runs unless told otherwise.
 DEFAULT_CACHE_DIR = Path(".cache/coe/embeddings")
+
+
+def training_embedder(cache_dir: Path | None, name: str | None = None) -> Embedder:
+    """The embedder the training commands embed with: `name`, else `COE_EMBEDDER`, else
+    `minilm` (`router.embedder.load_embedder`), caching to `cache_dir`."""
+    if name is None:  # the call the tests' stand-ins for `load_embedder` take
+        return load_embedder(cache_dir)
+    return load_embedder(cache_dir, name)
+
+
+def artifact_embedder(router: Router, path: Path, cache_dir: Path | None) -> Embedder:
+    """The embedder to embed queries for the trained `router` (read from `path`) with: the one
+    its training vectors were made with when it records it, else as `training_embedder`.
+
+    Raises `CoeTrainingError` when `COE_EMBEDDER` names another than the recorded one, or the
+    recorded name now means another model."""
+    recorded = router.embedder_
+    try:
+        name = None if recorded is None else resolve_embedder(requested_embedder(), recorded)
+        embedder = training_embedder(cache_dir, name)
+        check_recorded(embedder, recorded)
+    except EmbedderMismatchError as exc:
+        raise CoeTrainingError(f"{path}: {exc}") from exc
+    return embedder
 
 
 def embed_prompts(
@@ -27,7 +66,7 @@ def embed_prompts(
 
     A rich progress bar shows when `show_progress` is set and there is something to embed.
     """
-    embedder = embedder or load_embedder(cache_dir)
+    embedder = embedder or training_embedder(cache_dir)
     texts = [p.strip()[-MAX_ROUTING_CHARS:] for p in prompts]
     if not show_progress:
         return embedder.embed(texts)

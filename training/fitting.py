@@ -11,6 +11,7 @@ import numpy as np
 
 from router.base import Router
 from router.data import RoutingData
+from router.embedder import EmbedderRecord
 from training.auto import AUTO, check_auto_params, fit_auto
 from training.calibrate import (
     CALIBRATIONS,
@@ -22,7 +23,7 @@ from training.calibrate import (
     out_of_fold,
 )
 from training.dataset import costs_are_estimated, read_dataset, to_routing_data
-from training.embed import embed_prompts
+from training.embed import artifact_embedder, embed_prompts, training_embedder
 from training.errors import CoeTrainingError
 from training.evaluate import (
     COST_WEIGHTS,
@@ -170,21 +171,27 @@ def family_params(
 def train_router(
     train_file: Path, name: str, params: dict[str, Any], seed: int, cache_dir: Path | None
 ) -> Router:
-    """Read, embed (cached, with a progress bar) and fit."""
+    """Read, embed (cached, with a progress bar) and fit. A fitted router that reads
+    embeddings records the embedder that made them (`Router.embedder_`)."""
     data = to_routing_data(read_dataset(train_file), train_file)
     router = None if name == AUTO else build_router(name, params)
+    embedder = training_embedder(cache_dir) if router is None or router.uses_embeddings else None
     embeddings = (
-        embed_prompts(data.prompts, cache_dir=cache_dir, description="embedding train")
-        if router is None or router.uses_embeddings
-        else None
+        None
+        if embedder is None
+        else embed_prompts(data.prompts, embedder, description="embedding train")
     )
     if getattr(router, "progress", False):  # the family shows its own progress bar
-        return fit_router(name, data, embeddings, params, seed)
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+        fitted = fit_router(name, data, embeddings, params, seed)
+    else:
+        from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
-        bar.add_task(f"training {name}", total=None)
-        return fit_router(name, data, embeddings, params, seed)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
+            bar.add_task(f"training {name}", total=None)
+            fitted = fit_router(name, data, embeddings, params, seed)
+    if embedder is not None and fitted.uses_embeddings:
+        fitted.embedder_ = EmbedderRecord.of(embedder)
+    return fitted
 
 
 def load_router(path: Path) -> Router:
@@ -197,7 +204,10 @@ def load_router(path: Path) -> Router:
 
 def add_experts(base_file: Path, add_file: Path, cache_dir: Path | None) -> Router:
     """`coe train --base --add`: the router of `base_file` plus the new experts profiled in
-    `add_file` (a canonical file, e.g. `coe profile`'s), without refitting it."""
+    `add_file` (a canonical file, e.g. `coe profile`'s), without refitting it.
+
+    The profile is embedded with the embedder the base records (a `COE_EMBEDDER` naming another
+    is refused); the grown router keeps the base's record (none for a base without one)."""
     base = load_router(base_file)
     adder = getattr(base, "add_experts", None)
     if adder is None:
@@ -206,7 +216,8 @@ def add_experts(base_file: Path, add_file: Path, cache_dir: Path | None) -> Rout
             "`cluster` router (`coe train --router cluster`) to onboard experts from a profile"
         )
     data = to_routing_data(read_dataset(add_file), add_file)
-    embeddings = embed_prompts(data.prompts, cache_dir=cache_dir, description="embedding profile")
+    embedder = artifact_embedder(base, base_file, cache_dir)  # as its training set was
+    embeddings = embed_prompts(data.prompts, embedder, description="embedding profile")
     try:
         grown: Router = adder(data, embeddings)
     except ValueError as exc:
