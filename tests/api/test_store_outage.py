@@ -100,8 +100,14 @@ async def test_gateway_serves_with_redis_down_from_the_start(
         r = await gw.client.post("/v1/chat/completions", json=chat)
         assert r.status_code == 200  # keys known now: an open gateway, as Redis says
         redis_store = gw.app.state.store.primary
-        # ... and moved to Redis when it is back
-        assert [x.request_id for x in await redis_store.requests()] == ["r1", r.json()["id"]]
+        # ... and moved to Redis when it is back; the request's own record follows its answer
+        # (the log flusher writes after the answer has gone out), so wait for the next flush
+        wanted = ["r1", r.json()["id"]]
+
+        async def moved() -> bool:
+            return [x.request_id for x in await redis_store.requests()] == wanted
+
+        await wait_for(moved, timeout_s=5)
 
 
 async def _true(value: bool) -> bool:
