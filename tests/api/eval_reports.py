@@ -20,7 +20,7 @@ def write_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     fixture (three routers plus the best-single and oracle references). The torch-free hashing
     embedder keeps it to a second."""
 
-    def hashing(cache_dir: Path | None = None) -> Embedder:
+    def hashing(cache_dir: Path | None = None, name: str | None = None) -> Embedder:
         return HashingEmbedder(dim=32, cache_dir=cache_dir)
 
     monkeypatch.setattr("training.embed.load_embedder", hashing)

@@ -121,7 +121,7 @@ async def test_profile_grades_measures_and_writes_a_trainable_dataset(
     # the output trains with `coe train` unchanged
     monkeypatch.setattr(
         "training.embed.load_embedder",
-        lambda cache_dir=None: HashingEmbedder(dim=16, cache_dir=cache_dir),
+        lambda cache_dir=None, name=None: HashingEmbedder(dim=16, cache_dir=cache_dir),
     )
     artifact = tmp_path / "knn.pkl"
     args = ["train", "--train", str(result.dataset), "--router", "knn", "--params", '{"k": 2}']

@@ -157,7 +157,7 @@ async def test_profile_from_training_then_add_onboards_the_newcomer_by_cf(
 ) -> None:
     monkeypatch.setattr(
         "training.embed.load_embedder",
-        lambda cache_dir=None: HashingEmbedder(dim=32, cache_dir=cache_dir),
+        lambda cache_dir=None, name=None: HashingEmbedder(dim=32, cache_dir=cache_dir),
     )
     train_path = training_file(tmp_path / "train.parquet")
     base, grown_path = tmp_path / "base.pkl", tmp_path / "grown.pkl"

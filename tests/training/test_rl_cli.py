@@ -18,7 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _fake_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake(cache_dir: Path | None = None) -> Embedder:
+    def fake(cache_dir: Path | None = None, name: str | None = None) -> Embedder:
         return HashingEmbedder(dim=32, cache_dir=cache_dir)
 
     monkeypatch.setattr("training.embed.load_embedder", fake)
